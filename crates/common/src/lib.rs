@@ -1,0 +1,17 @@
+//! What every Sextant binary needs and nothing more: layered config, telemetry,
+//! shutdown, PostgreSQL and RabbitMQ connections, internal service auth, the
+//! error code table, and the scaffolding that serves a backend's gRPC.
+//!
+//! Domain code never lives here: if only one service needs it, it belongs to
+//! that service.
+
+pub mod amqp;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod grpc;
+pub mod internal_auth;
+pub mod shutdown;
+pub mod telemetry;
+
+pub use error::ErrorCode;
