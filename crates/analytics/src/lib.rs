@@ -1,1 +1,59 @@
+//! The analytics service: ingests metric events, answers time-bucketed
+//! queries, streams live metric updates, evaluates alert rules and produces
+//! analysis reports. Owns the `sextant_analytics` database.
+//!
+//! This crate is a library so tests can start it on port 0; `main.rs` only
+//! wires config and signals to [`Application`].
 
+pub mod config;
+
+use std::net::SocketAddr;
+
+use sextant_common::db;
+use sextant_common::grpc::{BackendServer, Dependency};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use tonic::service::Routes;
+
+pub use config::Config;
+
+pub const SERVICE: &str = "sextant-analytics";
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// A started (bound and migrated) analytics service.
+pub struct Application {
+    server: BackendServer,
+    pool: PgPool,
+}
+
+impl Application {
+    pub async fn build(config: &Config) -> anyhow::Result<Self> {
+        let pool = db::connect(&config.analytics.database, &MIGRATOR).await?;
+        let grpc = &config.analytics.grpc;
+        let server = BackendServer::bind(
+            &grpc.addr(),
+            sextant_proto::service_names::ANALYTICS,
+            config.internal.secret.clone(),
+            grpc.shutdown_grace,
+            grpc.health_interval,
+        )
+        .await?;
+        Ok(Self { server, pool })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.server.local_addr()
+    }
+
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let pool = self.pool.clone();
+        let postgres = Dependency::new("postgres", move || {
+            let pool = pool.clone();
+            async move { db::ping(&pool, std::time::Duration::from_secs(1)).await }
+        });
+        let result = self.server.serve(Routes::default(), vec![postgres], shutdown).await;
+        self.pool.close().await;
+        result
+    }
+}

@@ -144,23 +144,19 @@ pub fn load<T: DeserializeOwned + Validate>(defaults: &str, source: &ConfigSourc
     for _ in 0..64 {
         match merged.deserialize::<T>() {
             Ok(config) => {
-                if !problems.is_empty() {
-                    return Err(ConfigError { problems });
-                }
+                // Type errors were reset to defaults above, so the semantic
+                // checks still run and their problems join the list.
                 let mut semantic = Problems::default();
                 config.validate(&mut semantic);
-                if semantic.0.is_empty() {
-                    return Ok(config);
-                }
-                let problems = semantic
-                    .0
-                    .into_iter()
-                    .map(|p| Problem {
-                        origin: origin_of(&p.key, &env, &file, source.file.as_deref()),
-                        ..p
-                    })
-                    .collect();
-                return Err(ConfigError { problems });
+                problems.extend(semantic.0.into_iter().map(|p| Problem {
+                    origin: origin_of(&p.key, &env, &file, source.file.as_deref()),
+                    ..p
+                }));
+                return if problems.is_empty() {
+                    Ok(config)
+                } else {
+                    Err(ConfigError { problems })
+                };
             }
             Err(errors) => {
                 for error in errors {
@@ -374,11 +370,16 @@ mod tests {
 
     #[test]
     fn every_bad_value_is_reported_on_its_own_line_naming_the_key() {
-        let source = ConfigSource::from_env([("SEXTANT_HTTP__PORT", "abc"), ("SEXTANT_WORKERS", "-3")]);
+        let source = ConfigSource::from_env([
+            ("SEXTANT_HTTP__PORT", "abc"),
+            ("SEXTANT_WORKERS", "0"),
+            ("SEXTANT_GRACE", "soon"),
+        ]);
         let err = load::<Sample>(DEFAULTS, &source).unwrap_err();
         let text = err.to_string();
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines.len(), 2, "{text}");
+        assert_eq!(lines.len(), 3, "{text}");
+        assert!(lines.iter().any(|l| l.contains("grace") && l.contains("SEXTANT_GRACE")), "{text}");
         assert!(lines.iter().any(|l| l.contains("http.port") && l.contains("SEXTANT_HTTP__PORT")), "{text}");
         assert!(lines.iter().any(|l| l.contains("workers") && l.contains("SEXTANT_WORKERS")), "{text}");
     }

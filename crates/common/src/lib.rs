@@ -6,6 +6,7 @@
 //! that service.
 
 pub mod amqp;
+pub mod app;
 pub mod config;
 pub mod db;
 pub mod error;

@@ -1,1 +1,77 @@
+//! The jobs service: a durable job queue. PostgreSQL (the `sextant_jobs`
+//! database) is the record of truth; RabbitMQ carries work and events.
+//!
+//! This crate is a library so tests can start it on port 0; `main.rs` only
+//! wires config and signals to [`Application`].
 
+pub mod config;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use sextant_common::amqp::Amqp;
+use sextant_common::db;
+use sextant_common::grpc::{BackendServer, Dependency};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use tonic::service::Routes;
+
+pub use config::Config;
+
+pub const SERVICE: &str = "sextant-jobs";
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// A started (bound and migrated) jobs service. RabbitMQ need not be up yet:
+/// the connection supervisor keeps trying, and readiness says so meanwhile.
+pub struct Application {
+    server: BackendServer,
+    pool: PgPool,
+    amqp: Amqp,
+    amqp_stop: CancellationToken,
+}
+
+impl Application {
+    pub async fn build(config: &Config) -> anyhow::Result<Self> {
+        let pool = db::connect(&config.jobs.database, &MIGRATOR).await?;
+        let amqp_stop = CancellationToken::new();
+        let amqp = Amqp::start(config.jobs.amqp.clone(), SERVICE, amqp_stop.clone());
+        let grpc = &config.jobs.grpc;
+        let server = BackendServer::bind(
+            &grpc.addr(),
+            sextant_proto::service_names::JOBS,
+            config.internal.secret.clone(),
+            grpc.shutdown_grace,
+            grpc.health_interval,
+        )
+        .await?;
+        Ok(Self {
+            server,
+            pool,
+            amqp,
+            amqp_stop,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.server.local_addr()
+    }
+
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let pool = self.pool.clone();
+        let postgres = Dependency::new("postgres", move || {
+            let pool = pool.clone();
+            async move { db::ping(&pool, Duration::from_secs(1)).await }
+        });
+        let amqp = self.amqp.clone();
+        let rabbitmq = Dependency::new("rabbitmq", move || std::future::ready(amqp.is_connected()));
+        let result = self
+            .server
+            .serve(Routes::default(), vec![postgres, rabbitmq], shutdown)
+            .await;
+        // The broker connection outlives the server so in-flight work can still publish.
+        self.amqp_stop.cancel();
+        self.pool.close().await;
+        result
+    }
+}
