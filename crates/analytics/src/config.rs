@@ -1,9 +1,9 @@
 //! The analytics service's configuration (`[analytics]`), with its defaults.
 
+use serde::Deserialize;
 use sextant_common::app::{CommonSections, GrpcServerConfig};
 use sextant_common::config::{InternalConfig, Problems, TelemetryConfig, Validate};
 use sextant_common::db::DatabaseConfig;
-use serde::Deserialize;
 
 pub const DEFAULTS: &str = r#"
 [analytics.grpc]

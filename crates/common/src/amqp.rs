@@ -36,11 +36,14 @@ impl Validate for AmqpConfig {
 
 impl AmqpConfig {
     pub fn validate_at(&self, key: &str, problems: &mut Problems) {
-        let ok = url::Url::parse(self.url.expose_secret())
-            .is_ok_and(|u| matches!(u.scheme(), "amqp" | "amqps"));
+        let ok = url::Url::parse(self.url.expose_secret()).is_ok_and(|u| matches!(u.scheme(), "amqp" | "amqps"));
         problems.check(ok, &format!("{key}.url"), "must be an amqp:// or amqps:// URL");
         problems.check(
-            !self.prefix.is_empty() && self.prefix.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)),
+            !self.prefix.is_empty()
+                && self
+                    .prefix
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)),
             &format!("{key}.prefix"),
             "must be non-empty ASCII letters, digits, '-', '_' or '.'",
         );
@@ -63,10 +66,7 @@ impl Amqp {
     }
 
     pub fn is_connected(&self) -> bool {
-        self.current
-            .borrow()
-            .as_ref()
-            .is_some_and(|c| c.status().connected())
+        self.current.borrow().as_ref().is_some_and(|c| c.status().connected())
     }
 
     /// The live connection, if there is one now.

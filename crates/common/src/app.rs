@@ -10,7 +10,6 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
-
 use crate::config::{self, ConfigSource, Problems, TelemetryConfig, Validate};
 
 /// Sections every binary has.
@@ -65,15 +64,25 @@ pub fn load_or_exit<C: DeserializeOwned + Validate>(defaults: &str, file: Option
     config::load(&defaults, &ConfigSource::from_process(file)).unwrap_or_else(|e| e.exit())
 }
 
-/// Runs a backend: config, runtime, telemetry, signals, then `run` until shutdown.
-pub fn run_service<C, F, Fut>(service: &'static str, defaults: &str, run: F) -> !
+/// Runs a binary whose only argument is `--config`: see [`run`].
+pub fn run_service<C, F, Fut>(service: &'static str, defaults: &str, body: F) -> !
 where
     C: DeserializeOwned + Validate + CommonSections,
     F: FnOnce(C, CancellationToken) -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
 {
     let args: ConfigArgs = clap::Parser::parse();
-    let config: C = load_or_exit(defaults, args.config);
+    run(service, load_or_exit(defaults, args.config), body)
+}
+
+/// Starts the runtime and telemetry, then runs `body` until SIGTERM/SIGINT
+/// cancels its token; exits 0, or 1 with the error chain.
+pub fn run<C, F, Fut>(service: &'static str, config: C, body: F) -> !
+where
+    C: CommonSections,
+    F: FnOnce(C, CancellationToken) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
     let runtime = tokio::runtime::Runtime::new().expect("starting the tokio runtime");
     let code = runtime.block_on(async {
         let _telemetry = match crate::telemetry::init(service, config.telemetry()) {
@@ -84,7 +93,7 @@ where
             }
         };
         let shutdown = crate::shutdown::on_signal();
-        match run(config, shutdown).await {
+        match body(config, shutdown).await {
             Ok(()) => 0,
             Err(error) => {
                 tracing::error!(error = %format!("{error:#}"), "exiting");
@@ -94,6 +103,6 @@ where
         }
     });
     // Do not wait for stray blocking tasks: the grace period already bounded draining.
-    runtime.shutdown_timeout(Duration::from_secs(1));
+    runtime.shutdown_timeout(Duration::from_millis(250));
     std::process::exit(code)
 }

@@ -181,11 +181,13 @@ pub fn load<T: DeserializeOwned + Validate>(defaults: &str, source: &ConfigSourc
 }
 
 fn parse_toml(text: &str, name: &str) -> Result<Value, Problem> {
-    Figment::from(Toml::string(text)).extract::<Value>().map_err(|e| Problem {
-        key: "(file)".into(),
-        message: format!("{name}: {}", e.kind),
-        origin: None,
-    })
+    Figment::from(Toml::string(text))
+        .extract::<Value>()
+        .map_err(|e| Problem {
+            key: "(file)".into(),
+            message: format!("{name}: {}", e.kind),
+            origin: None,
+        })
 }
 
 fn read_file(path: &Path) -> Result<Value, Problem> {
@@ -360,7 +362,11 @@ mod tests {
 
     #[test]
     fn environment_overrides_defaults_with_nested_keys() {
-        let source = ConfigSource::from_env([("SEXTANT_HTTP__PORT", "9090"), ("SEXTANT_GRACE", "250ms"), ("OTHER", "x")]);
+        let source = ConfigSource::from_env([
+            ("SEXTANT_HTTP__PORT", "9090"),
+            ("SEXTANT_GRACE", "250ms"),
+            ("OTHER", "x"),
+        ]);
         let cfg: Sample = load(DEFAULTS, &source).unwrap();
         assert_eq!(cfg.http.port, 9090);
         assert_eq!(cfg.http.host, "127.0.0.1");
@@ -379,9 +385,22 @@ mod tests {
         let text = err.to_string();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 3, "{text}");
-        assert!(lines.iter().any(|l| l.contains("grace") && l.contains("SEXTANT_GRACE")), "{text}");
-        assert!(lines.iter().any(|l| l.contains("http.port") && l.contains("SEXTANT_HTTP__PORT")), "{text}");
-        assert!(lines.iter().any(|l| l.contains("workers") && l.contains("SEXTANT_WORKERS")), "{text}");
+        assert!(
+            lines.iter().any(|l| l.contains("grace") && l.contains("SEXTANT_GRACE")),
+            "{text}"
+        );
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains("http.port") && l.contains("SEXTANT_HTTP__PORT")),
+            "{text}"
+        );
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains("workers") && l.contains("SEXTANT_WORKERS")),
+            "{text}"
+        );
     }
 
     #[test]

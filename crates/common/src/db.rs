@@ -37,7 +37,11 @@ impl DatabaseConfig {
             ),
             Err(e) => problems.add(&format!("{key}.url"), format!("is not a PostgreSQL URL: {e}")),
         }
-        problems.check(self.max_connections > 0, &format!("{key}.max_connections"), "must be at least 1");
+        problems.check(
+            self.max_connections > 0,
+            &format!("{key}.max_connections"),
+            "must be at least 1",
+        );
     }
 }
 
@@ -92,7 +96,10 @@ pub async fn ping(pool: &PgPool, timeout: Duration) -> bool {
 }
 
 async fn ensure_database(options: &PgConnectOptions) -> anyhow::Result<()> {
-    let name = options.get_database().context("database url names no database")?.to_owned();
+    let name = options
+        .get_database()
+        .context("database url names no database")?
+        .to_owned();
     if options.connect().await.is_ok() {
         return Ok(());
     }

@@ -58,7 +58,9 @@ impl BackendServer {
         grace: Duration,
         health_interval: Duration,
     ) -> anyhow::Result<Self> {
-        let listener = TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding {addr}"))?;
         Ok(Self {
             listener,
             service_name,
@@ -74,7 +76,12 @@ impl BackendServer {
     }
 
     /// Serves `routes` until `shutdown`, then drains for at most the grace period.
-    pub async fn serve(self, routes: Routes, dependencies: Vec<Dependency>, shutdown: CancellationToken) -> anyhow::Result<()> {
+    pub async fn serve(
+        self,
+        routes: Routes,
+        dependencies: Vec<Dependency>,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<()> {
         let (reporter, health_service) = tonic_health::server::health_reporter();
         let mut reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
@@ -170,5 +177,9 @@ async fn watch_dependencies(
 }
 
 fn status(ok: bool) -> ServingStatus {
-    if ok { ServingStatus::Serving } else { ServingStatus::NotServing }
+    if ok {
+        ServingStatus::Serving
+    } else {
+        ServingStatus::NotServing
+    }
 }

@@ -70,7 +70,10 @@ pub fn init(service: &'static str, config: &TelemetryConfig) -> anyhow::Result<T
         }
     };
 
-    tracing_subscriber::registry().with(log_layer).with(otel_layer).try_init()?;
+    tracing_subscriber::registry()
+        .with(log_layer)
+        .with(otel_layer)
+        .try_init()?;
     Ok(TelemetryGuard { provider })
 }
 
@@ -194,6 +197,9 @@ mod tests {
         let headers = metadata.into_headers();
         assert!(headers.get("traceparent").is_some());
         let back = opentelemetry::propagation::TextMapPropagator::extract(&propagator, &HeaderExtractor(&headers));
-        assert_eq!(back.span().span_context().span_id(), SpanId::from_hex("00f067aa0ba902b7").unwrap());
+        assert_eq!(
+            back.span().span_context().span_id(),
+            SpanId::from_hex("00f067aa0ba902b7").unwrap()
+        );
     }
 }

@@ -1,9 +1,9 @@
 //! The exports service's configuration (`[exports]`), with its defaults.
 
+use serde::Deserialize;
 use sextant_common::app::{CommonSections, GrpcServerConfig};
 use sextant_common::config::{InternalConfig, Problems, TelemetryConfig, Validate};
 use sextant_common::db::DatabaseConfig;
-use serde::Deserialize;
 
 pub const DEFAULTS: &str = r#"
 [exports.grpc]

@@ -1,10 +1,10 @@
 //! The jobs service's configuration (`[jobs]`), with its defaults.
 
+use serde::Deserialize;
 use sextant_common::amqp::AmqpConfig;
 use sextant_common::app::{CommonSections, GrpcServerConfig};
 use sextant_common::config::{InternalConfig, Problems, TelemetryConfig, Validate};
 use sextant_common::db::DatabaseConfig;
-use serde::Deserialize;
 
 pub const DEFAULTS: &str = r#"
 [jobs.grpc]

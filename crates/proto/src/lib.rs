@@ -30,8 +30,7 @@ pub mod exports {
 }
 
 /// Every Sextant package's file descriptors, for the gRPC reflection service.
-pub const FILE_DESCRIPTOR_SET: &[u8] =
-    include_bytes!(concat!(env!("OUT_DIR"), "/sextant_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/sextant_descriptor.bin"));
 
 /// Fully qualified service names, as the gRPC health service reports them.
 pub mod service_names {

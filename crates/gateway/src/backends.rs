@@ -1,0 +1,142 @@
+//! gRPC clients to the three backends. Channels connect lazily and reconnect
+//! by themselves; every call has a deadline (the channel's request timeout);
+//! only idempotent calls are retried ([`retry_idempotent`]), with jittered
+//! exponential backoff and only on errors that mean "not processed".
+
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
+use sextant_common::internal_auth::{Caller, ClientAuth};
+use sextant_proto::analytics::v1::analytics_service_client::AnalyticsServiceClient;
+use sextant_proto::exports::v1::export_service_client::ExportServiceClient;
+use sextant_proto::jobs::v1::job_service_client::JobServiceClient;
+use tonic::codegen::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Request, Status};
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+use crate::config::BackendsConfig;
+use crate::error::ApiError;
+
+pub type Authed = InterceptedService<Channel, ClientAuth>;
+
+/// Dependencies a backend may report by name in its health service.
+const DEPENDENCIES: &[&str] = &["postgres", "rabbitmq"];
+
+pub struct Backend {
+    pub name: &'static str,
+    channel: Channel,
+}
+
+pub struct Backends {
+    pub analytics: Backend,
+    pub jobs: Backend,
+    pub exports: Backend,
+    auth: ClientAuth,
+    readiness_timeout: Duration,
+    retry: ExponentialBuilder,
+}
+
+impl Backends {
+    pub fn new(config: &BackendsConfig, auth: ClientAuth) -> anyhow::Result<Self> {
+        let backend = |name: &'static str, url: &str| -> anyhow::Result<Backend> {
+            let channel = Endpoint::from_shared(url.to_owned())?
+                .connect_timeout(config.connect_timeout)
+                .timeout(config.request_timeout)
+                .tcp_nodelay(true)
+                .http2_keep_alive_interval(Duration::from_secs(20))
+                .keep_alive_while_idle(true)
+                .connect_lazy();
+            Ok(Backend { name, channel })
+        };
+        Ok(Self {
+            analytics: backend("analytics", &config.analytics_url)?,
+            jobs: backend("jobs", &config.jobs_url)?,
+            exports: backend("exports", &config.exports_url)?,
+            auth,
+            readiness_timeout: config.readiness_timeout,
+            retry: ExponentialBuilder::default()
+                .with_min_delay(config.retry_min_delay)
+                .with_max_delay(Duration::from_secs(2))
+                .with_max_times(config.retry_attempts.saturating_sub(1))
+                .with_jitter(),
+        })
+    }
+
+    pub fn analytics(&self) -> AnalyticsServiceClient<Authed> {
+        AnalyticsServiceClient::with_interceptor(self.analytics.channel.clone(), self.auth.clone())
+    }
+
+    pub fn jobs(&self) -> JobServiceClient<Authed> {
+        JobServiceClient::with_interceptor(self.jobs.channel.clone(), self.auth.clone())
+    }
+
+    pub fn exports(&self) -> ExportServiceClient<Authed> {
+        ExportServiceClient::with_interceptor(self.exports.channel.clone(), self.auth.clone())
+    }
+
+    pub fn all(&self) -> [&Backend; 3] {
+        [&self.analytics, &self.jobs, &self.exports]
+    }
+
+    /// Retries `call` while it fails with a status that guarantees the backend
+    /// did not act on it. Only for idempotent calls.
+    pub async fn retry_idempotent<T, F, Fut>(&self, call: F) -> Result<T, Status>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, Status>>,
+    {
+        call.retry(self.retry)
+            .when(|status: &Status| status.code() == Code::Unavailable)
+            .notify(|status, after| tracing::debug!(code = ?status.code(), ?after, "retrying idempotent call"))
+            .await
+    }
+
+    /// Checks one backend's gRPC health and, if it is not serving, which of
+    /// its dependencies are down.
+    pub async fn readiness(&self, backend: &Backend) -> Readiness {
+        let mut client = HealthClient::with_interceptor(backend.channel.clone(), self.auth.clone());
+        match self.check(&mut client, "").await {
+            Ok(ServingStatus::Serving) => Readiness::Serving,
+            Ok(_) => {
+                let mut down = Vec::new();
+                for dependency in DEPENDENCIES {
+                    if let Ok(status) = self.check(&mut client, dependency).await
+                        && status != ServingStatus::Serving
+                    {
+                        down.push((*dependency).to_owned());
+                    }
+                }
+                Readiness::NotServing { down }
+            }
+            Err(status) => Readiness::Unreachable {
+                error: status.message().to_owned(),
+            },
+        }
+    }
+
+    async fn check(&self, client: &mut HealthClient<Authed>, service: &str) -> Result<ServingStatus, Status> {
+        let mut request = Request::new(HealthCheckRequest {
+            service: service.to_owned(),
+        });
+        request.set_timeout(self.readiness_timeout);
+        let response = client.check(request).await?;
+        Ok(response.into_inner().status())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Readiness {
+    Serving,
+    NotServing { down: Vec<String> },
+    Unreachable { error: String },
+}
+
+/// A request to a backend on behalf of `caller`.
+pub fn request<T>(caller: &Caller, message: T) -> Result<Request<T>, ApiError> {
+    let mut request = Request::new(message);
+    caller.apply(request.metadata_mut())?;
+    Ok(request)
+}

@@ -1,0 +1,183 @@
+//! Errors as RFC 9457 `application/problem+json`. Every error the gateway
+//! answers has a stable `code` from the shared table; the HTTP status comes
+//! from that table too, never from the handler.
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+use sextant_common::ErrorCode;
+
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// An error answered to a client.
+#[derive(Debug, thiserror::Error)]
+#[error("{code:?}: {detail}")]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub detail: String,
+    /// Seconds, for `Retry-After` on 429 and 503.
+    pub retry_after: Option<u64>,
+    /// Extra members of the problem document, e.g. per-field errors.
+    pub extensions: Option<serde_json::Value>,
+}
+
+#[derive(Serialize)]
+struct Problem<'a> {
+    #[serde(rename = "type")]
+    kind: String,
+    title: &'a str,
+    status: u16,
+    code: &'a str,
+    detail: &'a str,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    extensions: Option<&'a serde_json::Value>,
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, detail: impl Into<String>) -> Self {
+        Self {
+            code,
+            detail: detail.into(),
+            retry_after: None,
+            extensions: None,
+        }
+    }
+
+    pub fn unauthenticated(detail: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Unauthenticated, detail)
+    }
+
+    pub fn with_retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
+        self
+    }
+
+    pub fn with_extensions(mut self, extensions: serde_json::Value) -> Self {
+        self.extensions = Some(extensions);
+        self
+    }
+
+    /// The problem document, also used for WebSocket error frames.
+    pub fn body(&self) -> serde_json::Value {
+        serde_json::to_value(Problem {
+            kind: format!("https://sextant.dev/problems/{}", self.code.as_str()),
+            title: self.code.title(),
+            status: self.code.http_status(),
+            code: self.code.as_str(),
+            detail: &self.detail,
+            extensions: self.extensions.as_ref(),
+        })
+        .expect("a problem serialises")
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        StatusCode::from_u16(self.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut response = HttpResponse::build(self.status_code());
+        response.insert_header((header::CONTENT_TYPE, PROBLEM_JSON));
+        if self.code == ErrorCode::Unauthenticated {
+            response.insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
+        }
+        if let Some(seconds) = self.retry_after {
+            response.insert_header((header::RETRY_AFTER, seconds.to_string()));
+        }
+        response.body(self.body().to_string())
+    }
+}
+
+/// A backend's gRPC error, translated for the client. Internal details of
+/// server errors are logged, not returned.
+impl From<tonic::Status> for ApiError {
+    fn from(status: tonic::Status) -> Self {
+        let code = ErrorCode::of_status(&status);
+        match code {
+            ErrorCode::Internal => {
+                tracing::error!(grpc_code = ?status.code(), message = status.message(), "backend error");
+                ApiError::new(ErrorCode::Internal, "internal error")
+            }
+            ErrorCode::Unavailable | ErrorCode::DeadlineExceeded => {
+                tracing::warn!(grpc_code = ?status.code(), message = status.message(), "backend unavailable");
+                ApiError::new(code, "a backend service is unavailable; try again shortly").with_retry_after(1)
+            }
+            _ => ApiError::new(code, status.message()),
+        }
+    }
+}
+
+/// Turns actix's extractor errors (bad JSON, oversized body, bad query) into problems.
+pub mod extractors {
+    use actix_web::error::{JsonPayloadError, PathError, PayloadError, QueryPayloadError};
+    use actix_web::{Error, HttpRequest};
+
+    use super::*;
+
+    pub fn json(err: JsonPayloadError, _: &HttpRequest) -> Error {
+        let api = match &err {
+            JsonPayloadError::Overflow { limit } | JsonPayloadError::OverflowKnownLength { limit, .. } => {
+                ApiError::new(
+                    ErrorCode::PayloadTooLarge,
+                    format!("request body exceeds {limit} bytes"),
+                )
+            }
+            JsonPayloadError::ContentType => ApiError::new(
+                ErrorCode::UnsupportedMediaType,
+                "expected Content-Type: application/json",
+            ),
+            JsonPayloadError::Deserialize(e) if e.is_data() => ApiError::new(ErrorCode::InvalidArgument, e.to_string()),
+            JsonPayloadError::Deserialize(e) => {
+                ApiError::new(ErrorCode::MalformedRequest, format!("malformed JSON: {e}"))
+            }
+            JsonPayloadError::Payload(PayloadError::Overflow) => {
+                ApiError::new(ErrorCode::PayloadTooLarge, "request body too large")
+            }
+            other => ApiError::new(ErrorCode::MalformedRequest, other.to_string()),
+        };
+        api.into()
+    }
+
+    pub fn query(err: QueryPayloadError, _: &HttpRequest) -> Error {
+        ApiError::new(ErrorCode::InvalidArgument, format!("invalid query string: {err}")).into()
+    }
+
+    pub fn path(err: PathError, _: &HttpRequest) -> Error {
+        ApiError::new(ErrorCode::InvalidArgument, format!("invalid path: {err}")).into()
+    }
+
+    pub fn payload(err: PayloadError, _: &HttpRequest) -> Error {
+        let api = match err {
+            PayloadError::Overflow => ApiError::new(ErrorCode::PayloadTooLarge, "request body too large"),
+            other => ApiError::new(ErrorCode::MalformedRequest, other.to_string()),
+        };
+        api.into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::body::MessageBody;
+
+    #[test]
+    fn problem_bodies_carry_the_stable_code_and_status() {
+        let response = ApiError::new(ErrorCode::NotFound, "no such job").error_response();
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+        assert_eq!(response.headers().get(header::CONTENT_TYPE).unwrap(), PROBLEM_JSON);
+        let body = response.into_body().try_into_bytes().unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(json["code"], "not_found");
+        assert_eq!(json["status"], 404);
+        assert_eq!(json["detail"], "no such job");
+    }
+
+    #[test]
+    fn backend_internal_errors_are_not_leaked() {
+        let api = ApiError::from(tonic::Status::internal("password=hunter2 in query"));
+        assert_eq!(api.code, ErrorCode::Internal);
+        assert!(!api.detail.contains("hunter2"));
+    }
+}

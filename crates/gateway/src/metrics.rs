@@ -1,0 +1,131 @@
+//! Prometheus metrics for `/metrics`, and the middleware that records every
+//! HTTP request (labelled by route pattern, never by raw path, so ids do not
+//! explode the series count) inside a span joined to the caller's trace.
+
+use std::sync::Mutex;
+use std::time::Instant;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::middleware::Next;
+use actix_web::web;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use tracing::Instrument;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    pub method: String,
+    pub route: String,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CloseLabels {
+    pub code: u16,
+}
+
+pub struct Metrics {
+    registry: Mutex<Registry>,
+    pub http_requests: Family<HttpLabels, Counter>,
+    pub http_duration: Family<HttpLabels, Histogram>,
+    /// Open WebSocket connections.
+    pub ws_connections: Gauge,
+    pub ws_opened: Counter,
+    /// Connections the server closed, by close code.
+    pub ws_closed: Family<CloseLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("sextant_gateway");
+        let http_requests = Family::<HttpLabels, Counter>::default();
+        let http_duration = Family::<HttpLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+        });
+        let ws_connections = Gauge::default();
+        let ws_opened = Counter::default();
+        let ws_closed = Family::<CloseLabels, Counter>::default();
+        registry.register("http_requests", "HTTP requests answered", http_requests.clone());
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP request latency",
+            http_duration.clone(),
+        );
+        registry.register("ws_connections", "Open WebSocket connections", ws_connections.clone());
+        registry.register(
+            "ws_connections_opened",
+            "WebSocket connections accepted",
+            ws_opened.clone(),
+        );
+        registry.register(
+            "ws_connections_closed",
+            "WebSocket connections closed by the server, by close code",
+            ws_closed.clone(),
+        );
+        Self {
+            registry: Mutex::new(registry),
+            http_requests,
+            http_duration,
+            ws_connections,
+            ws_opened,
+            ws_closed,
+        }
+    }
+}
+
+impl Metrics {
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        let registry = self.registry.lock().expect("metrics registry lock");
+        prometheus_client::encoding::text::encode(&mut out, &registry).expect("writing to a String cannot fail");
+        out
+    }
+}
+
+/// Records the request's latency and outcome, inside a span whose parent is
+/// the caller's `traceparent` when one was sent.
+pub async fn middleware(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let started = Instant::now();
+    let method = req.method().to_string();
+    let route = req.match_pattern().unwrap_or_else(|| "unmatched".to_owned());
+    let span = tracing::info_span!("http", %method, %route, status = tracing::field::Empty);
+    let parent = opentelemetry_context(req.headers());
+    sextant_common::telemetry::set_parent(&span, parent);
+    let metrics = req.app_data::<web::Data<Metrics>>().cloned();
+
+    let response = next.call(req).instrument(span.clone()).await?;
+
+    let status = response.status().as_u16();
+    span.record("status", status);
+    if let Some(metrics) = metrics {
+        let labels = HttpLabels { method, route, status };
+        metrics.http_requests.get_or_create(&labels).inc();
+        metrics
+            .http_duration
+            .get_or_create(&labels)
+            .observe(started.elapsed().as_secs_f64());
+    }
+    Ok(response)
+}
+
+fn opentelemetry_context(headers: &actix_web::http::header::HeaderMap) -> opentelemetry::Context {
+    // actix uses http 0.2; copy the one header that matters into an http 1 map.
+    let mut map = http::HeaderMap::new();
+    for name in ["traceparent", "tracestate"] {
+        if let Some(value) = headers
+            .get(name)
+            .and_then(|v| http::HeaderValue::from_bytes(v.as_bytes()).ok())
+        {
+            map.insert(name, value);
+        }
+    }
+    sextant_common::telemetry::extract_headers(&map)
+}

@@ -1,0 +1,205 @@
+//! One WebSocket connection's life: hello, then client ops, server pings,
+//! idle and heartbeat timeouts, and a 1001 close when the gateway shuts down.
+//! Everything the session holds is freed when this task ends.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, ProtocolError, Session};
+use sextant_common::ErrorCode;
+use tokio::time::Instant;
+
+use super::protocol::{self, ClientFrame, Limits, Reconnect, ServerFrame, close};
+use super::{ConnectionSlot, WsState};
+use crate::auth::Principal;
+use crate::metrics::{CloseLabels, Metrics};
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Closes a connection that may not stay, after telling it why.
+pub(super) async fn refuse(mut session: Session, code: u16, message: String) {
+    let frame = ServerFrame::error(None, ErrorCode::RateLimited, message.clone());
+    let _ = session.text(frame.to_text()).await;
+    let _ = session.close(Some(reason(code, &message))).await;
+}
+
+fn reason(code: u16, description: &str) -> CloseReason {
+    CloseReason {
+        code: CloseCode::from(code),
+        description: Some(description.to_owned()),
+    }
+}
+
+struct Connection {
+    session: Session,
+    metrics: Arc<Metrics>,
+}
+
+impl Connection {
+    async fn send(&mut self, frame: &ServerFrame<'_>) -> bool {
+        self.session.text(frame.to_text()).await.is_ok()
+    }
+
+    async fn close(self, code: u16, description: &str) {
+        self.metrics.ws_closed.get_or_create(&CloseLabels { code }).inc();
+        let _ = self.session.close(Some(reason(code, description))).await;
+    }
+}
+
+pub(super) async fn run(
+    session: Session,
+    mut stream: AggregatedMessageStream,
+    principal: Principal,
+    state: Arc<WsState>,
+    metrics: Arc<Metrics>,
+    _slot: ConnectionSlot,
+) {
+    let config = &state.config;
+    let session_id = uuid::Uuid::now_v7().to_string();
+    let span = tracing::info_span!("ws", session = %session_id, tenant = %principal.tenant, user = %principal.user);
+    let _enter = span.enter();
+
+    metrics.ws_opened.inc();
+    metrics.ws_connections.inc();
+    let mut conn = Connection {
+        session,
+        metrics: metrics.clone(),
+    };
+
+    let limits = Limits {
+        max_frame_bytes: config.max_frame_bytes,
+        max_subscriptions: config.max_subscriptions,
+        max_connections_per_user: config.max_connections_per_user,
+        outbound_buffer: config.outbound_buffer,
+    };
+    let reconnect = Reconnect {
+        min_delay_ms: ms(config.reconnect_min_delay),
+        max_delay_ms: ms(config.reconnect_max_delay),
+    };
+    let hello = ServerFrame::Hello {
+        protocol: protocol::SUBPROTOCOL,
+        session_id: &session_id,
+        tenant: &principal.tenant,
+        user: &principal.user,
+        heartbeat_interval_ms: ms(config.heartbeat_interval),
+        heartbeat_timeout_ms: ms(config.heartbeat_timeout),
+        idle_timeout_ms: ms(config.idle_timeout),
+        limits: &limits,
+        reconnect: &reconnect,
+    };
+    tracing::debug!("connected");
+
+    let ending = if conn.send(&hello).await {
+        serve(&mut conn, &mut stream, &state).await
+    } else {
+        Ending::Gone
+    };
+
+    metrics.ws_connections.dec();
+    match ending {
+        Ending::Gone => tracing::debug!("client went away"),
+        Ending::ClientClosed => {
+            let _ = conn.session.close(None).await;
+        }
+        Ending::Close(code, description) => {
+            tracing::debug!(code, description, "closing");
+            conn.close(code, description).await;
+        }
+        Ending::Shutdown => {
+            // Spread reconnects over the client's backoff window so a restart
+            // does not bring every client back in the same instant.
+            let after = rand::random_range(reconnect.min_delay_ms..=reconnect.max_delay_ms.max(reconnect.min_delay_ms));
+            let goodbye = ServerFrame::Goodbye {
+                reason: "shutdown",
+                reconnect_after_ms: after,
+            };
+            conn.send(&goodbye).await;
+            conn.close(close::GOING_AWAY, "server shutting down").await;
+        }
+    }
+}
+
+enum Ending {
+    /// The transport is gone; nothing to send.
+    Gone,
+    /// The client sent a close frame; echo it.
+    ClientClosed,
+    Close(u16, &'static str),
+    Shutdown,
+}
+
+async fn serve(conn: &mut Connection, stream: &mut AggregatedMessageStream, state: &WsState) -> Ending {
+    let config = &state.config;
+    let mut heartbeat = tokio::time::interval_at(Instant::now() + config.heartbeat_interval, config.heartbeat_interval);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Anything from the client proves it alive; only data frames prove it active.
+    let mut last_heard = Instant::now();
+    let mut last_active = Instant::now();
+
+    loop {
+        tokio::select! {
+            biased;
+            _ = state.shutdown.cancelled() => return Ending::Shutdown,
+            _ = tokio::time::sleep_until(last_active + config.idle_timeout) => {
+                return Ending::Close(close::IDLE_TIMEOUT, "idle timeout");
+            }
+            message = stream.recv() => {
+                last_heard = Instant::now();
+                match message {
+                    None => return Ending::Gone,
+                    Some(Err(ProtocolError::Overflow)) => {
+                        return Ending::Close(close::MESSAGE_TOO_BIG, "frame too large");
+                    }
+                    Some(Err(error)) => {
+                        tracing::debug!(%error, "protocol error");
+                        return Ending::Close(close::PROTOCOL_ERROR, "protocol error");
+                    }
+                    Some(Ok(AggregatedMessage::Close(_))) => return Ending::ClientClosed,
+                    Some(Ok(AggregatedMessage::Ping(bytes))) => {
+                        if conn.session.pong(&bytes).await.is_err() {
+                            return Ending::Gone;
+                        }
+                    }
+                    Some(Ok(AggregatedMessage::Pong(_))) => {}
+                    Some(Ok(AggregatedMessage::Binary(_))) => {
+                        last_active = Instant::now();
+                        let frame = ServerFrame::error(None, ErrorCode::UnsupportedMediaType, "binary frames are not supported; send JSON text");
+                        if !conn.send(&frame).await {
+                            return Ending::Gone;
+                        }
+                    }
+                    Some(Ok(AggregatedMessage::Text(text))) => {
+                        last_active = Instant::now();
+                        let reply = match protocol::parse(&text) {
+                            Ok(frame) => handle(frame),
+                            Err(error) => error,
+                        };
+                        if !conn.send(&reply).await {
+                            return Ending::Gone;
+                        }
+                    }
+                }
+            }
+            _ = heartbeat.tick() => {
+                let now = Instant::now();
+                if now.duration_since(last_heard) >= config.heartbeat_timeout {
+                    return Ending::Close(close::HEARTBEAT_TIMEOUT, "heartbeat timeout");
+                }
+                if conn.session.ping(b"").await.is_err() {
+                    return Ending::Gone;
+                }
+            }
+        }
+    }
+}
+
+fn handle(frame: ClientFrame) -> ServerFrame<'static> {
+    match frame {
+        ClientFrame::Ping { id } => ServerFrame::Pong { id },
+        ClientFrame::Subscribe { id, topic } | ClientFrame::Unsubscribe { id, topic } => {
+            ServerFrame::error(id, ErrorCode::NotFound, format!("unknown topic {topic:?}"))
+        }
+    }
+}
