@@ -81,6 +81,14 @@ impl Authenticator {
     }
 
     pub fn verify(&self, token: &str) -> Result<Principal, ApiError> {
+        // Refuse any other algorithm by name before parsing further, so that
+        // `alg: none` (which the JWT library cannot even represent) gets a
+        // precise error rather than "malformed".
+        if let Some(alg) = header_algorithm(token)
+            && alg != "HS256"
+        {
+            return Err(ApiError::unauthenticated("token algorithm not allowed"));
+        }
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).map_err(|e| {
             let detail = match e.kind() {
                 ErrorKind::ExpiredSignature => "token expired",
@@ -132,6 +140,15 @@ impl Authenticator {
         };
         Ok(jsonwebtoken::encode(&Header::new(ALGORITHM), &claims, &self.encoding)?)
     }
+}
+
+/// The `alg` of a token's header, if the header is readable JSON.
+fn header_algorithm(token: &str) -> Option<String> {
+    use base64::Engine as _;
+    let header = token.split('.').next()?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(header).ok()?;
+    let value: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    Some(value.get("alg")?.as_str()?.to_owned())
 }
 
 fn valid_id(value: &str) -> bool {
@@ -188,6 +205,19 @@ mod tests {
         assert_eq!(principal.tenant, "acme");
         assert_eq!(principal.user, "alice");
         assert_eq!(principal.scopes, vec!["jobs:write"]);
+    }
+
+    #[test]
+    fn unsigned_tokens_are_refused_by_algorithm() {
+        use base64::Engine as _;
+        let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let token = format!(
+            "{}.{}.",
+            engine.encode(br#"{"alg":"none","typ":"JWT"}"#),
+            engine.encode(br#"{"sub":"alice","tenant":"acme"}"#)
+        );
+        let err = Authenticator::new(&config()).verify(&token).unwrap_err();
+        assert_eq!(err.detail, "token algorithm not allowed");
     }
 
     #[test]

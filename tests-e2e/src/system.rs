@@ -1,0 +1,261 @@
+//! The whole system under test: three backends and the gateway, each a real
+//! binary on a free port, with fresh databases and a unique AMQP prefix.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::infra::{self, Infra};
+use crate::process::ServiceProcess;
+use crate::tokens;
+
+#[derive(Default)]
+pub struct TestSystemBuilder {
+    gateway_env: Vec<(String, String)>,
+    database_url: Option<String>,
+    amqp_url: Option<String>,
+}
+
+impl TestSystemBuilder {
+    /// Extra gateway setting, e.g. `("SEXTANT_GATEWAY__WS__IDLE_TIMEOUT", "1s")`.
+    pub fn gateway_env(mut self, key: &str, value: &str) -> Self {
+        self.gateway_env.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Use this PostgreSQL (admin URL) instead of the shared one.
+    pub fn database(mut self, admin_url: String) -> Self {
+        self.database_url = Some(admin_url);
+        self
+    }
+
+    /// Use this RabbitMQ instead of the shared one.
+    pub fn amqp(mut self, url: String) -> Self {
+        self.amqp_url = Some(url);
+        self
+    }
+
+    /// Starts everything and waits for readiness; `None` when the test is skipped.
+    pub async fn start(self) -> Option<TestSystem> {
+        let infra = match (&self.database_url, &self.amqp_url) {
+            (Some(_), Some(_)) => None,
+            _ => Some(Infra::get().await?),
+        };
+        let database_url = self
+            .database_url
+            .clone()
+            .or_else(|| infra.as_ref().map(|i| i.database_url.clone()))
+            .expect("a database");
+        let amqp_url = self
+            .amqp_url
+            .clone()
+            .or_else(|| infra.as_ref().map(|i| i.amqp_url.clone()))
+            .expect("a broker");
+        Some(TestSystem::start(self, infra, database_url, amqp_url).await)
+    }
+}
+
+pub struct TestSystem {
+    pub id: String,
+    pub jwt_secret: String,
+    pub internal_secret: String,
+    pub admin_url: String,
+    pub amqp_url: String,
+    pub gateway: ServiceProcess,
+    pub analytics: ServiceProcess,
+    pub jobs: ServiceProcess,
+    pub exports: ServiceProcess,
+    pub http: reqwest::Client,
+    databases: Vec<String>,
+    _infra: Option<Infra>,
+}
+
+impl TestSystem {
+    pub fn builder() -> TestSystemBuilder {
+        TestSystemBuilder::default()
+    }
+
+    /// The default system; `None` when the test is skipped.
+    pub async fn start_default() -> Option<TestSystem> {
+        Self::builder().start().await
+    }
+
+    async fn start(
+        builder: TestSystemBuilder,
+        infra: Option<Infra>,
+        admin_url: String,
+        amqp_url: String,
+    ) -> TestSystem {
+        let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
+        let jwt_secret = format!("e2e-jwt-{}", uuid::Uuid::new_v4().simple());
+        let internal_secret = format!("e2e-internal-{}", uuid::Uuid::new_v4().simple());
+
+        let common = vec![
+            ("SEXTANT_INTERNAL__SECRET".to_owned(), internal_secret.clone()),
+            ("SEXTANT_TELEMETRY__LOG_FILTER".to_owned(), "info".to_owned()),
+        ];
+        let mut databases = Vec::new();
+        let mut backend = |service: &str, extra: Vec<(String, String)>| {
+            let upper = service.to_uppercase();
+            let database = format!("e2e_{id}_{service}");
+            databases.push(database.clone());
+            let mut env = common.clone();
+            env.extend([
+                (format!("SEXTANT_{upper}__GRPC__PORT"), "0".to_owned()),
+                (format!("SEXTANT_{upper}__GRPC__HEALTH_INTERVAL"), "200ms".to_owned()),
+                (
+                    format!("SEXTANT_{upper}__DATABASE__URL"),
+                    infra::database_url(&admin_url, &database),
+                ),
+                (format!("SEXTANT_{upper}__DATABASE__STARTUP_TIMEOUT"), "20s".to_owned()),
+                (format!("SEXTANT_{upper}__DATABASE__ACQUIRE_TIMEOUT"), "1s".to_owned()),
+            ]);
+            env.extend(extra);
+            ServiceProcess::spawn(service, &format!("sextant-{service}"), &env)
+                .unwrap_or_else(|e| panic!("starting {service}: {e:#}"))
+        };
+        let analytics = backend("analytics", vec![]);
+        let jobs = backend(
+            "jobs",
+            vec![
+                ("SEXTANT_JOBS__AMQP__URL".to_owned(), amqp_url.clone()),
+                ("SEXTANT_JOBS__AMQP__PREFIX".to_owned(), format!("e2e-{id}")),
+                ("SEXTANT_JOBS__AMQP__RECONNECT_MAX_DELAY".to_owned(), "500ms".to_owned()),
+            ],
+        );
+        let exports = backend("exports", vec![]);
+
+        let mut env = common.clone();
+        env.extend([
+            ("SEXTANT_GATEWAY__HTTP__PORT".to_owned(), "0".to_owned()),
+            ("SEXTANT_GATEWAY__HTTP__WORKERS".to_owned(), "2".to_owned()),
+            ("SEXTANT_GATEWAY__HTTP__SHUTDOWN_GRACE".to_owned(), "5s".to_owned()),
+            ("SEXTANT_GATEWAY__AUTH__JWT_SECRET".to_owned(), jwt_secret.clone()),
+            (
+                "SEXTANT_GATEWAY__BACKENDS__ANALYTICS_URL".to_owned(),
+                format!("http://{}", analytics.addr),
+            ),
+            (
+                "SEXTANT_GATEWAY__BACKENDS__JOBS_URL".to_owned(),
+                format!("http://{}", jobs.addr),
+            ),
+            (
+                "SEXTANT_GATEWAY__BACKENDS__EXPORTS_URL".to_owned(),
+                format!("http://{}", exports.addr),
+            ),
+        ]);
+        env.extend(builder.gateway_env);
+        let gateway = ServiceProcess::spawn("gateway", "sextant-gateway", &env)
+            .unwrap_or_else(|e| panic!("starting the gateway: {e:#}"));
+
+        let system = TestSystem {
+            id,
+            jwt_secret,
+            internal_secret,
+            admin_url,
+            amqp_url,
+            gateway,
+            analytics,
+            jobs,
+            exports,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .expect("an HTTP client"),
+            databases,
+            _infra: infra,
+        };
+        system
+            .wait_until(Duration::from_secs(60), |status, _| status == 200)
+            .await
+            .unwrap_or_else(|body| panic!("the system never became ready: {body}\n{}", system.all_logs()));
+        system
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.gateway.addr)
+    }
+
+    pub fn ws_url(&self, path: &str) -> String {
+        format!("ws://{}{path}", self.gateway.addr)
+    }
+
+    /// A valid token for `tenant`/`user`.
+    pub fn token(&self, tenant: &str, user: &str) -> String {
+        tokens::sign(&self.jwt_secret, &tokens::claims(tenant, user))
+    }
+
+    pub async fn readyz(&self) -> (u16, Value) {
+        match self.http.get(self.url("/readyz")).send().await {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                (status, response.json().await.unwrap_or(Value::Null))
+            }
+            Err(error) => (0, Value::String(error.to_string())),
+        }
+    }
+
+    /// Polls `/readyz` until `done(status, body)` holds; the last body on timeout.
+    pub async fn wait_until(&self, timeout: Duration, done: impl Fn(u16, &Value) -> bool) -> Result<Value, Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let (status, body) = self.readyz().await;
+            if done(status, &body) {
+                return Ok(body);
+            }
+            if Instant::now() > deadline {
+                return Err(body);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub fn all_logs(&self) -> String {
+        [&self.analytics, &self.jobs, &self.exports, &self.gateway]
+            .iter()
+            .map(|p| format!("--- {} ---\n{}", p.name, p.logs()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+impl Drop for TestSystem {
+    fn drop(&mut self) {
+        // Processes are killed by their own Drop; first make sure none holds a
+        // connection, then drop the databases from a thread of our own (we may
+        // be inside a runtime here).
+        for process in [
+            &mut self.gateway,
+            &mut self.analytics,
+            &mut self.jobs,
+            &mut self.exports,
+        ] {
+            if process.is_running() {
+                process.signal(libc::SIGKILL);
+                process.wait_exit(Duration::from_secs(5));
+            }
+        }
+        let admin_url = self.admin_url.clone();
+        let databases = std::mem::take(&mut self.databases);
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                use sqlx::Connection;
+                let Ok(Ok(mut conn)) =
+                    tokio::time::timeout(Duration::from_secs(5), sqlx::PgConnection::connect(&admin_url)).await
+                else {
+                    return;
+                };
+                for database in databases {
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS \"{database}\" WITH (FORCE)"))
+                        .execute(&mut conn)
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}

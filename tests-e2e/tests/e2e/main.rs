@@ -1,0 +1,26 @@
+//! End-to-end tests: real binaries, real PostgreSQL and RabbitMQ, driven
+//! through the gateway (and, for internal auth, a backend's gRPC port).
+
+mod auth;
+mod config;
+mod faults;
+mod internal_auth;
+mod readiness;
+mod websocket;
+
+/// Starts the default system, or returns from the test when it is skipped.
+#[macro_export]
+macro_rules! system {
+    () => {
+        match sextant_e2e::TestSystem::start_default().await {
+            Some(system) => system,
+            None => return,
+        }
+    };
+    ($builder:expr) => {
+        match $builder.start().await {
+            Some(system) => system,
+            None => return,
+        }
+    };
+}
