@@ -1,0 +1,36 @@
+# The two commands the README opens with are `make run` and `make test`.
+export CARGO_TARGET_DIR ?= $(HOME)/.cache/sextant/target
+
+.PHONY: run test e2e lint fmt up down bench token
+
+TENANT ?= acme
+DEV_USER ?= alice
+
+run:  ## start all four services against local PostgreSQL and RabbitMQ
+	@scripts/run.sh
+
+test:  ## every test: unit, integration, end-to-end
+	@scripts/test.sh
+
+e2e:  ## only the end-to-end tests
+	@scripts/test.sh -p sextant-e2e
+
+lint:  ## what CI checks besides the tests
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	cargo fmt --all
+
+up:  ## everything in Docker: PostgreSQL, RabbitMQ, the four services
+	docker compose up --build
+
+down:
+	docker compose down
+
+bench:  ## benchmarks; figures go in docs/benchmarks.md
+	@echo "no benchmarks yet: they arrive with the first capability (see docs/benchmarks.md)"
+
+token:  ## print a development token: make token TENANT=acme DEV_USER=alice
+	@cargo build --quiet -p sextant-gateway
+	@$(CARGO_TARGET_DIR)/debug/sextant-gateway token --tenant $(TENANT) --user $(DEV_USER)

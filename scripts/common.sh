@@ -1,0 +1,34 @@
+# Shared by the scripts: where builds go, and whether the servers answer.
+# Sourced, not run.
+
+# Builds live outside the clone so every clone on a machine reuses them.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/sextant/target}"
+
+PG_HOST="${SEXTANT_PG_HOST:-127.0.0.1}"
+PG_PORT="${SEXTANT_PG_PORT:-5432}"
+AMQP_HOST="${SEXTANT_AMQP_HOST:-127.0.0.1}"
+AMQP_PORT="${SEXTANT_AMQP_PORT:-5672}"
+
+port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
+
+# Prints what to start for each server that does not answer; fails if any.
+require_servers() {
+  local missing=0
+  if ! port_open "$PG_HOST" "$PG_PORT"; then
+    missing=1
+    cat >&2 <<MSG
+PostgreSQL is not reachable at $PG_HOST:$PG_PORT. Start it, e.g.:
+  pg_ctlcluster --skip-systemctl-redirect \$(ls /etc/postgresql) main start   # Debian/Ubuntu
+  docker compose up -d postgres                                              # with Docker
+MSG
+  fi
+  if ! port_open "$AMQP_HOST" "$AMQP_PORT"; then
+    missing=1
+    cat >&2 <<MSG
+RabbitMQ is not reachable at $AMQP_HOST:$AMQP_PORT. Start it, e.g.:
+  rabbitmq-server -detached                                                  # Debian/Ubuntu
+  docker compose up -d rabbitmq                                              # with Docker
+MSG
+  fi
+  return $missing
+}
