@@ -31,7 +31,7 @@ stop() {
   echo "stopped" >&2
 }
 trap stop EXIT
-trap 'exit 130' INT TERM
+trap 'exit 0' INT TERM
 
 for service in analytics jobs exports gateway; do
   "$bin/sextant-$service" >"$logs/$service.log" 2>&1 &

@@ -8,6 +8,7 @@
 pub mod auth;
 pub mod backends;
 pub mod config;
+pub mod edge;
 pub mod error;
 pub mod metrics;
 pub mod routes;
@@ -83,7 +84,9 @@ impl Application {
                     .app_data(web::PayloadConfig::new(body_limit))
                     .app_data(web::QueryConfig::default().error_handler(extractors::query))
                     .app_data(web::PathConfig::default().error_handler(extractors::path))
+                    .app_data(web::Data::new(edge::BodyLimit(body_limit)))
                     .wrap(cors_middleware(&cors))
+                    .wrap(middleware::from_fn(edge::guard))
                     .wrap(middleware::from_fn(metrics::middleware))
                     .configure(routes::configure)
                     .default_service(web::to(not_found))
@@ -122,7 +125,11 @@ impl Application {
 }
 
 fn cors_middleware(config: &config::CorsConfig) -> Cors {
+    // A foreign origin gets no CORS headers (so the browser refuses the
+    // response) rather than an error: CORS is enforced by browsers, and a
+    // same-origin or server-side caller must not be broken by an Origin header.
     let mut cors = Cors::default()
+        .block_on_origin_mismatch(false)
         .allowed_methods(["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"])
         .allowed_headers([
             actix_web::http::header::AUTHORIZATION,

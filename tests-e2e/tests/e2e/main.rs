@@ -3,8 +3,10 @@
 
 mod auth;
 mod config;
+mod edge;
 mod faults;
 mod internal_auth;
+mod lifecycle;
 mod readiness;
 mod websocket;
 

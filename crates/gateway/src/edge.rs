@@ -1,0 +1,138 @@
+//! The edge guard, outermost but for metrics: refuses bodies over the limit
+//! before anything reads them, and makes sure every error response leaving
+//! the gateway is problem+json with a stable code, including responses from
+//! code that knows nothing of our format (actix's own 4xx, middleware).
+
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::StatusCode;
+use actix_web::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use actix_web::middleware::Next;
+use actix_web::{ResponseError, web};
+use sextant_common::ErrorCode;
+
+use crate::error::ApiError;
+
+/// The largest accepted request body, as app data for the guard.
+#[derive(Clone, Copy)]
+pub struct BodyLimit(pub usize);
+
+pub async fn guard(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let limit = req.app_data::<web::Data<BodyLimit>>().map(|l| l.0);
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if let (Some(limit), Some(declared)) = (limit, declared)
+        && declared > limit
+    {
+        let error = ApiError::new(
+            ErrorCode::PayloadTooLarge,
+            format!("request body exceeds {limit} bytes"),
+        );
+        return Ok(req.into_response(error.error_response()));
+    }
+
+    let response = next.call(req).await?.map_into_boxed_body();
+    let status = response.status();
+    // Only bodies nobody designed (none, or plain text from a library) are
+    // rewritten; a handler's deliberate JSON, like `/readyz`'s 503, stays.
+    let undesigned = response
+        .headers()
+        .get(CONTENT_TYPE)
+        .is_none_or(|v| v.as_bytes().starts_with(b"text/"));
+    if !(status.is_client_error() || status.is_server_error()) || !undesigned {
+        return Ok(response);
+    }
+
+    let (request, response) = response.into_parts();
+    let body = actix_web::body::to_bytes_limited(response.into_body(), 4096)
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
+        .filter(|s| !s.is_empty());
+    let code = code_for(status);
+    let detail = body.unwrap_or_else(|| code.title().to_lowercase());
+    Ok(ServiceResponse::new(
+        request,
+        ApiError::new(code, detail).error_response(),
+    ))
+}
+
+fn code_for(status: StatusCode) -> ErrorCode {
+    match status.as_u16() {
+        401 => ErrorCode::Unauthenticated,
+        403 => ErrorCode::PermissionDenied,
+        404 => ErrorCode::NotFound,
+        405 => ErrorCode::MethodNotAllowed,
+        409 => ErrorCode::Conflict,
+        413 => ErrorCode::PayloadTooLarge,
+        415 => ErrorCode::UnsupportedMediaType,
+        429 => ErrorCode::RateLimited,
+        400..=499 => ErrorCode::MalformedRequest,
+        503 => ErrorCode::Unavailable,
+        504 => ErrorCode::DeadlineExceeded,
+        _ => ErrorCode::Internal,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_web::{App, HttpResponse, middleware, test, web};
+
+    use super::*;
+
+    #[actix_web::test]
+    async fn plain_text_errors_become_problems_and_designed_json_stays() {
+        let app = test::init_service(
+            App::new()
+                .wrap(middleware::from_fn(guard))
+                .route(
+                    "/text",
+                    web::get().to(|| async { HttpResponse::MethodNotAllowed().body("use POST") }),
+                )
+                .route(
+                    "/json",
+                    web::get().to(|| async { HttpResponse::ServiceUnavailable().json(serde_json::json!({"a": 1})) }),
+                ),
+        )
+        .await;
+
+        let response = test::call_service(&app, test::TestRequest::get().uri("/text").to_request()).await;
+        assert_eq!(response.status(), 405);
+        assert_eq!(
+            response.headers().get(CONTENT_TYPE).unwrap(),
+            "application/problem+json"
+        );
+        let body: serde_json::Value = test::read_body_json(response).await;
+        assert_eq!(body["code"], "method_not_allowed");
+        assert_eq!(body["detail"], "use POST");
+
+        let response = test::call_service(&app, test::TestRequest::get().uri("/json").to_request()).await;
+        assert_eq!(response.status(), 503);
+        let body: serde_json::Value = test::read_body_json(response).await;
+        assert_eq!(body, serde_json::json!({"a": 1}));
+    }
+
+    #[actix_web::test]
+    async fn a_declared_body_over_the_limit_is_refused() {
+        let app = test::init_service(
+            App::new()
+                .app_data(web::Data::new(BodyLimit(10)))
+                .wrap(middleware::from_fn(guard))
+                .route("/", web::post().to(|| async { HttpResponse::Ok().finish() })),
+        )
+        .await;
+        let request = test::TestRequest::post()
+            .uri("/")
+            .set_payload(vec![b'x'; 11])
+            .to_request();
+        let response = test::call_service(&app, request).await;
+        assert_eq!(response.status(), 413);
+    }
+}

@@ -1,0 +1,91 @@
+//! The edge: body size limit and CORS, both answered as problem+json.
+
+use serde_json::Value;
+use sextant_e2e::TestSystem;
+
+use crate::system;
+
+#[tokio::test]
+async fn an_oversized_body_is_refused_with_413_before_anything_reads_it() {
+    let system = system!(TestSystem::builder().gateway_env("SEXTANT_GATEWAY__HTTP__BODY_LIMIT", "4096"));
+    let response = system
+        .http
+        .post(system.url("/api/v1/me"))
+        .bearer_auth(system.token("acme", "alice"))
+        .header("content-type", "application/json")
+        .body(vec![b' '; 64 * 1024])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+    assert_eq!(response.headers()["content-type"], "application/problem+json");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["code"], "payload_too_large");
+    assert_eq!(body["detail"], "request body exceeds 4096 bytes");
+
+    // The gateway is unharmed: the next request is served.
+    let (status, _) = system.readyz().await;
+    assert_eq!(status, 200);
+}
+
+async fn preflight(system: &TestSystem, origin: &str) -> reqwest::Response {
+    system
+        .http
+        .request(reqwest::Method::OPTIONS, system.url("/api/v1/me"))
+        .header("origin", origin)
+        .header("access-control-request-method", "GET")
+        .header("access-control-request-headers", "authorization")
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn cors_allows_exactly_the_configured_origins() {
+    let system = system!(TestSystem::builder().gateway_env(
+        "SEXTANT_GATEWAY__CORS__ALLOWED_ORIGINS",
+        "[\"https://app.example.com\"]"
+    ));
+
+    let allowed = preflight(&system, "https://app.example.com").await;
+    assert_eq!(allowed.status(), 200);
+    assert_eq!(
+        allowed.headers()["access-control-allow-origin"],
+        "https://app.example.com"
+    );
+    let methods = allowed.headers()["access-control-allow-methods"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(methods.contains("GET"), "{methods}");
+
+    // The default development origin is no longer allowed once configured
+    // away: no CORS headers, so a browser refuses to use the response.
+    let refused = preflight(&system, "http://localhost:3000").await;
+    assert!(refused.headers().get("access-control-allow-origin").is_none());
+    assert!(refused.headers().get("access-control-allow-methods").is_none());
+    let response = system
+        .http
+        .get(system.url("/api/v1/me"))
+        .header("origin", "http://localhost:3000")
+        .bearer_auth(system.token("acme", "alice"))
+        .send()
+        .await
+        .unwrap();
+    assert!(response.headers().get("access-control-allow-origin").is_none());
+
+    // A real request from the allowed origin carries the CORS headers too.
+    let response = system
+        .http
+        .get(system.url("/api/v1/me"))
+        .header("origin", "https://app.example.com")
+        .bearer_auth(system.token("acme", "alice"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.headers()["access-control-allow-origin"],
+        "https://app.example.com"
+    );
+}
