@@ -30,13 +30,10 @@ pub struct Application {
 impl Application {
     pub async fn build(config: &Config) -> anyhow::Result<Self> {
         let pool = db::connect(&config.analytics.database, &MIGRATOR).await?;
-        let grpc = &config.analytics.grpc;
         let server = BackendServer::bind(
-            &grpc.addr(),
             sextant_proto::service_names::ANALYTICS,
+            &config.analytics.grpc,
             config.internal.secret.clone(),
-            grpc.shutdown_grace,
-            grpc.health_interval,
         )
         .await?;
         Ok(Self { server, pool })
@@ -47,12 +44,8 @@ impl Application {
     }
 
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let pool = self.pool.clone();
-        let postgres = Dependency::new("postgres", move || {
-            let pool = pool.clone();
-            async move { db::ping(&pool, std::time::Duration::from_secs(1)).await }
-        });
-        let result = self.server.serve(Routes::default(), vec![postgres], shutdown).await;
+        let dependencies = vec![Dependency::postgres(self.pool.clone())];
+        let result = self.server.serve(Routes::default(), dependencies, shutdown).await;
         self.pool.close().await;
         result
     }

@@ -17,6 +17,7 @@ use tonic::transport::Server;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
+use crate::app::GrpcServerConfig;
 use crate::internal_auth::ServerAuthLayer;
 
 /// Something a backend needs in order to serve, checked periodically.
@@ -27,6 +28,19 @@ pub struct Dependency {
 }
 
 impl Dependency {
+    /// PostgreSQL answers a trivial query within a second.
+    pub fn postgres(pool: sqlx::PgPool) -> Self {
+        Self::new("postgres", move || {
+            let pool = pool.clone();
+            async move { crate::db::ping(&pool, Duration::from_secs(1)).await }
+        })
+    }
+
+    /// The supervised RabbitMQ connection is up.
+    pub fn rabbitmq(amqp: crate::amqp::Amqp) -> Self {
+        Self::new("rabbitmq", move || std::future::ready(amqp.is_connected()))
+    }
+
     pub fn new<F, Fut>(name: &'static str, check: F) -> Self
     where
         F: Fn() -> Fut + Send + Sync + 'static,
@@ -52,21 +66,20 @@ pub struct BackendServer {
 
 impl BackendServer {
     pub async fn bind(
-        addr: &str,
         service_name: &'static str,
+        config: &GrpcServerConfig,
         secret: SecretString,
-        grace: Duration,
-        health_interval: Duration,
     ) -> anyhow::Result<Self> {
-        let listener = TcpListener::bind(addr)
+        let addr = config.addr();
+        let listener = TcpListener::bind(&addr)
             .await
             .with_context(|| format!("binding {addr}"))?;
         Ok(Self {
             listener,
             service_name,
             secret,
-            grace,
-            health_interval,
+            grace: config.shutdown_grace,
+            health_interval: config.health_interval,
             descriptor_sets: vec![sextant_descriptor()],
         })
     }

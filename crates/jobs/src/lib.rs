@@ -7,7 +7,6 @@
 pub mod config;
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use sextant_common::amqp::Amqp;
 use sextant_common::db;
@@ -36,13 +35,10 @@ impl Application {
         let pool = db::connect(&config.jobs.database, &MIGRATOR).await?;
         let amqp_stop = CancellationToken::new();
         let amqp = Amqp::start(config.jobs.amqp.clone(), SERVICE, amqp_stop.clone());
-        let grpc = &config.jobs.grpc;
         let server = BackendServer::bind(
-            &grpc.addr(),
             sextant_proto::service_names::JOBS,
+            &config.jobs.grpc,
             config.internal.secret.clone(),
-            grpc.shutdown_grace,
-            grpc.health_interval,
         )
         .await?;
         Ok(Self {
@@ -58,17 +54,11 @@ impl Application {
     }
 
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let pool = self.pool.clone();
-        let postgres = Dependency::new("postgres", move || {
-            let pool = pool.clone();
-            async move { db::ping(&pool, Duration::from_secs(1)).await }
-        });
-        let amqp = self.amqp.clone();
-        let rabbitmq = Dependency::new("rabbitmq", move || std::future::ready(amqp.is_connected()));
-        let result = self
-            .server
-            .serve(Routes::default(), vec![postgres, rabbitmq], shutdown)
-            .await;
+        let dependencies = vec![
+            Dependency::postgres(self.pool.clone()),
+            Dependency::rabbitmq(self.amqp.clone()),
+        ];
+        let result = self.server.serve(Routes::default(), dependencies, shutdown).await;
         // The broker connection outlives the server so in-flight work can still publish.
         self.amqp_stop.cancel();
         self.pool.close().await;
