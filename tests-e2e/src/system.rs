@@ -12,6 +12,7 @@ use crate::tokens;
 #[derive(Default)]
 pub struct TestSystemBuilder {
     gateway_env: Vec<(String, String)>,
+    common_env: Vec<(String, String)>,
     database_url: Option<String>,
     amqp_url: Option<String>,
 }
@@ -20,6 +21,12 @@ impl TestSystemBuilder {
     /// Extra gateway setting, e.g. `("SEXTANT_GATEWAY__WS__IDLE_TIMEOUT", "1s")`.
     pub fn gateway_env(mut self, key: &str, value: &str) -> Self {
         self.gateway_env.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// A setting for all four services, e.g. `SEXTANT_TELEMETRY__OTLP_ENDPOINT`.
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.common_env.push((key.to_owned(), value.to_owned()));
         self
     }
 
@@ -90,10 +97,11 @@ impl TestSystem {
         let jwt_secret = format!("e2e-jwt-{}", uuid::Uuid::new_v4().simple());
         let internal_secret = format!("e2e-internal-{}", uuid::Uuid::new_v4().simple());
 
-        let common = vec![
+        let mut common = vec![
             ("SEXTANT_INTERNAL__SECRET".to_owned(), internal_secret.clone()),
             ("SEXTANT_TELEMETRY__LOG_FILTER".to_owned(), "info".to_owned()),
         ];
+        common.extend(builder.common_env.iter().cloned());
         let mut databases = Vec::new();
         let mut backend = |service: &str, extra: Vec<(String, String)>| {
             let upper = service.to_uppercase();

@@ -8,6 +8,7 @@ mod faults;
 mod internal_auth;
 mod lifecycle;
 mod readiness;
+mod tracing;
 mod websocket;
 
 /// Starts the default system, or returns from the test when it is skipped.
