@@ -61,7 +61,6 @@ pub struct BackendServer {
     secret: SecretString,
     grace: Duration,
     health_interval: Duration,
-    descriptor_sets: Vec<&'static [u8]>,
 }
 
 impl BackendServer {
@@ -80,7 +79,6 @@ impl BackendServer {
             secret,
             grace: config.shutdown_grace,
             health_interval: config.health_interval,
-            descriptor_sets: vec![sextant_descriptor()],
         })
     }
 
@@ -96,12 +94,11 @@ impl BackendServer {
         shutdown: CancellationToken,
     ) -> anyhow::Result<()> {
         let (reporter, health_service) = tonic_health::server::health_reporter();
-        let mut reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
-        for set in &self.descriptor_sets {
-            reflection = reflection.register_encoded_file_descriptor_set(set);
-        }
-        let reflection = reflection.build_v1().context("building the reflection service")?;
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(sextant_proto::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .context("building the reflection service")?;
 
         let addr = self.local_addr();
         tracing::info!(addr = %addr, service = self.service_name, "listening");
@@ -141,10 +138,6 @@ impl BackendServer {
         tracing::info!("stopped");
         result
     }
-}
-
-fn sextant_descriptor() -> &'static [u8] {
-    sextant_proto::FILE_DESCRIPTOR_SET
 }
 
 /// Keeps the health service in step with the dependencies: each dependency by

@@ -136,3 +136,36 @@ where
         futures::future::Either::Right(futures::future::ready(Ok(status.into_http())))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_caller_round_trips_through_metadata() {
+        let caller = Caller {
+            tenant: "acme".into(),
+            user: "alice".into(),
+        };
+        let mut metadata = MetadataMap::new();
+        caller.apply(&mut metadata).unwrap();
+        assert_eq!(Caller::from_metadata(&metadata).unwrap(), caller);
+    }
+
+    #[test]
+    fn a_call_without_a_tenant_is_unauthenticated() {
+        let mut metadata = MetadataMap::new();
+        metadata.insert(USER_HEADER, "alice".parse().unwrap());
+        let status = Caller::from_metadata(&metadata).unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Unauthenticated);
+    }
+
+    #[test]
+    fn the_client_interceptor_adds_the_secret_marked_sensitive() {
+        let mut auth = ClientAuth::new(&SecretString::from("0123456789abcdef")).unwrap();
+        let request = auth.call(Request::new(())).unwrap();
+        let value = request.metadata().get(SECRET_HEADER).unwrap();
+        assert_eq!(value, "0123456789abcdef");
+        assert!(value.is_sensitive());
+    }
+}

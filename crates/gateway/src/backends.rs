@@ -140,3 +140,71 @@ pub fn request<T>(caller: &Caller, message: T) -> Result<Request<T>, ApiError> {
     caller.apply(request.metadata_mut())?;
     Ok(request)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use secrecy::SecretString;
+
+    use super::*;
+
+    fn backends(attempts: usize) -> Backends {
+        let config = BackendsConfig {
+            analytics_url: "http://127.0.0.1:1".into(),
+            jobs_url: "http://127.0.0.1:1".into(),
+            exports_url: "http://127.0.0.1:1".into(),
+            connect_timeout: Duration::from_millis(100),
+            request_timeout: Duration::from_millis(100),
+            readiness_timeout: Duration::from_millis(100),
+            retry_attempts: attempts,
+            retry_min_delay: Duration::from_millis(1),
+        };
+        let auth = ClientAuth::new(&SecretString::from("0123456789abcdef")).unwrap();
+        Backends::new(&config, auth).unwrap()
+    }
+
+    async fn count_calls(backends: &Backends, fail_first: usize, code: Code) -> (Result<(), Status>, usize) {
+        let calls = AtomicUsize::new(0);
+        let result = backends
+            .retry_idempotent(|| {
+                let n = calls.fetch_add(1, Ordering::SeqCst);
+                std::future::ready(if n < fail_first {
+                    Err(Status::new(code, "x"))
+                } else {
+                    Ok(())
+                })
+            })
+            .await;
+        (result, calls.load(Ordering::SeqCst))
+    }
+
+    #[tokio::test]
+    async fn unavailable_is_retried_up_to_the_configured_attempts() {
+        let backends = backends(3);
+        let (result, calls) = count_calls(&backends, 2, Code::Unavailable).await;
+        assert!(result.is_ok());
+        assert_eq!(calls, 3);
+
+        let (result, calls) = count_calls(&backends, usize::MAX, Code::Unavailable).await;
+        assert_eq!(result.unwrap_err().code(), Code::Unavailable);
+        assert_eq!(calls, 3);
+    }
+
+    #[tokio::test]
+    async fn errors_that_may_have_acted_are_not_retried() {
+        let backends = backends(3);
+        for code in [Code::DeadlineExceeded, Code::InvalidArgument, Code::Internal] {
+            let (result, calls) = count_calls(&backends, usize::MAX, code).await;
+            assert_eq!(result.unwrap_err().code(), code);
+            assert_eq!(calls, 1, "{code:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_backend_reads_as_unreachable() {
+        let backends = backends(1);
+        let readiness = backends.readiness(&backends.jobs).await;
+        assert!(matches!(readiness, Readiness::Unreachable { .. }), "{readiness:?}");
+    }
+}
