@@ -16,8 +16,10 @@ mkdir -p "$logs"
 export SEXTANT_TELEMETRY__LOG_FORMAT="${SEXTANT_TELEMETRY__LOG_FORMAT:-json}"
 pids=()
 stop() {
+  local status=$?
   trap - INT TERM EXIT
-  [ ${#pids[@]} -eq 0 ] && return
+  set +e
+  [ ${#pids[@]} -eq 0 ] && exit "$status"
   echo "stopping..." >&2
   kill -TERM "${pids[@]}" 2>/dev/null || true
   for _ in $(seq 1 100); do
@@ -27,8 +29,9 @@ stop() {
     sleep 0.1
   done
   kill -KILL "${pids[@]}" 2>/dev/null || true
-  wait 2>/dev/null || true
+  wait 2>/dev/null
   echo "stopped" >&2
+  exit "$status"
 }
 trap stop EXIT
 trap 'exit 0' INT TERM
