@@ -14,6 +14,8 @@ logs="${SEXTANT_LOG_DIR:-$CARGO_TARGET_DIR/sextant-logs}"
 mkdir -p "$logs"
 
 export SEXTANT_TELEMETRY__LOG_FORMAT="${SEXTANT_TELEMETRY__LOG_FORMAT:-json}"
+# The diagnostic job kinds (noop, sleep, fail) make the local system demoable.
+export SEXTANT_JOBS__QUEUE__DIAGNOSTIC_KINDS="${SEXTANT_JOBS__QUEUE__DIAGNOSTIC_KINDS:-true}"
 pids=()
 stop() {
   local status=$?

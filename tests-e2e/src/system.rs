@@ -129,6 +129,7 @@ impl TestSystem {
                 ("SEXTANT_JOBS__AMQP__URL".to_owned(), amqp_url.clone()),
                 ("SEXTANT_JOBS__AMQP__PREFIX".to_owned(), format!("e2e-{id}")),
                 ("SEXTANT_JOBS__AMQP__RECONNECT_MAX_DELAY".to_owned(), "500ms".to_owned()),
+                ("SEXTANT_JOBS__QUEUE__DIAGNOSTIC_KINDS".to_owned(), "true".to_owned()),
             ],
         );
         let exports = backend("exports", vec![]);

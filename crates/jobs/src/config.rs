@@ -19,6 +19,12 @@ max_connections = 16
 acquire_timeout = "5s"
 startup_timeout = "30s"
 
+[jobs.queue]
+# Accept the diagnostic kinds noop, sleep and fail (demos, tests, benchmarks).
+diagnostic_kinds = false
+default_max_attempts = 3
+default_timeout = "5m"
+
 [jobs.amqp]
 url = "amqp://guest:guest@127.0.0.1:5672/%2f"
 prefix = "sextant"
@@ -38,6 +44,16 @@ pub struct JobsConfig {
     pub grpc: GrpcServerConfig,
     pub database: DatabaseConfig,
     pub amqp: AmqpConfig,
+    pub queue: QueueConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueConfig {
+    pub diagnostic_kinds: bool,
+    pub default_max_attempts: u32,
+    #[serde(with = "humantime_serde")]
+    pub default_timeout: std::time::Duration,
 }
 
 impl Validate for Config {
@@ -45,6 +61,16 @@ impl Validate for Config {
         self.jobs.grpc.validate_at("jobs.grpc", problems);
         self.jobs.database.validate_at("jobs.database", problems);
         self.jobs.amqp.validate_at("jobs.amqp", problems);
+        problems.check(
+            (1..=100).contains(&self.jobs.queue.default_max_attempts),
+            "jobs.queue.default_max_attempts",
+            "must be between 1 and 100",
+        );
+        problems.check(
+            (1..=86_400).contains(&self.jobs.queue.default_timeout.as_secs()),
+            "jobs.queue.default_timeout",
+            "must be between 1s and 24h",
+        );
         self.internal.validate(problems);
         self.telemetry.validate(problems);
     }

@@ -4,18 +4,27 @@
 //! This crate is a library so tests can start it on port 0; `main.rs` only
 //! wires config and signals to [`Application`].
 
+pub mod api;
 pub mod config;
+pub mod kinds;
+pub mod store;
 
 use std::net::SocketAddr;
+
+use std::sync::Arc;
 
 use sextant_common::amqp::Amqp;
 use sextant_common::db;
 use sextant_common::grpc::{BackendServer, Dependency};
+use sextant_proto::jobs::v1::job_service_server::JobServiceServer;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 
 pub use config::Config;
+
+use crate::api::{Defaults, JobsApi};
+use crate::kinds::Kinds;
 
 pub const SERVICE: &str = "sextant-jobs";
 
@@ -28,6 +37,7 @@ pub struct Application {
     pool: PgPool,
     amqp: Amqp,
     amqp_stop: CancellationToken,
+    api: JobsApi,
 }
 
 impl Application {
@@ -41,11 +51,21 @@ impl Application {
             config.internal.secret.clone(),
         )
         .await?;
+        let queue = &config.jobs.queue;
+        let api = JobsApi::new(
+            pool.clone(),
+            Arc::new(Kinds::new(queue.diagnostic_kinds)),
+            Defaults {
+                max_attempts: queue.default_max_attempts,
+                timeout: queue.default_timeout,
+            },
+        );
         Ok(Self {
             server,
             pool,
             amqp,
             amqp_stop,
+            api,
         })
     }
 
@@ -58,7 +78,8 @@ impl Application {
             Dependency::postgres(self.pool.clone()),
             Dependency::rabbitmq(self.amqp.clone()),
         ];
-        let result = self.server.serve(Routes::default(), dependencies, shutdown).await;
+        let routes = Routes::new(JobServiceServer::new(self.api));
+        let result = self.server.serve(routes, dependencies, shutdown).await;
         // The broker connection outlives the server so in-flight work can still publish.
         self.amqp_stop.cancel();
         self.pool.close().await;

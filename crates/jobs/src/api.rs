@@ -1,0 +1,518 @@
+//! The `JobService` gRPC API: validation, tenant scoping (from the gateway's
+//! metadata), idempotency, and translation between rows and messages.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use futures::Stream;
+use sextant_common::ErrorCode;
+use sextant_common::internal_auth::Caller;
+use sextant_proto::jobs::v1::job_service_server::JobService;
+use sextant_proto::jobs::v1::submit_job_request::Schedule;
+use sextant_proto::jobs::v1::submit_jobs_response::{Item, item::Outcome};
+use sextant_proto::jobs::v1::*;
+use sqlx::PgPool;
+use time::OffsetDateTime;
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+use crate::kinds::Kinds;
+use crate::store::{self, Cancelled, Inserted, JobRow, ListFilter, NewJob, Retried};
+
+pub const MAX_BATCH: usize = 1000;
+pub const MAX_PAGE_SIZE: u32 = 500;
+pub const DEFAULT_PAGE_SIZE: u32 = 50;
+const MAX_DELAY: Duration = Duration::from_secs(30 * 24 * 3600);
+const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+const MAX_KEY_LEN: usize = 200;
+
+/// Per-deployment submit defaults.
+#[derive(Debug, Clone, Copy)]
+pub struct Defaults {
+    pub max_attempts: u32,
+    pub timeout: Duration,
+}
+
+pub struct JobsApi {
+    pool: PgPool,
+    kinds: Arc<Kinds>,
+    defaults: Defaults,
+}
+
+impl JobsApi {
+    pub fn new(pool: PgPool, kinds: Arc<Kinds>, defaults: Defaults) -> Self {
+        Self { pool, kinds, defaults }
+    }
+
+    async fn submit_one(&self, tenant: &str, request: SubmitJobRequest) -> Result<SubmitJobResponse, Invalid> {
+        let job = self.validate(tenant, request)?;
+        let inserted = store::insert(&self.pool, &job).await.map_err(Invalid::internal)?;
+        let (row, created) = match inserted {
+            Inserted::Created(row) => (row, true),
+            Inserted::Existing(row) => (row, false),
+            Inserted::Conflict => {
+                return Err(Invalid {
+                    code: ErrorCode::AlreadyExists,
+                    field: "idempotency_key",
+                    message: "idempotency key already used for a different request".into(),
+                });
+            }
+        };
+        if created {
+            tracing::info!(job_id = %row.id, kind = %row.kind, "job accepted");
+        }
+        let job = self.with_errors(row).await.map_err(Invalid::internal)?;
+        Ok(SubmitJobResponse {
+            job: Some(job),
+            created,
+        })
+    }
+
+    fn validate(&self, tenant: &str, request: SubmitJobRequest) -> Result<NewJob, Invalid> {
+        let kind = self.kinds.get(&request.kind).ok_or_else(|| {
+            let known = self.kinds.names().join(", ");
+            Invalid::arg("kind", format!("unknown kind {:?}; known kinds: {known}", request.kind))
+        })?;
+        let payload: serde_json::Value = if request.payload_json.trim().is_empty() {
+            serde_json::json!({})
+        } else {
+            serde_json::from_str(&request.payload_json)
+                .map_err(|e| Invalid::arg("payload", format!("payload is not valid JSON: {e}")))?
+        };
+        kind.validate(&payload).map_err(|m| Invalid::arg("payload", m))?;
+
+        let priority = request.priority.unwrap_or(5);
+        if priority > 9 {
+            return Err(Invalid::arg("priority", "priority must be between 0 and 9"));
+        }
+        let max_attempts = request.max_attempts.unwrap_or(self.defaults.max_attempts);
+        if !(1..=100).contains(&max_attempts) {
+            return Err(Invalid::arg("max_attempts", "max_attempts must be between 1 and 100"));
+        }
+        let timeout = match request.timeout {
+            None => self.defaults.timeout,
+            Some(d) => duration("timeout", d)?,
+        };
+        if timeout < Duration::from_secs(1) || timeout > MAX_TIMEOUT {
+            return Err(Invalid::arg("timeout", "timeout must be between 1s and 24h"));
+        }
+        let now = OffsetDateTime::now_utc();
+        let run_at = match request.schedule {
+            None => now,
+            Some(Schedule::Delay(d)) => {
+                let delay = duration("delay", d)?;
+                if delay > MAX_DELAY {
+                    return Err(Invalid::arg("delay", "delay must be at most 30 days"));
+                }
+                now + delay
+            }
+            Some(Schedule::RunAt(t)) => {
+                let at = timestamp("run_at", &t)?;
+                if at > now + MAX_DELAY {
+                    return Err(Invalid::arg("run_at", "run_at must be at most 30 days ahead"));
+                }
+                at.max(now)
+            }
+        };
+        let idempotency_key = Some(request.idempotency_key).filter(|k| !k.is_empty());
+        if idempotency_key.as_ref().is_some_and(|k| k.len() > MAX_KEY_LEN) {
+            return Err(Invalid::arg(
+                "idempotency_key",
+                format!("idempotency_key must be at most {MAX_KEY_LEN} bytes"),
+            ));
+        }
+        let failure_policy = match FailurePolicy::try_from(request.failure_policy) {
+            Ok(FailurePolicy::Continue) => "continue",
+            Ok(FailurePolicy::FailFast | FailurePolicy::Unspecified) => "fail_fast",
+            Err(_) => return Err(Invalid::arg("failure_policy", "unknown failure policy")),
+        };
+        Ok(NewJob {
+            id: Uuid::now_v7(),
+            tenant: tenant.to_owned(),
+            kind: request.kind,
+            payload,
+            priority: i16::try_from(priority).expect("checked above"),
+            max_attempts: i32::try_from(max_attempts).expect("checked above"),
+            timeout_ms: i64::try_from(timeout.as_millis()).expect("checked above"),
+            idempotency_key,
+            run_at,
+            failure_policy,
+        })
+    }
+
+    async fn with_errors(&self, row: JobRow) -> sqlx::Result<Job> {
+        let errors = store::failed_attempts(&self.pool, &[row.id])
+            .await?
+            .remove(&row.id)
+            .unwrap_or_default();
+        Ok(to_job(row, errors))
+    }
+}
+
+/// A refused request, with the field it concerns.
+#[derive(Debug)]
+struct Invalid {
+    code: ErrorCode,
+    field: &'static str,
+    message: String,
+}
+
+impl Invalid {
+    fn arg(field: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            code: ErrorCode::InvalidArgument,
+            field,
+            message: message.into(),
+        }
+    }
+
+    fn internal(error: sqlx::Error) -> Self {
+        tracing::error!(%error, "database error");
+        Self {
+            code: ErrorCode::Unavailable,
+            field: "",
+            message: "the job store is unavailable".into(),
+        }
+    }
+
+    fn status(self) -> Status {
+        self.code.status(self.message)
+    }
+}
+
+fn internal(error: sqlx::Error) -> Status {
+    Invalid::internal(error).status()
+}
+
+fn caller<T>(request: &Request<T>) -> Result<Caller, Status> {
+    Caller::from_metadata(request.metadata())
+}
+
+fn job_id(id: &str) -> Result<Uuid, Status> {
+    Uuid::parse_str(id).map_err(|_| ErrorCode::InvalidArgument.status("id is not a valid job id"))
+}
+
+fn not_found() -> Status {
+    ErrorCode::NotFound.status("job not found")
+}
+
+fn duration(field: &'static str, d: prost_types::Duration) -> Result<Duration, Invalid> {
+    if d.seconds < 0 || d.nanos < 0 {
+        return Err(Invalid::arg(field, format!("{field} must not be negative")));
+    }
+    Ok(Duration::new(d.seconds.unsigned_abs(), d.nanos.unsigned_abs()))
+}
+
+fn timestamp(field: &'static str, t: &prost_types::Timestamp) -> Result<OffsetDateTime, Invalid> {
+    let nanos = i128::from(t.seconds) * 1_000_000_000 + i128::from(t.nanos);
+    OffsetDateTime::from_unix_timestamp_nanos(nanos)
+        .map_err(|_| Invalid::arg(field, format!("{field} is out of range")))
+}
+
+fn ts(t: OffsetDateTime) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: t.unix_timestamp(),
+        nanos: i32::try_from(t.nanosecond()).unwrap_or(0),
+    }
+}
+
+fn ms(ms: i64) -> prost_types::Duration {
+    prost_types::Duration {
+        seconds: ms / 1000,
+        nanos: i32::try_from((ms % 1000) * 1_000_000).unwrap_or(0),
+    }
+}
+
+pub fn status_name(status: JobStatus) -> Option<&'static str> {
+    Some(match status {
+        JobStatus::Scheduled => "scheduled",
+        JobStatus::Queued => "queued",
+        JobStatus::Running => "running",
+        JobStatus::Succeeded => "succeeded",
+        JobStatus::Failed => "failed",
+        JobStatus::Cancelled => "cancelled",
+        JobStatus::Unspecified => return None,
+    })
+}
+
+fn status_of(name: &str) -> JobStatus {
+    match name {
+        "scheduled" => JobStatus::Scheduled,
+        "queued" => JobStatus::Queued,
+        "running" => JobStatus::Running,
+        "succeeded" => JobStatus::Succeeded,
+        "failed" => JobStatus::Failed,
+        "cancelled" => JobStatus::Cancelled,
+        _ => JobStatus::Unspecified,
+    }
+}
+
+fn to_job(row: JobRow, errors: Vec<store::AttemptRow>) -> Job {
+    let progress = row.progress.as_ref().map(|p| Progress {
+        percent: p.get("percent").and_then(|v| v.as_f64()).unwrap_or(0.0),
+        step: p
+            .get("step")
+            .and_then(|v| v.as_u64())
+            .and_then(|v| u32::try_from(v).ok())
+            .unwrap_or(0),
+        total_steps: p
+            .get("total_steps")
+            .and_then(|v| v.as_u64())
+            .and_then(|v| u32::try_from(v).ok())
+            .unwrap_or(0),
+        message: p.get("message").and_then(|v| v.as_str()).unwrap_or_default().to_owned(),
+        elapsed: p.get("elapsed_ms").and_then(|v| v.as_i64()).map(ms),
+        estimated_remaining: p.get("remaining_ms").and_then(|v| v.as_i64()).map(ms),
+    });
+    Job {
+        id: row.id.to_string(),
+        kind: row.kind,
+        status: status_of(&row.status) as i32,
+        payload_json: row.payload.to_string(),
+        priority: u32::try_from(row.priority).unwrap_or(0),
+        attempt: u32::try_from(row.attempt).unwrap_or(0),
+        max_attempts: u32::try_from(row.max_attempts).unwrap_or(0),
+        timeout: Some(ms(row.timeout_ms)),
+        idempotency_key: row.idempotency_key.unwrap_or_default(),
+        parent_id: row.parent_id.map(|p| p.to_string()).unwrap_or_default(),
+        failure_policy: if row.failure_policy == "continue" {
+            FailurePolicy::Continue
+        } else {
+            FailurePolicy::FailFast
+        } as i32,
+        created_at: Some(ts(row.created_at)),
+        run_at: Some(ts(row.run_at)),
+        started_at: row.started_at.map(ts),
+        finished_at: row.finished_at.map(ts),
+        updated_at: Some(ts(row.updated_at)),
+        progress,
+        result_json: row.result.map(|r| r.to_string()).unwrap_or_default(),
+        errors: errors
+            .into_iter()
+            .map(|a| AttemptError {
+                attempt: u32::try_from(a.attempt).unwrap_or(0),
+                code: a.error_code.unwrap_or_default(),
+                message: a.error_message.unwrap_or_default(),
+                started_at: Some(ts(a.started_at)),
+                finished_at: a.finished_at.map(ts),
+            })
+            .collect(),
+        cancel_requested: row.cancel_requested,
+        version: u64::try_from(row.version).unwrap_or(0),
+        children_total: u32::try_from(row.children_total).unwrap_or(0),
+        children_done: u32::try_from(row.children_done).unwrap_or(0),
+    }
+}
+
+/// Opaque list cursor: the last job id of the page, base64url.
+fn encode_cursor(id: Uuid) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(id.as_bytes())
+}
+
+fn decode_cursor(cursor: &str) -> Result<Uuid, Status> {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(cursor)
+        .ok()
+        .and_then(|b| Uuid::from_slice(&b).ok())
+        .ok_or_else(|| ErrorCode::InvalidArgument.status("page.cursor is malformed"))
+}
+
+type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchJobsResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl JobService for JobsApi {
+    async fn submit_job(&self, request: Request<SubmitJobRequest>) -> Result<Response<SubmitJobResponse>, Status> {
+        let caller = caller(&request)?;
+        let response = self
+            .submit_one(&caller.tenant, request.into_inner())
+            .await
+            .map_err(Invalid::status)?;
+        Ok(Response::new(response))
+    }
+
+    async fn submit_jobs(&self, request: Request<SubmitJobsRequest>) -> Result<Response<SubmitJobsResponse>, Status> {
+        let caller = caller(&request)?;
+        let jobs = request.into_inner().jobs;
+        if jobs.is_empty() || jobs.len() > MAX_BATCH {
+            return Err(ErrorCode::InvalidArgument.status(format!("jobs must hold 1 to {MAX_BATCH} items")));
+        }
+        let mut items = Vec::with_capacity(jobs.len());
+        for (index, job) in jobs.into_iter().enumerate() {
+            let outcome = match self.submit_one(&caller.tenant, job).await {
+                Ok(accepted) => Outcome::Accepted(accepted),
+                Err(invalid) if invalid.code == ErrorCode::Unavailable => return Err(invalid.status()),
+                Err(invalid) => Outcome::Error(ItemError {
+                    index: u32::try_from(index).unwrap_or(u32::MAX),
+                    code: invalid.code.as_str().to_owned(),
+                    message: invalid.message,
+                    field: invalid.field.to_owned(),
+                }),
+            };
+            items.push(Item { outcome: Some(outcome) });
+        }
+        Ok(Response::new(SubmitJobsResponse { items }))
+    }
+
+    async fn get_job(&self, request: Request<GetJobRequest>) -> Result<Response<Job>, Status> {
+        let caller = caller(&request)?;
+        let id = job_id(&request.get_ref().id)?;
+        let row = store::get(&self.pool, &caller.tenant, id)
+            .await
+            .map_err(internal)?
+            .ok_or_else(not_found)?;
+        Ok(Response::new(self.with_errors(row).await.map_err(internal)?))
+    }
+
+    async fn list_jobs(&self, request: Request<ListJobsRequest>) -> Result<Response<ListJobsResponse>, Status> {
+        let caller = caller(&request)?;
+        let request = request.into_inner();
+        let page = request.page.unwrap_or_default();
+        let page_size = match page.page_size {
+            0 => DEFAULT_PAGE_SIZE,
+            n if n > MAX_PAGE_SIZE => {
+                return Err(
+                    ErrorCode::InvalidArgument.status(format!("page.page_size must be at most {MAX_PAGE_SIZE}"))
+                );
+            }
+            n => n,
+        };
+        let mut statuses = Vec::new();
+        for status in request.statuses {
+            let name = JobStatus::try_from(status)
+                .ok()
+                .and_then(status_name)
+                .ok_or_else(|| ErrorCode::InvalidArgument.status(format!("unknown status {status}")))?;
+            statuses.push(name.to_owned());
+        }
+        let range = request.created.unwrap_or_default();
+        let bound = |t: Option<prost_types::Timestamp>, field| {
+            t.map(|t| timestamp(field, &t)).transpose().map_err(Invalid::status)
+        };
+        let filter = ListFilter {
+            statuses,
+            kinds: request.kinds,
+            created_after: bound(range.start, "created.start")?,
+            created_before: bound(range.end, "created.end")?,
+            parent_id: if request.parent_id.is_empty() {
+                None
+            } else {
+                Some(job_id(&request.parent_id)?)
+            },
+            before_id: if page.cursor.is_empty() {
+                None
+            } else {
+                Some(decode_cursor(&page.cursor)?)
+            },
+            // One extra row tells whether another page exists.
+            limit: i64::from(page_size) + 1,
+        };
+        let mut rows = store::list(&self.pool, &caller.tenant, &filter)
+            .await
+            .map_err(internal)?;
+        let more = rows.len() > page_size as usize;
+        rows.truncate(page_size as usize);
+        let next_cursor = if more {
+            rows.last().map(|r| encode_cursor(r.id)).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
+        let mut errors = store::failed_attempts(&self.pool, &ids).await.map_err(internal)?;
+        let jobs = rows
+            .into_iter()
+            .map(|row| {
+                let errs = errors.remove(&row.id).unwrap_or_default();
+                to_job(row, errs)
+            })
+            .collect();
+        Ok(Response::new(ListJobsResponse {
+            jobs,
+            page: Some(sextant_proto::common::v1::PageResponse { next_cursor }),
+        }))
+    }
+
+    async fn cancel_job(&self, request: Request<CancelJobRequest>) -> Result<Response<Job>, Status> {
+        let caller = caller(&request)?;
+        let id = job_id(&request.get_ref().id)?;
+        match store::cancel(&self.pool, &caller.tenant, id).await.map_err(internal)? {
+            Cancelled::Done(row) => {
+                tracing::info!(job_id = %row.id, status = %row.status, "cancel accepted");
+                Ok(Response::new(self.with_errors(row).await.map_err(internal)?))
+            }
+            Cancelled::Finished(row) => {
+                Err(ErrorCode::FailedPrecondition.status(format!("job already {}", row.status)))
+            }
+            Cancelled::NotFound => Err(not_found()),
+        }
+    }
+
+    async fn retry_job(&self, request: Request<RetryJobRequest>) -> Result<Response<Job>, Status> {
+        let caller = caller(&request)?;
+        let id = job_id(&request.get_ref().id)?;
+        match store::retry(&self.pool, &caller.tenant, id).await.map_err(internal)? {
+            Retried::Queued(row) => Ok(Response::new(self.with_errors(row).await.map_err(internal)?)),
+            Retried::NotRetryable(row) => Err(ErrorCode::FailedPrecondition.status(format!(
+                "only failed or cancelled jobs can be retried; this one is {}",
+                row.status
+            ))),
+            Retried::NotFound => Err(not_found()),
+        }
+    }
+
+    async fn get_job_stats(&self, request: Request<GetJobStatsRequest>) -> Result<Response<JobStats>, Status> {
+        let caller = caller(&request)?;
+        let request = request.into_inner();
+        let range = request.created.unwrap_or_default();
+        let after = range
+            .start
+            .map(|t| timestamp("created.start", &t))
+            .transpose()
+            .map_err(Invalid::status)?;
+        let before = range
+            .end
+            .map(|t| timestamp("created.end", &t))
+            .transpose()
+            .map_err(Invalid::status)?;
+        let stats = store::stats(&self.pool, &caller.tenant, &request.kinds, after, before)
+            .await
+            .map_err(internal)?;
+        let duration_of = |ms: Option<f64>| {
+            ms.map(|ms| prost_types::Duration {
+                seconds: (ms / 1000.0).trunc() as i64,
+                nanos: ((ms % 1000.0) * 1_000_000.0) as i32,
+            })
+        };
+        Ok(Response::new(JobStats {
+            counts: stats
+                .counts
+                .into_iter()
+                .map(|c| job_stats::Count {
+                    kind: c.kind,
+                    status: status_of(&c.status) as i32,
+                    count: u64::try_from(c.count).unwrap_or(0),
+                })
+                .collect(),
+            run_times: stats
+                .run_times
+                .into_iter()
+                .map(|r| job_stats::Durations {
+                    kind: r.kind,
+                    p50: duration_of(r.p50_ms),
+                    p95: duration_of(r.p95_ms),
+                })
+                .collect(),
+            throughput_1m: stats.throughput.last_1m as f64 / 60.0,
+            throughput_5m: stats.throughput.last_5m as f64 / 300.0,
+            throughput_15m: stats.throughput.last_15m as f64 / 900.0,
+        }))
+    }
+
+    type WatchJobsStream = WatchStream;
+
+    async fn watch_jobs(&self, _request: Request<WatchJobsRequest>) -> Result<Response<Self::WatchJobsStream>, Status> {
+        // Arrives with the event bus (issue 3, next step).
+        Err(ErrorCode::Unimplemented.status("watching jobs is not available yet"))
+    }
+}

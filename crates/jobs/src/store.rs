@@ -1,0 +1,327 @@
+//! Every SQL statement of the jobs service. State changes are single guarded
+//! statements (`UPDATE … WHERE status IN (…)`), so a race or a duplicate
+//! request can never move a job backwards; each change bumps `version`.
+
+use std::collections::HashMap;
+
+use serde_json::Value;
+use sqlx::{FromRow, PgPool, Postgres, QueryBuilder};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+#[derive(Debug, Clone, FromRow)]
+pub struct JobRow {
+    pub id: Uuid,
+    pub tenant: String,
+    pub kind: String,
+    pub status: String,
+    pub payload: Value,
+    pub priority: i16,
+    pub attempt: i32,
+    pub max_attempts: i32,
+    pub timeout_ms: i64,
+    pub idempotency_key: Option<String>,
+    pub parent_id: Option<Uuid>,
+    pub failure_policy: String,
+    pub created_at: OffsetDateTime,
+    pub run_at: OffsetDateTime,
+    pub started_at: Option<OffsetDateTime>,
+    pub finished_at: Option<OffsetDateTime>,
+    pub updated_at: OffsetDateTime,
+    pub progress: Option<Value>,
+    pub result: Option<Value>,
+    pub cancel_requested: bool,
+    pub version: i64,
+    pub children_total: i32,
+    pub children_done: i32,
+}
+
+#[derive(Debug, Clone, FromRow)]
+pub struct AttemptRow {
+    pub job_id: Uuid,
+    pub attempt: i32,
+    pub started_at: OffsetDateTime,
+    pub finished_at: Option<OffsetDateTime>,
+    pub error_code: Option<String>,
+    pub error_message: Option<String>,
+}
+
+/// A validated job, ready to insert.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub id: Uuid,
+    pub tenant: String,
+    pub kind: String,
+    pub payload: Value,
+    pub priority: i16,
+    pub max_attempts: i32,
+    pub timeout_ms: i64,
+    pub idempotency_key: Option<String>,
+    pub run_at: OffsetDateTime,
+    pub failure_policy: &'static str,
+}
+
+pub enum Inserted {
+    Created(JobRow),
+    /// The idempotency key matched the same request: the existing job.
+    Existing(JobRow),
+    /// The idempotency key matched a different request.
+    Conflict,
+}
+
+const COLUMNS: &str = "id, tenant, kind, status, payload, priority, attempt, max_attempts, timeout_ms, \
+    idempotency_key, parent_id, failure_policy, created_at, run_at, started_at, finished_at, updated_at, \
+    progress, result, cancel_requested, version, children_total, children_done";
+
+pub async fn insert(pool: &PgPool, job: &NewJob) -> sqlx::Result<Inserted> {
+    let status = if job.run_at > OffsetDateTime::now_utc() {
+        "scheduled"
+    } else {
+        "queued"
+    };
+    let inserted: Option<JobRow> = sqlx::query_as(&format!(
+        "INSERT INTO jobs (id, tenant, kind, status, payload, priority, max_attempts, timeout_ms, \
+             idempotency_key, run_at, failure_policy) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+         ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING \
+         RETURNING {COLUMNS}"
+    ))
+    .bind(job.id)
+    .bind(&job.tenant)
+    .bind(&job.kind)
+    .bind(status)
+    .bind(&job.payload)
+    .bind(job.priority)
+    .bind(job.max_attempts)
+    .bind(job.timeout_ms)
+    .bind(&job.idempotency_key)
+    .bind(job.run_at)
+    .bind(job.failure_policy)
+    .fetch_optional(pool)
+    .await?;
+    if let Some(row) = inserted {
+        return Ok(Inserted::Created(row));
+    }
+    let existing: JobRow = sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM jobs WHERE tenant = $1 AND idempotency_key = $2"
+    ))
+    .bind(&job.tenant)
+    .bind(&job.idempotency_key)
+    .fetch_one(pool)
+    .await?;
+    let same = existing.kind == job.kind
+        && existing.payload == job.payload
+        && existing.priority == job.priority
+        && existing.max_attempts == job.max_attempts
+        && existing.timeout_ms == job.timeout_ms;
+    Ok(if same {
+        Inserted::Existing(existing)
+    } else {
+        Inserted::Conflict
+    })
+}
+
+pub async fn get(pool: &PgPool, tenant: &str, id: Uuid) -> sqlx::Result<Option<JobRow>> {
+    sqlx::query_as(&format!("SELECT {COLUMNS} FROM jobs WHERE tenant = $1 AND id = $2"))
+        .bind(tenant)
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+}
+
+/// Failed attempts of the given jobs, oldest first.
+pub async fn failed_attempts(pool: &PgPool, ids: &[Uuid]) -> sqlx::Result<HashMap<Uuid, Vec<AttemptRow>>> {
+    let rows: Vec<AttemptRow> = sqlx::query_as(
+        "SELECT job_id, attempt, started_at, finished_at, error_code, error_message FROM job_attempts \
+         WHERE job_id = ANY($1) AND error_code IS NOT NULL ORDER BY job_id, attempt",
+    )
+    .bind(ids)
+    .fetch_all(pool)
+    .await?;
+    let mut by_job: HashMap<Uuid, Vec<AttemptRow>> = HashMap::new();
+    for row in rows {
+        by_job.entry(row.job_id).or_default().push(row);
+    }
+    Ok(by_job)
+}
+
+#[derive(Debug, Default)]
+pub struct ListFilter {
+    pub statuses: Vec<String>,
+    pub kinds: Vec<String>,
+    pub created_after: Option<OffsetDateTime>,
+    pub created_before: Option<OffsetDateTime>,
+    pub parent_id: Option<Uuid>,
+    /// Only jobs older than this one (the cursor).
+    pub before_id: Option<Uuid>,
+    pub limit: i64,
+}
+
+/// Newest first. Ids are UUIDv7, so `id < cursor` pages stay exact while jobs
+/// are being inserted: new jobs sort before every cursor already handed out.
+pub async fn list(pool: &PgPool, tenant: &str, filter: &ListFilter) -> sqlx::Result<Vec<JobRow>> {
+    let mut query = QueryBuilder::<Postgres>::new(format!("SELECT {COLUMNS} FROM jobs WHERE tenant = "));
+    query.push_bind(tenant);
+    if !filter.statuses.is_empty() {
+        query.push(" AND status = ANY(").push_bind(&filter.statuses).push(")");
+    }
+    if !filter.kinds.is_empty() {
+        query.push(" AND kind = ANY(").push_bind(&filter.kinds).push(")");
+    }
+    if let Some(after) = filter.created_after {
+        query.push(" AND created_at >= ").push_bind(after);
+    }
+    if let Some(before) = filter.created_before {
+        query.push(" AND created_at < ").push_bind(before);
+    }
+    if let Some(parent) = filter.parent_id {
+        query.push(" AND parent_id = ").push_bind(parent);
+    }
+    if let Some(cursor) = filter.before_id {
+        query.push(" AND id < ").push_bind(cursor);
+    }
+    query.push(" ORDER BY id DESC LIMIT ").push_bind(filter.limit);
+    query.build_query_as().fetch_all(pool).await
+}
+
+pub enum Cancelled {
+    /// Queued or scheduled: cancelled at once. Running: cancel requested.
+    Done(JobRow),
+    /// Already finished; nothing changed.
+    Finished(JobRow),
+    NotFound,
+}
+
+pub async fn cancel(pool: &PgPool, tenant: &str, id: Uuid) -> sqlx::Result<Cancelled> {
+    let changed: Option<JobRow> = sqlx::query_as(&format!(
+        "UPDATE jobs SET \
+             status = CASE WHEN status = 'running' THEN status ELSE 'cancelled' END, \
+             cancel_requested = true, \
+             finished_at = CASE WHEN status = 'running' THEN finished_at ELSE now() END, \
+             version = version + 1, updated_at = now() \
+         WHERE tenant = $1 AND id = $2 \
+           AND (status IN ('queued', 'scheduled') OR (status = 'running' AND NOT cancel_requested)) \
+         RETURNING {COLUMNS}"
+    ))
+    .bind(tenant)
+    .bind(id)
+    .fetch_optional(pool)
+    .await?;
+    if let Some(row) = changed {
+        return Ok(Cancelled::Done(row));
+    }
+    Ok(match get(pool, tenant, id).await? {
+        None => Cancelled::NotFound,
+        // A repeated cancel of a running job is already under way.
+        Some(row) if row.status == "running" => Cancelled::Done(row),
+        Some(row) => Cancelled::Finished(row),
+    })
+}
+
+pub enum Retried {
+    Queued(JobRow),
+    /// Not failed or cancelled; nothing changed.
+    NotRetryable(JobRow),
+    NotFound,
+}
+
+/// A failed or cancelled job goes back to the queue for one more attempt.
+pub async fn retry(pool: &PgPool, tenant: &str, id: Uuid) -> sqlx::Result<Retried> {
+    let changed: Option<JobRow> = sqlx::query_as(&format!(
+        "UPDATE jobs SET status = 'queued', dispatched = false, cancel_requested = false, run_at = now(), \
+             finished_at = NULL, result = NULL, progress = NULL, \
+             max_attempts = GREATEST(max_attempts, attempt + 1), \
+             version = version + 1, updated_at = now() \
+         WHERE tenant = $1 AND id = $2 AND status IN ('failed', 'cancelled') \
+         RETURNING {COLUMNS}"
+    ))
+    .bind(tenant)
+    .bind(id)
+    .fetch_optional(pool)
+    .await?;
+    if let Some(row) = changed {
+        return Ok(Retried::Queued(row));
+    }
+    Ok(match get(pool, tenant, id).await? {
+        None => Retried::NotFound,
+        Some(row) => Retried::NotRetryable(row),
+    })
+}
+
+#[derive(Debug, FromRow)]
+pub struct CountRow {
+    pub kind: String,
+    pub status: String,
+    pub count: i64,
+}
+
+#[derive(Debug, FromRow)]
+pub struct RunTimeRow {
+    pub kind: String,
+    pub p50_ms: Option<f64>,
+    pub p95_ms: Option<f64>,
+}
+
+#[derive(Debug, FromRow)]
+pub struct ThroughputRow {
+    pub last_1m: i64,
+    pub last_5m: i64,
+    pub last_15m: i64,
+}
+
+pub struct Stats {
+    pub counts: Vec<CountRow>,
+    pub run_times: Vec<RunTimeRow>,
+    pub throughput: ThroughputRow,
+}
+
+pub async fn stats(
+    pool: &PgPool,
+    tenant: &str,
+    kinds: &[String],
+    created_after: Option<OffsetDateTime>,
+    created_before: Option<OffsetDateTime>,
+) -> sqlx::Result<Stats> {
+    let filter = "tenant = $1 AND (cardinality($2::text[]) = 0 OR kind = ANY($2)) \
+                  AND ($3::timestamptz IS NULL OR created_at >= $3) AND ($4::timestamptz IS NULL OR created_at < $4)";
+    let counts = sqlx::query_as(&format!(
+        "SELECT kind, status, count(*) AS count FROM jobs WHERE {filter} GROUP BY kind, status ORDER BY kind, status"
+    ))
+    .bind(tenant)
+    .bind(kinds)
+    .bind(created_after)
+    .bind(created_before)
+    .fetch_all(pool)
+    .await?;
+    let run_times = sqlx::query_as(&format!(
+        "SELECT kind, \
+             percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM finished_at - started_at) * 1000) AS p50_ms, \
+             percentile_cont(0.95) WITHIN GROUP (ORDER BY extract(epoch FROM finished_at - started_at) * 1000) AS p95_ms \
+         FROM jobs WHERE {filter} AND status = 'succeeded' AND started_at IS NOT NULL \
+         GROUP BY kind ORDER BY kind"
+    ))
+    .bind(tenant)
+    .bind(kinds)
+    .bind(created_after)
+    .bind(created_before)
+    .fetch_all(pool)
+    .await?;
+    let throughput = sqlx::query_as(&format!(
+        "SELECT count(*) FILTER (WHERE finished_at > now() - interval '1 minute') AS last_1m, \
+                count(*) FILTER (WHERE finished_at > now() - interval '5 minutes') AS last_5m, \
+                count(*) AS last_15m \
+         FROM jobs WHERE {filter} AND status IN ('succeeded', 'failed') \
+           AND finished_at > now() - interval '15 minutes'"
+    ))
+    .bind(tenant)
+    .bind(kinds)
+    .bind(created_after)
+    .bind(created_before)
+    .fetch_one(pool)
+    .await?;
+    Ok(Stats {
+        counts,
+        run_times,
+        throughput,
+    })
+}
