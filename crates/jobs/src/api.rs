@@ -39,11 +39,18 @@ pub struct JobsApi {
     pool: PgPool,
     kinds: Arc<Kinds>,
     defaults: Defaults,
+    /// Tells the dispatcher there is new work.
+    wake: Arc<tokio::sync::Notify>,
 }
 
 impl JobsApi {
-    pub fn new(pool: PgPool, kinds: Arc<Kinds>, defaults: Defaults) -> Self {
-        Self { pool, kinds, defaults }
+    pub fn new(pool: PgPool, kinds: Arc<Kinds>, defaults: Defaults, wake: Arc<tokio::sync::Notify>) -> Self {
+        Self {
+            pool,
+            kinds,
+            defaults,
+            wake,
+        }
     }
 
     async fn submit_one(&self, tenant: &str, request: SubmitJobRequest) -> Result<SubmitJobResponse, Invalid> {
@@ -62,6 +69,7 @@ impl JobsApi {
         };
         if created {
             tracing::info!(job_id = %row.id, kind = %row.kind, "job accepted");
+            self.wake.notify_one();
         }
         let job = self.with_errors(row).await.map_err(Invalid::internal)?;
         Ok(SubmitJobResponse {
@@ -452,7 +460,10 @@ impl JobService for JobsApi {
         let caller = caller(&request)?;
         let id = job_id(&request.get_ref().id)?;
         match store::retry(&self.pool, &caller.tenant, id).await.map_err(internal)? {
-            Retried::Queued(row) => Ok(Response::new(self.with_errors(row).await.map_err(internal)?)),
+            Retried::Queued(row) => {
+                self.wake.notify_one();
+                Ok(Response::new(self.with_errors(row).await.map_err(internal)?))
+            }
             Retried::NotRetryable(row) => Err(ErrorCode::FailedPrecondition.status(format!(
                 "only failed or cancelled jobs can be retried; this one is {}",
                 row.status

@@ -25,6 +25,15 @@ diagnostic_kinds = false
 default_max_attempts = 3
 default_timeout = "5m"
 
+[jobs.worker]
+# api: serve the API and dispatch; worker: run jobs; both.
+role = "both"
+concurrency = 16
+lease = "10s"
+heartbeat = "250ms"
+retry_base = "1s"
+retry_max = "5m"
+
 [jobs.amqp]
 url = "amqp://guest:guest@127.0.0.1:5672/%2f"
 prefix = "sextant"
@@ -45,6 +54,33 @@ pub struct JobsConfig {
     pub database: DatabaseConfig,
     pub amqp: AmqpConfig,
     pub queue: QueueConfig,
+    pub worker: WorkerConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Api,
+    Worker,
+    Both,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerConfig {
+    pub role: Role,
+    /// Jobs run at once by this replica.
+    pub concurrency: usize,
+    /// A running job whose lease is not renewed for this long is rescued.
+    #[serde(with = "humantime_serde")]
+    pub lease: std::time::Duration,
+    /// How often a running job renews its lease and checks for a cancel.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat: std::time::Duration,
+    #[serde(with = "humantime_serde")]
+    pub retry_base: std::time::Duration,
+    #[serde(with = "humantime_serde")]
+    pub retry_max: std::time::Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -61,6 +97,22 @@ impl Validate for Config {
         self.jobs.grpc.validate_at("jobs.grpc", problems);
         self.jobs.database.validate_at("jobs.database", problems);
         self.jobs.amqp.validate_at("jobs.amqp", problems);
+        let worker = &self.jobs.worker;
+        problems.check(
+            (1..=1024).contains(&worker.concurrency),
+            "jobs.worker.concurrency",
+            "must be between 1 and 1024",
+        );
+        problems.check(
+            worker.heartbeat * 3 <= worker.lease,
+            "jobs.worker.heartbeat",
+            "must be at most a third of jobs.worker.lease",
+        );
+        problems.check(
+            worker.retry_base <= worker.retry_max,
+            "jobs.worker.retry_base",
+            "must not exceed jobs.worker.retry_max",
+        );
         problems.check(
             (1..=100).contains(&self.jobs.queue.default_max_attempts),
             "jobs.queue.default_max_attempts",

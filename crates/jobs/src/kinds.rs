@@ -1,17 +1,45 @@
-//! The job kinds this deployment accepts, and how each validates its payload
-//! at submit time, so that a job that could never run is refused up front.
+//! The job kinds this deployment accepts. A kind is one type implementing
+//! [`Kind`]: it validates its payload at submit time (so a job that could
+//! never run is refused up front) and runs it in a worker, reporting progress
+//! through its [`JobContext`]. Adding a kind is one file plus a line in
+//! [`Kinds::new`].
 //!
 //! Diagnostic kinds (`noop`, `sleep`, `fail`) exist for demos, tests and
-//! benchmarks, and are accepted only when `jobs.diagnostic_kinds` is on.
+//! benchmarks, and are accepted only when `jobs.queue.diagnostic_kinds` is on.
 
+use std::time::Duration;
+
+use futures::future::BoxFuture;
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::{Value, json};
 
-/// Validates one kind's payload.
+use crate::context::JobContext;
+
+/// Why an attempt failed; kept with the attempt and shown to the client.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub code: String,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn new(code: &str, message: impl Into<String>) -> Self {
+        Self {
+            code: code.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+pub type Outcome = Result<Value, Failure>;
+
 pub trait Kind: Send + Sync {
     fn name(&self) -> &'static str;
     /// `Err` says what is wrong with the payload, for the client.
     fn validate(&self, payload: &Value) -> Result<(), String>;
+    /// Runs one attempt. The worker drops the future when the job is
+    /// cancelled or times out, so a handler need not poll for either.
+    fn run<'a>(&'a self, ctx: &'a JobContext, payload: Value) -> BoxFuture<'a, Outcome>;
 }
 
 pub struct Kinds {
@@ -50,6 +78,10 @@ impl Kind for Noop {
         "noop"
     }
 
+    fn run<'a>(&'a self, _ctx: &'a JobContext, _payload: Value) -> BoxFuture<'a, Outcome> {
+        Box::pin(async { Ok(json!({})) })
+    }
+
     fn validate(&self, payload: &Value) -> Result<(), String> {
         if payload.is_object() {
             Ok(())
@@ -79,6 +111,18 @@ impl Kind for Sleep {
         "sleep"
     }
 
+    fn run<'a>(&'a self, ctx: &'a JobContext, payload: Value) -> BoxFuture<'a, Outcome> {
+        Box::pin(async move {
+            let p: SleepPayload = parse(&payload).map_err(|m| Failure::new("invalid_payload", m))?;
+            let step = Duration::from_millis(p.duration_ms) / p.steps;
+            for i in 1..=p.steps {
+                tokio::time::sleep(step).await;
+                ctx.progress(i, p.steps, &format!("step {i} of {}", p.steps)).await;
+            }
+            Ok(json!({ "slept_ms": p.duration_ms, "steps": p.steps }))
+        })
+    }
+
     fn validate(&self, payload: &Value) -> Result<(), String> {
         let p: SleepPayload = parse(payload)?;
         if p.duration_ms > 3_600_000 {
@@ -105,6 +149,19 @@ pub struct Fail;
 impl Kind for Fail {
     fn name(&self) -> &'static str {
         "fail"
+    }
+
+    fn run<'a>(&'a self, ctx: &'a JobContext, payload: Value) -> BoxFuture<'a, Outcome> {
+        Box::pin(async move {
+            let p: FailPayload = parse(&payload).map_err(|m| Failure::new("invalid_payload", m))?;
+            if ctx.attempt <= p.times {
+                let message = p
+                    .message
+                    .unwrap_or_else(|| format!("failing on purpose ({} of {})", ctx.attempt, p.times));
+                return Err(Failure::new("diagnostic_failure", message));
+            }
+            Ok(json!({ "succeeded_on_attempt": ctx.attempt }))
+        })
     }
 
     fn validate(&self, payload: &Value) -> Result<(), String> {

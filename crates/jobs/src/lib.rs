@@ -6,8 +6,12 @@
 
 pub mod api;
 pub mod config;
+pub mod context;
+pub mod dispatcher;
 pub mod kinds;
 pub mod store;
+pub mod topology;
+pub mod worker;
 
 use std::net::SocketAddr;
 
@@ -23,8 +27,14 @@ use tonic::service::Routes;
 
 pub use config::Config;
 
+use tokio::sync::Notify;
+
 use crate::api::{Defaults, JobsApi};
+use crate::config::Role;
+use crate::dispatcher::Dispatcher;
 use crate::kinds::Kinds;
+use crate::topology::Names;
+use crate::worker::Worker;
 
 pub const SERVICE: &str = "sextant-jobs";
 
@@ -38,6 +48,9 @@ pub struct Application {
     amqp: Amqp,
     amqp_stop: CancellationToken,
     api: JobsApi,
+    dispatcher: Dispatcher,
+    worker: Option<Worker>,
+    grace: std::time::Duration,
 }
 
 impl Application {
@@ -52,20 +65,46 @@ impl Application {
         )
         .await?;
         let queue = &config.jobs.queue;
+        let kinds = Arc::new(Kinds::new(queue.diagnostic_kinds));
+        let names = Arc::new(Names::new(&config.jobs.amqp.prefix));
+        let wake = Arc::new(Notify::new());
         let api = JobsApi::new(
             pool.clone(),
-            Arc::new(Kinds::new(queue.diagnostic_kinds)),
+            kinds.clone(),
             Defaults {
                 max_attempts: queue.default_max_attempts,
                 timeout: queue.default_timeout,
             },
+            wake.clone(),
         );
+        let dispatcher = Dispatcher {
+            pool: pool.clone(),
+            amqp: amqp.clone(),
+            names: names.clone(),
+            wake: wake.clone(),
+        };
+        let worker = (config.jobs.worker.role != Role::Api).then(|| Worker {
+            pool: pool.clone(),
+            amqp: amqp.clone(),
+            names,
+            kinds,
+            config: config.jobs.worker.clone(),
+            id: format!(
+                "{}-{}",
+                std::process::id(),
+                &uuid::Uuid::new_v4().simple().to_string()[..8]
+            ),
+            wake,
+        });
         Ok(Self {
             server,
             pool,
             amqp,
             amqp_stop,
             api,
+            dispatcher,
+            worker,
+            grace: config.jobs.grpc.shutdown_grace,
         })
     }
 
@@ -78,8 +117,15 @@ impl Application {
             Dependency::postgres(self.pool.clone()),
             Dependency::rabbitmq(self.amqp.clone()),
         ];
+        let dispatcher = tokio::spawn(self.dispatcher.run(shutdown.clone()));
+        let worker = self.worker.map(|w| tokio::spawn(w.run(shutdown.clone(), self.grace)));
         let routes = Routes::new(JobServiceServer::new(self.api));
         let result = self.server.serve(routes, dependencies, shutdown).await;
+        // In-flight jobs finish (or are handed back) before the connections close.
+        if let Some(worker) = worker {
+            let _ = worker.await;
+        }
+        let _ = dispatcher.await;
         // The broker connection outlives the server so in-flight work can still publish.
         self.amqp_stop.cancel();
         self.pool.close().await;

@@ -325,3 +325,255 @@ pub async fn stats(
         throughput,
     })
 }
+
+// ---------- dispatch and execution ----------
+
+#[derive(Debug, Clone, FromRow)]
+pub struct DueJob {
+    pub id: Uuid,
+    pub attempt: i32,
+    pub priority: i16,
+}
+
+/// Locks up to `limit` due, undispatched jobs, highest priority first. The
+/// caller publishes them and then calls [`mark_dispatched`] in the same
+/// transaction, so no two dispatchers publish the same job.
+pub async fn lock_due(tx: &mut sqlx::PgConnection, limit: i64) -> sqlx::Result<Vec<DueJob>> {
+    sqlx::query_as(
+        "SELECT id, attempt, priority FROM jobs \
+         WHERE NOT dispatched AND status IN ('queued', 'scheduled') AND run_at <= now() \
+         ORDER BY priority DESC, run_at LIMIT $1 FOR UPDATE SKIP LOCKED",
+    )
+    .bind(limit)
+    .fetch_all(tx)
+    .await
+}
+
+/// Marks jobs as on the broker; a scheduled one becomes queued (a change).
+pub async fn mark_dispatched(tx: &mut sqlx::PgConnection, ids: &[Uuid]) -> sqlx::Result<Vec<JobRow>> {
+    sqlx::query_as(&format!(
+        "UPDATE jobs SET dispatched = true, status = 'queued', \
+             version = version + CASE WHEN status = 'scheduled' THEN 1 ELSE 0 END, updated_at = now() \
+         WHERE id = ANY($1) RETURNING {COLUMNS}"
+    ))
+    .bind(ids)
+    .fetch_all(tx)
+    .await
+}
+
+fn lease_ms(lease: std::time::Duration) -> i64 {
+    i64::try_from(lease.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Starts attempt `attempt + 1` if the job is still queued at `attempt`: a
+/// duplicate delivery, or a delivery of a job already cancelled, claims nothing.
+///
+/// A message can arrive before the dispatcher's transaction commits, while
+/// the row still says `scheduled` and `dispatched = false`. The predicate must
+/// match that version too, so this waits on the dispatcher's row lock (and
+/// re-checks after its commit) instead of skipping the row and dropping the
+/// message; `attempt` alone keeps a duplicate or stale message from running.
+pub async fn claim(
+    pool: &PgPool,
+    id: Uuid,
+    attempt: i32,
+    worker: &str,
+    lease: std::time::Duration,
+) -> sqlx::Result<Option<JobRow>> {
+    let mut tx = pool.begin().await?;
+    let row: Option<JobRow> = sqlx::query_as(&format!(
+        "UPDATE jobs SET status = 'running', attempt = attempt + 1, started_at = now(), finished_at = NULL, \
+             progress = NULL, lease_owner = $3, lease_expires_at = now() + $4 * interval '1 millisecond', \
+             version = version + 1, updated_at = now() \
+         WHERE id = $1 AND attempt = $2 AND status IN ('queued', 'scheduled') AND run_at <= now() \
+           AND NOT cancel_requested \
+         RETURNING {COLUMNS}"
+    ))
+    .bind(id)
+    .bind(attempt)
+    .bind(worker)
+    .bind(lease_ms(lease))
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some(row) = &row {
+        sqlx::query("INSERT INTO job_attempts (job_id, attempt, worker) VALUES ($1, $2, $3)")
+            .bind(row.id)
+            .bind(row.attempt)
+            .bind(worker)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(row)
+}
+
+pub async fn record_progress(
+    pool: &PgPool,
+    id: Uuid,
+    attempt: i32,
+    progress: &Value,
+    lease: std::time::Duration,
+) -> sqlx::Result<Option<JobRow>> {
+    sqlx::query_as(&format!(
+        "UPDATE jobs SET progress = $3, lease_expires_at = now() + $4 * interval '1 millisecond', \
+             version = version + 1, updated_at = now() \
+         WHERE id = $1 AND attempt = $2 AND status = 'running' RETURNING {COLUMNS}"
+    ))
+    .bind(id)
+    .bind(attempt)
+    .bind(progress)
+    .bind(lease_ms(lease))
+    .fetch_optional(pool)
+    .await
+}
+
+/// Renews the lease; `Some(cancel_requested)` while the attempt is still ours.
+pub async fn heartbeat(
+    pool: &PgPool,
+    id: Uuid,
+    attempt: i32,
+    lease: std::time::Duration,
+) -> sqlx::Result<Option<bool>> {
+    sqlx::query_scalar(
+        "UPDATE jobs SET lease_expires_at = now() + $3 * interval '1 millisecond' \
+         WHERE id = $1 AND attempt = $2 AND status = 'running' RETURNING cancel_requested",
+    )
+    .bind(id)
+    .bind(attempt)
+    .bind(lease_ms(lease))
+    .fetch_optional(pool)
+    .await
+}
+
+/// How an attempt ended.
+pub enum Finish {
+    Succeeded(Value),
+    Cancelled,
+    /// Failed; runs again at `retry_at` if set, else the job has failed.
+    Failed {
+        code: String,
+        message: String,
+        retry_at: Option<OffsetDateTime>,
+    },
+}
+
+/// Records the end of attempt `attempt`, if it is still the running one.
+pub async fn finish(pool: &PgPool, id: Uuid, attempt: i32, finish: &Finish) -> sqlx::Result<Option<JobRow>> {
+    let mut tx = pool.begin().await?;
+    let (status, result, retry_at, error) = match finish {
+        Finish::Succeeded(result) => ("succeeded", Some(result), None, None),
+        Finish::Cancelled => ("cancelled", None, None, Some(("cancelled", "cancelled while running"))),
+        Finish::Failed {
+            code,
+            message,
+            retry_at: Some(at),
+        } => ("scheduled", None, Some(*at), Some((code.as_str(), message.as_str()))),
+        Finish::Failed { code, message, .. } => ("failed", None, None, Some((code.as_str(), message.as_str()))),
+    };
+    let row: Option<JobRow> = sqlx::query_as(&format!(
+        "UPDATE jobs SET status = $3, result = $4, \
+             run_at = COALESCE($5, run_at), dispatched = ($5 IS NULL), \
+             finished_at = CASE WHEN $5 IS NULL THEN now() END, \
+             lease_owner = NULL, lease_expires_at = NULL, version = version + 1, updated_at = now() \
+         WHERE id = $1 AND attempt = $2 AND status = 'running' RETURNING {COLUMNS}"
+    ))
+    .bind(id)
+    .bind(attempt)
+    .bind(status)
+    .bind(result)
+    .bind(retry_at)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if row.is_some() {
+        sqlx::query(
+            "UPDATE job_attempts SET finished_at = now(), error_code = $3, error_message = $4 \
+             WHERE job_id = $1 AND attempt = $2",
+        )
+        .bind(id)
+        .bind(attempt)
+        .bind(error.map(|e| e.0))
+        .bind(error.map(|e| e.1))
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(row)
+}
+
+/// Running jobs whose lease expired (their worker died) go back to the queue,
+/// or fail if that was their last attempt.
+pub async fn reap_expired(pool: &PgPool) -> sqlx::Result<Vec<JobRow>> {
+    requeue_running(
+        pool,
+        "lease_expires_at < now()",
+        None,
+        "worker_lost",
+        "the worker running this attempt stopped responding",
+        false,
+    )
+    .await
+}
+
+/// A stopping worker hands its running jobs back; the interrupted attempt
+/// does not count against the job's attempts.
+pub async fn hand_back(pool: &PgPool, worker: &str) -> sqlx::Result<Vec<JobRow>> {
+    requeue_running(
+        pool,
+        "lease_owner = $1",
+        Some(worker),
+        "interrupted",
+        "the worker shut down",
+        true,
+    )
+    .await
+}
+
+async fn requeue_running(
+    pool: &PgPool,
+    condition: &str,
+    worker: Option<&str>,
+    code: &str,
+    message: &str,
+    free_attempt: bool,
+) -> sqlx::Result<Vec<JobRow>> {
+    let mut tx = pool.begin().await?;
+    let sql = format!("SELECT id FROM jobs WHERE status = 'running' AND {condition} FOR UPDATE SKIP LOCKED");
+    let mut select = sqlx::query_scalar::<_, Uuid>(&sql);
+    if let Some(worker) = worker {
+        select = select.bind(worker);
+    }
+    let ids: Vec<Uuid> = select.fetch_all(&mut *tx).await?;
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let budget = if free_attempt {
+        "GREATEST(max_attempts, attempt + 1)"
+    } else {
+        "max_attempts"
+    };
+    let rows: Vec<JobRow> = sqlx::query_as(&format!(
+        "UPDATE jobs SET max_attempts = {budget}, \
+             status = CASE WHEN attempt >= {budget} THEN 'failed' ELSE 'queued' END, \
+             finished_at = CASE WHEN attempt >= {budget} THEN now() END, \
+             dispatched = false, run_at = now(), lease_owner = NULL, lease_expires_at = NULL, \
+             version = version + 1, updated_at = now() \
+         WHERE id = ANY($1) RETURNING {COLUMNS}"
+    ))
+    .bind(&ids)
+    .fetch_all(&mut *tx)
+    .await?;
+    for row in &rows {
+        sqlx::query(
+            "UPDATE job_attempts SET finished_at = now(), error_code = $3, error_message = $4 \
+             WHERE job_id = $1 AND attempt = $2 AND finished_at IS NULL",
+        )
+        .bind(row.id)
+        .bind(row.attempt)
+        .bind(code)
+        .bind(message)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(rows)
+}

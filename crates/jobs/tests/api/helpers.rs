@@ -19,6 +19,8 @@ pub struct TestApp {
     pub addr: SocketAddr,
     admin_url: String,
     database: String,
+    amqp_url: String,
+    prefix: String,
     shutdown: CancellationToken,
 }
 
@@ -39,6 +41,11 @@ impl Interceptor for AsTenant {
 
 /// The running service, or `None` when the test is skipped (never under CI).
 pub async fn spawn_app() -> Option<TestApp> {
+    spawn_app_with(&[]).await
+}
+
+/// As [`spawn_app`], with extra `SEXTANT_*` settings.
+pub async fn spawn_app_with(extra: &[(&str, &str)]) -> Option<TestApp> {
     let (Ok(admin_url), Ok(amqp_url)) = (
         std::env::var("SEXTANT_TEST_DATABASE_URL"),
         std::env::var("SEXTANT_TEST_AMQP_URL"),
@@ -50,17 +57,29 @@ pub async fn spawn_app() -> Option<TestApp> {
     };
     let id = uuid::Uuid::new_v4().simple().to_string();
     let database = format!("jobs_test_{}", &id[..12]);
+    let prefix = format!("jobs-test-{}", &id[..12]);
     let mut url = url::Url::parse(&admin_url).unwrap();
     url.set_path(&format!("/{database}"));
 
-    let env = [
+    let mut env = vec![
         ("SEXTANT_INTERNAL__SECRET", SECRET.to_owned()),
         ("SEXTANT_JOBS__GRPC__PORT", "0".to_owned()),
         ("SEXTANT_JOBS__DATABASE__URL", url.to_string()),
-        ("SEXTANT_JOBS__AMQP__URL", amqp_url),
-        ("SEXTANT_JOBS__AMQP__PREFIX", format!("jobs-test-{}", &id[..12])),
+        ("SEXTANT_JOBS__AMQP__URL", amqp_url.clone()),
+        ("SEXTANT_JOBS__AMQP__PREFIX", prefix.clone()),
         ("SEXTANT_JOBS__QUEUE__DIAGNOSTIC_KINDS", "true".to_owned()),
+        ("SEXTANT_JOBS__WORKER__RETRY_BASE", "200ms".to_owned()),
     ];
+    env.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
+    if std::env::var_os("TEST_LOG").is_some() {
+        let telemetry = sextant_common::config::TelemetryConfig {
+            log_filter: "debug,h2=info,tower=info,hyper=info,sqlx=warn,lapin=info,amq_protocol=info".into(),
+            log_format: sextant_common::config::LogFormat::Pretty,
+            otlp_endpoint: None,
+            trace_filter: "info".into(),
+        };
+        std::mem::forget(sextant_common::telemetry::init("sextant-jobs-test", &telemetry));
+    }
     let config: Config = load(&format!("{COMMON_DEFAULTS}\n{DEFAULTS}"), &ConfigSource::from_env(env)).unwrap();
     let app = Application::build(&config).await.expect("the jobs service starts");
     let addr = app.local_addr();
@@ -70,11 +89,39 @@ pub async fn spawn_app() -> Option<TestApp> {
         addr,
         admin_url,
         database,
+        amqp_url,
+        prefix,
         shutdown,
     })
 }
 
 impl TestApp {
+    /// Polls the job until `done` holds, for at most `timeout`.
+    pub async fn wait_for(
+        &self,
+        client: &mut Client,
+        id: &str,
+        timeout: Duration,
+        done: impl Fn(&sextant_proto::jobs::v1::Job) -> bool,
+    ) -> sextant_proto::jobs::v1::Job {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let job = client
+                .get_job(sextant_proto::jobs::v1::GetJobRequest { id: id.to_owned() })
+                .await
+                .unwrap()
+                .into_inner();
+            if done(&job) {
+                return job;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "job never reached the state; last: {job:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// A client calling as `tenant`.
     pub async fn client(&self, tenant: &str) -> Client {
         let channel = Channel::from_shared(format!("http://{}", self.addr))
@@ -90,12 +137,23 @@ impl Drop for TestApp {
     fn drop(&mut self) {
         self.shutdown.cancel();
         let (admin_url, database) = (self.admin_url.clone(), self.database.clone());
+        let (amqp_url, prefix) = (self.amqp_url.clone(), self.prefix.clone());
+        // The test's runtime is blocked while this thread runs, so the service
+        // cannot declare its queues again behind our back.
         let _ = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .unwrap();
             runtime.block_on(async {
+                let deleted = tokio::time::timeout(
+                    Duration::from_secs(10),
+                    sextant_jobs::topology::delete_at(&amqp_url, &prefix),
+                )
+                .await;
+                if !matches!(deleted, Ok(Ok(()))) {
+                    eprintln!("deleting the test's RabbitMQ topology {prefix} failed: {deleted:?}");
+                }
                 use sqlx::Connection;
                 if let Ok(Ok(mut conn)) =
                     tokio::time::timeout(Duration::from_secs(5), sqlx::PgConnection::connect(&admin_url)).await

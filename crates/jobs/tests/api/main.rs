@@ -1,5 +1,6 @@
 //! The jobs service's gRPC API against real PostgreSQL (and RabbitMQ).
 
+mod execution;
 mod helpers;
 mod lifecycle;
 mod list;
@@ -10,6 +11,12 @@ mod submit;
 macro_rules! app {
     () => {
         match $crate::helpers::spawn_app().await {
+            Some(app) => app,
+            None => return,
+        }
+    };
+    ($($k:expr => $v:expr),+ $(,)?) => {
+        match $crate::helpers::spawn_app_with(&[$(($k, $v)),+]).await {
             Some(app) => app,
             None => return,
         }

@@ -1,0 +1,124 @@
+//! The outbox dispatcher: moves accepted jobs from PostgreSQL onto RabbitMQ.
+//! A submit only writes PostgreSQL, so it succeeds while the broker is down;
+//! this loop publishes every due, undispatched job (persistent messages,
+//! publisher confirms) and only then marks it dispatched, in one transaction
+//! that locks the rows, so replicas never publish the same job twice. It also
+//! rescues jobs whose worker died (expired leases).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use lapin::BasicProperties;
+use lapin::options::BasicPublishOptions;
+use lapin::types::FieldTable;
+use sextant_common::amqp::Amqp;
+use sqlx::PgPool;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::store;
+use crate::topology::{self, Names, WorkMessage};
+
+const BATCH: i64 = 500;
+const IDLE_POLL: Duration = Duration::from_millis(100);
+const REAP_EVERY: Duration = Duration::from_secs(1);
+
+pub struct Dispatcher {
+    pub pool: PgPool,
+    pub amqp: Amqp,
+    pub names: Arc<Names>,
+    /// Poked on submit and retry so new work goes out without waiting for a poll.
+    pub wake: Arc<Notify>,
+}
+
+impl Dispatcher {
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut reap = tokio::time::interval(REAP_EVERY);
+        'connection: loop {
+            let connection = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                c = self.amqp.connected() => c,
+            };
+            let channel = match topology::declare(&connection, &self.names).await {
+                Ok(channel) => channel,
+                Err(error) => {
+                    tracing::warn!(%error, "declaring the job topology failed");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+            };
+            loop {
+                match self.dispatch_once(&channel).await {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        tracing::debug!(jobs = n, "dispatched");
+                        continue;
+                    }
+                    Err(error) => {
+                        tracing::warn!(error = %format!("{error:#}"), "dispatch failed; retrying");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        continue 'connection;
+                    }
+                }
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = self.wake.notified() => {}
+                    _ = tokio::time::sleep(IDLE_POLL) => {}
+                    _ = reap.tick() => self.reap().await,
+                }
+            }
+        }
+    }
+
+    async fn dispatch_once(&self, channel: &lapin::Channel) -> anyhow::Result<usize> {
+        let mut tx = self.pool.begin().await?;
+        let due = store::lock_due(&mut tx, BATCH).await?;
+        if due.is_empty() {
+            return Ok(0);
+        }
+        let mut confirms = Vec::with_capacity(due.len());
+        for job in &due {
+            let body = serde_json::to_vec(&WorkMessage {
+                id: job.id,
+                attempt: job.attempt,
+                priority: job.priority,
+            })?;
+            let mut headers = FieldTable::default();
+            sextant_common::telemetry::inject_amqp(&mut headers);
+            let confirm = channel
+                .basic_publish(
+                    self.names.work_exchange.as_str().into(),
+                    topology::band(job.priority).into(),
+                    BasicPublishOptions::default(),
+                    &body,
+                    BasicProperties::default()
+                        .with_delivery_mode(2)
+                        .with_content_type("application/json".into())
+                        .with_headers(headers),
+                )
+                .await?;
+            confirms.push(confirm);
+        }
+        for confirm in confirms {
+            let confirmation = confirm.await?;
+            anyhow::ensure!(confirmation.is_ack(), "the broker refused a job message");
+        }
+        let ids: Vec<_> = due.iter().map(|j| j.id).collect();
+        store::mark_dispatched(&mut tx, &ids).await?;
+        tx.commit().await?;
+        Ok(due.len())
+    }
+
+    async fn reap(&self) {
+        match store::reap_expired(&self.pool).await {
+            Ok(rows) if !rows.is_empty() => {
+                for row in &rows {
+                    tracing::warn!(job_id = %row.id, attempt = row.attempt, status = %row.status, "lease expired; job rescued");
+                }
+                self.wake.notify_one();
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "reaping expired leases failed"),
+        }
+    }
+}

@@ -1,0 +1,115 @@
+//! RabbitMQ names and declarations. Work goes to three durable quorum queues,
+//! one per priority band (quorum queues have no per-message priority on the
+//! brokers we support); workers take the highest priority among what they
+//! hold, and keep prefetch small, so a high-priority job overtakes a backlog.
+
+use lapin::options::{
+    ConfirmSelectOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
+    QueueDeleteOptions,
+};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{Channel, Connection, ExchangeKind};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+pub const BANDS: [&str; 3] = ["high", "normal", "low"];
+
+/// A unit of work on the broker: start attempt `attempt + 1` of job `id`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct WorkMessage {
+    pub id: Uuid,
+    pub attempt: i32,
+    pub priority: i16,
+}
+
+pub fn band(priority: i16) -> &'static str {
+    match priority {
+        7.. => "high",
+        4..=6 => "normal",
+        _ => "low",
+    }
+}
+
+pub struct Names {
+    pub work_exchange: String,
+    prefix: String,
+}
+
+impl Names {
+    pub fn new(prefix: &str) -> Self {
+        Self {
+            work_exchange: format!("{prefix}.jobs.work"),
+            prefix: prefix.to_owned(),
+        }
+    }
+
+    pub fn work_queue(&self, band: &str) -> String {
+        format!("{}.jobs.work.{band}", self.prefix)
+    }
+}
+
+/// Declares the work exchange and queues (idempotent), and returns a channel
+/// with publisher confirms on.
+pub async fn declare(connection: &Connection, names: &Names) -> lapin::Result<Channel> {
+    let channel = connection.create_channel().await?;
+    channel
+        .exchange_declare(
+            names.work_exchange.as_str().into(),
+            ExchangeKind::Direct,
+            ExchangeDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    let mut arguments = FieldTable::default();
+    arguments.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+    for band in BANDS {
+        let queue = names.work_queue(band);
+        channel
+            .queue_declare(
+                queue.as_str().into(),
+                QueueDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                arguments.clone(),
+            )
+            .await?;
+        channel
+            .queue_bind(
+                queue.as_str().into(),
+                names.work_exchange.as_str().into(),
+                band.into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+    }
+    channel.confirm_select(ConfirmSelectOptions::default()).await?;
+    Ok(channel)
+}
+
+/// Deletes everything [`declare`] made under these names (tests and
+/// decommissioning; queued messages are lost, the jobs stay in PostgreSQL).
+pub async fn delete(connection: &Connection, names: &Names) -> lapin::Result<()> {
+    let channel = connection.create_channel().await?;
+    for band in BANDS {
+        channel
+            .queue_delete(names.work_queue(band).as_str().into(), QueueDeleteOptions::default())
+            .await?;
+    }
+    channel
+        .exchange_delete(names.work_exchange.as_str().into(), ExchangeDeleteOptions::default())
+        .await?;
+    channel.close(200, "topology deleted".into()).await
+}
+
+/// Connects to `url` and deletes the topology of `prefix`; for test teardown.
+pub async fn delete_at(url: &str, prefix: &str) -> lapin::Result<()> {
+    let connection = Connection::connect(url, lapin::ConnectionProperties::default()).await?;
+    let result = delete(&connection, &Names::new(prefix)).await;
+    let _ = connection.close(200, "done".into()).await;
+    result
+}

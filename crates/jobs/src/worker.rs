@@ -1,0 +1,319 @@
+//! Workers: consume the work queues, claim each job in PostgreSQL (a guarded
+//! update, so a duplicate delivery runs nothing), ack at once (PostgreSQL and
+//! the lease now own the attempt, so long jobs never meet the broker's
+//! consumer timeout), run the kind's handler under its timeout, renew the
+//! lease by heartbeat while watching for a cancel, and record the outcome:
+//! success, cancellation, a retry after exponential backoff with jitter, or
+//! failure after the last attempt.
+
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use lapin::message::Delivery;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
+use lapin::types::FieldTable;
+use sextant_common::amqp::Amqp;
+use sqlx::PgPool;
+use time::OffsetDateTime;
+use tokio::sync::{Mutex, Notify};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::config::WorkerConfig;
+use crate::context::JobContext;
+use crate::kinds::{Failure, Kinds};
+use crate::store::{self, Finish};
+use crate::topology::{self, BANDS, Names, WorkMessage};
+
+pub struct Worker {
+    pub pool: PgPool,
+    pub amqp: Amqp,
+    pub names: Arc<Names>,
+    pub kinds: Arc<Kinds>,
+    pub config: WorkerConfig,
+    pub id: String,
+    /// Poked when a retry is scheduled, so the dispatcher sees it.
+    pub wake: Arc<Notify>,
+}
+
+/// A delivered message waiting for a free slot; the highest priority goes first.
+struct Pending {
+    priority: i16,
+    seq: u64,
+    delivery: Delivery,
+}
+
+impl PartialEq for Pending {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+impl Eq for Pending {}
+impl PartialOrd for Pending {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Pending {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.priority.cmp(&other.priority).then(other.seq.cmp(&self.seq))
+    }
+}
+
+#[derive(Default)]
+struct Inbox {
+    heap: Mutex<BinaryHeap<Pending>>,
+    ready: Notify,
+}
+
+impl Worker {
+    pub async fn run(self, shutdown: CancellationToken, grace: Duration) {
+        let this = Arc::new(self);
+        let inbox = Arc::new(Inbox::default());
+        let stop_taking = CancellationToken::new();
+        let mut runners = tokio::task::JoinSet::new();
+        for _ in 0..this.config.concurrency {
+            let (this, inbox, stop) = (this.clone(), inbox.clone(), stop_taking.clone());
+            runners.spawn(async move {
+                while let Some(pending) = next(&inbox, &stop).await {
+                    this.run_one(pending.delivery).await;
+                }
+            });
+        }
+
+        this.consume(&inbox, &shutdown).await;
+        stop_taking.cancel();
+        // Unstarted deliveries were never acked: the broker redelivers them.
+        inbox.heap.lock().await.clear();
+        let drained = tokio::time::timeout(grace, async { while runners.join_next().await.is_some() {} }).await;
+        if drained.is_err() {
+            runners.abort_all();
+            match store::hand_back(&this.pool, &this.id).await {
+                Ok(rows) => tracing::warn!(jobs = rows.len(), "grace period over; running jobs handed back"),
+                Err(error) => tracing::error!(%error, "handing back running jobs failed; their leases will expire"),
+            }
+        }
+        tracing::info!(worker = %this.id, "worker stopped");
+    }
+
+    /// Feeds deliveries into the inbox, across reconnects, until shutdown.
+    async fn consume(&self, inbox: &Inbox, shutdown: &CancellationToken) {
+        let mut seq = 0u64;
+        loop {
+            let connection = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                c = self.amqp.connected() => c,
+            };
+            let channel = match self.open(&connection).await {
+                Ok(c) => c,
+                Err(error) => {
+                    tracing::warn!(%error, "opening the work queues failed");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+            };
+            let (channel, mut deliveries) = channel;
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => {
+                        let _ = channel.close(200, "worker stopping".into()).await;
+                        return;
+                    }
+                    delivery = deliveries.next() => match delivery {
+                        Some(Ok(delivery)) => {
+                            let priority = serde_json::from_slice::<WorkMessage>(&delivery.data).map_or(0, |m| m.priority);
+                            seq += 1;
+                            inbox.heap.lock().await.push(Pending { priority, seq, delivery });
+                            inbox.ready.notify_one();
+                        }
+                        Some(Err(error)) => {
+                            tracing::warn!(%error, "work consumer failed");
+                            break;
+                        }
+                        None => break,
+                    }
+                }
+            }
+        }
+    }
+
+    async fn open(
+        &self,
+        connection: &lapin::Connection,
+    ) -> lapin::Result<(lapin::Channel, futures::stream::SelectAll<lapin::Consumer>)> {
+        topology::declare(connection, &self.names).await?;
+        let channel = connection.create_channel().await?;
+        let prefetch = u16::try_from(self.config.concurrency).unwrap_or(u16::MAX);
+        channel.basic_qos(prefetch, BasicQosOptions::default()).await?;
+        let mut consumers = Vec::new();
+        for band in BANDS {
+            let consumer = channel
+                .basic_consume(
+                    self.names.work_queue(band).as_str().into(),
+                    format!("{}-{band}", self.id).as_str().into(),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+            consumers.push(consumer);
+        }
+        Ok((channel, futures::stream::select_all(consumers)))
+    }
+
+    async fn run_one(&self, delivery: Delivery) {
+        let Ok(message) = serde_json::from_slice::<WorkMessage>(&delivery.data) else {
+            tracing::error!("dropping a malformed work message");
+            let _ = delivery.ack(BasicAckOptions::default()).await;
+            return;
+        };
+        let claimed = store::claim(&self.pool, message.id, message.attempt, &self.id, self.config.lease).await;
+        let row = match claimed {
+            Ok(Some(row)) => {
+                let _ = delivery.ack(BasicAckOptions::default()).await;
+                row
+            }
+            Ok(None) => {
+                tracing::debug!(job_id = %message.id, attempt = message.attempt, "stale or duplicate delivery dropped");
+                let _ = delivery.ack(BasicAckOptions::default()).await;
+                return;
+            }
+            Err(error) => {
+                tracing::warn!(job_id = %message.id, %error, "claiming failed; requeueing the message");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                let _ = delivery
+                    .nack(BasicNackOptions {
+                        requeue: true,
+                        ..Default::default()
+                    })
+                    .await;
+                return;
+            }
+        };
+
+        let span = tracing::info_span!("job", job_id = %row.id, kind = %row.kind, attempt = row.attempt);
+        self.execute(row).instrument(span).await;
+    }
+
+    async fn execute(&self, row: store::JobRow) {
+        let attempt = row.attempt;
+        let ctx = JobContext {
+            job_id: row.id,
+            tenant: row.tenant.clone(),
+            attempt: u32::try_from(attempt).unwrap_or(0),
+            started: Instant::now(),
+            pool: self.pool.clone(),
+            lease: self.config.lease,
+        };
+        let cancel = CancellationToken::new();
+        let heartbeat = tokio::spawn(heartbeat(
+            self.pool.clone(),
+            row.id,
+            attempt,
+            self.config.lease,
+            self.config.heartbeat,
+            cancel.clone(),
+        ));
+
+        let timeout = Duration::from_millis(u64::try_from(row.timeout_ms).unwrap_or(u64::MAX));
+        let outcome = match self.kinds.get(&row.kind) {
+            None => Err(Failure::new(
+                "unknown_kind",
+                format!("this deployment cannot run kind {:?}", row.kind),
+            )),
+            Some(kind) => tokio::select! {
+                r = tokio::time::timeout(timeout, kind.run(&ctx, row.payload.clone())) => {
+                    r.unwrap_or_else(|_| Err(Failure::new("timeout", format!("attempt exceeded its timeout of {timeout:?}"))))
+                }
+                _ = cancel.cancelled() => Err(Failure::new("cancelled", "cancelled while running")),
+            },
+        };
+        heartbeat.abort();
+
+        let finish = match outcome {
+            Ok(result) => Finish::Succeeded(result),
+            Err(failure) if failure.code == "cancelled" => Finish::Cancelled,
+            Err(failure) => {
+                let retry_at = (attempt < row.max_attempts).then(|| OffsetDateTime::now_utc() + self.backoff(attempt));
+                Finish::Failed {
+                    code: failure.code,
+                    message: failure.message,
+                    retry_at,
+                }
+            }
+        };
+        match store::finish(&self.pool, row.id, attempt, &finish).await {
+            Ok(Some(row)) => {
+                tracing::info!(status = %row.status, "attempt finished");
+                if matches!(finish, Finish::Failed { retry_at: Some(_), .. }) {
+                    self.wake.notify_one();
+                }
+            }
+            Ok(None) => tracing::warn!("attempt was taken over before it finished; outcome dropped"),
+            Err(error) => {
+                tracing::error!(%error, "recording the outcome failed; the lease will expire and the job rerun")
+            }
+        }
+    }
+
+    /// `base · 2^(attempt-1)`, capped, with "equal jitter" (half fixed, half
+    /// random), so successive delays grow while replicas spread out.
+    fn backoff(&self, attempt: i32) -> Duration {
+        let exponent = u32::try_from(attempt.saturating_sub(1)).unwrap_or(0).min(20);
+        let full = self
+            .config
+            .retry_base
+            .saturating_mul(1 << exponent)
+            .min(self.config.retry_max);
+        full / 2 + full.mul_f64(rand::random_range(0.0..0.5))
+    }
+}
+
+async fn next(inbox: &Inbox, stop: &CancellationToken) -> Option<Pending> {
+    loop {
+        let ready = inbox.ready.notified();
+        if stop.is_cancelled() {
+            return None;
+        }
+        if let Some(pending) = inbox.heap.lock().await.pop() {
+            return Some(pending);
+        }
+        tokio::select! {
+            _ = ready => {}
+            _ = stop.cancelled() => return None,
+        }
+    }
+}
+
+/// Renews the lease and turns a requested cancel (or a lost lease) into `cancel`.
+async fn heartbeat(
+    pool: PgPool,
+    id: uuid::Uuid,
+    attempt: i32,
+    lease: Duration,
+    every: Duration,
+    cancel: CancellationToken,
+) {
+    let mut ticker = tokio::time::interval(every);
+    ticker.tick().await;
+    loop {
+        ticker.tick().await;
+        match store::heartbeat(&pool, id, attempt, lease).await {
+            Ok(Some(false)) => {}
+            Ok(Some(true)) => {
+                tracing::info!(job_id = %id, "cancel requested; stopping the handler");
+                cancel.cancel();
+                return;
+            }
+            Ok(None) => {
+                tracing::warn!(job_id = %id, "lease lost; stopping the handler");
+                cancel.cancel();
+                return;
+            }
+            // The database is briefly away: keep running, the lease has slack.
+            Err(error) => tracing::warn!(job_id = %id, %error, "heartbeat failed"),
+        }
+    }
+}
