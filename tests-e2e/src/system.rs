@@ -5,6 +5,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use tonic::metadata::AsciiMetadataValue;
+
 use crate::infra::{self, Infra};
 use crate::process::ServiceProcess;
 use crate::tokens;
@@ -12,6 +14,7 @@ use crate::tokens;
 #[derive(Default)]
 pub struct TestSystemBuilder {
     gateway_env: Vec<(String, String)>,
+    jobs_env: Vec<(String, String)>,
     common_env: Vec<(String, String)>,
     database_url: Option<String>,
     amqp_url: Option<String>,
@@ -21,6 +24,12 @@ impl TestSystemBuilder {
     /// Extra gateway setting, e.g. `("SEXTANT_GATEWAY__WS__IDLE_TIMEOUT", "1s")`.
     pub fn gateway_env(mut self, key: &str, value: &str) -> Self {
         self.gateway_env.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Extra jobs-service setting, e.g. `("SEXTANT_JOBS__WORKER__ROLE", "api")`.
+    pub fn jobs_env(mut self, key: &str, value: &str) -> Self {
+        self.jobs_env.push((key.to_owned(), value.to_owned()));
         self
     }
 
@@ -73,6 +82,8 @@ pub struct TestSystem {
     pub jobs: ServiceProcess,
     pub exports: ServiceProcess,
     pub http: reqwest::Client,
+    /// The jobs service's environment, for starting more replicas of it.
+    jobs_env: Vec<(String, String)>,
     databases: Vec<String>,
     _infra: Option<Infra>,
 }
@@ -119,12 +130,14 @@ impl TestSystem {
                 (format!("SEXTANT_{upper}__DATABASE__ACQUIRE_TIMEOUT"), "1s".to_owned()),
             ]);
             env.extend(extra);
-            ServiceProcess::spawn(service, &format!("sextant-{service}"), &env)
-                .unwrap_or_else(|e| panic!("starting {service}: {e:#}"))
+            let process = ServiceProcess::spawn(service, &format!("sextant-{service}"), &env)
+                .unwrap_or_else(|e| panic!("starting {service}: {e:#}"));
+            (process, env)
         };
-        let analytics = backend("analytics", vec![]);
-        let jobs = backend(
-            "jobs",
+        let (analytics, _) = backend("analytics", vec![]);
+        let mut jobs_extra = builder.jobs_env.clone();
+        jobs_extra.splice(
+            0..0,
             vec![
                 ("SEXTANT_JOBS__AMQP__URL".to_owned(), amqp_url.clone()),
                 ("SEXTANT_JOBS__AMQP__PREFIX".to_owned(), format!("e2e-{id}")),
@@ -132,7 +145,8 @@ impl TestSystem {
                 ("SEXTANT_JOBS__QUEUE__DIAGNOSTIC_KINDS".to_owned(), "true".to_owned()),
             ],
         );
-        let exports = backend("exports", vec![]);
+        let (jobs, jobs_env) = backend("jobs", jobs_extra);
+        let (exports, _) = backend("exports", vec![]);
 
         let mut env = common.clone();
         env.extend([
@@ -167,6 +181,7 @@ impl TestSystem {
             analytics,
             jobs,
             exports,
+            jobs_env,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
                 .build()
@@ -179,6 +194,32 @@ impl TestSystem {
             .await
             .unwrap_or_else(|body| panic!("the system never became ready: {body}\n{}", system.all_logs()));
         system
+    }
+
+    /// Another replica of the jobs service on the same database and broker,
+    /// with `extra` settings on top (e.g. a worker-only role).
+    pub fn spawn_jobs(&self, name: &str, extra: &[(&str, &str)]) -> ServiceProcess {
+        let mut env = self.jobs_env.clone();
+        env.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        ServiceProcess::spawn(name, "sextant-jobs", &env).unwrap_or_else(|e| panic!("starting {name}: {e:#}"))
+    }
+
+    /// A gRPC client straight to the jobs service, calling as `tenant`.
+    pub async fn jobs_client(&self, tenant: &str) -> JobsClient {
+        let channel = tonic::transport::Channel::from_shared(format!("http://{}", self.jobs.addr))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let metadata = [
+            ("x-sextant-internal-secret", self.internal_secret.clone()),
+            ("x-sextant-tenant", tenant.to_owned()),
+            ("x-sextant-user", "e2e".to_owned()),
+        ];
+        sextant_proto::jobs::v1::job_service_client::JobServiceClient::with_interceptor(
+            channel,
+            CallAs(metadata.map(|(k, v)| (k, v.parse().unwrap())).to_vec()),
+        )
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -275,3 +316,20 @@ impl Drop for TestSystem {
         .join();
     }
 }
+
+/// Adds fixed metadata (internal secret, tenant, user) to every call.
+#[derive(Clone)]
+pub struct CallAs(Vec<(&'static str, AsciiMetadataValue)>);
+
+impl tonic::service::Interceptor for CallAs {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        for (key, value) in &self.0 {
+            request.metadata_mut().insert(*key, value.clone());
+        }
+        Ok(request)
+    }
+}
+
+pub type JobsClient = sextant_proto::jobs::v1::job_service_client::JobServiceClient<
+    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, CallAs>,
+>;

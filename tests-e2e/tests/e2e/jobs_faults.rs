@@ -1,0 +1,139 @@
+//! The job queue survives its faults: a worker killed mid-job, and RabbitMQ
+//! down while jobs are submitted. Driven through the jobs service's gRPC
+//! port (the gateway's job routes arrive with the next step).
+
+use std::time::Duration;
+
+use sextant_e2e::TestSystem;
+use sextant_e2e::local::{self, LocalRabbit};
+use sextant_e2e::system::JobsClient;
+use sextant_proto::jobs::v1::{GetJobRequest, Job, JobStatus, SubmitJobRequest};
+
+use crate::system;
+
+async fn wait_for(client: &mut JobsClient, id: &str, timeout: Duration, done: impl Fn(&Job) -> bool) -> Job {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let job = client
+            .get_job(GetJobRequest { id: id.to_owned() })
+            .await
+            .unwrap()
+            .into_inner();
+        if done(&job) {
+            return job;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "job never reached the state: {job:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn request(kind: &str, payload: &str) -> SubmitJobRequest {
+    SubmitJobRequest {
+        kind: kind.into(),
+        payload_json: payload.into(),
+        max_attempts: Some(3),
+        ..Default::default()
+    }
+}
+
+const FAST_LEASE: [(&str, &str); 2] = [
+    ("SEXTANT_JOBS__WORKER__LEASE", "1s"),
+    ("SEXTANT_JOBS__WORKER__HEARTBEAT", "250ms"),
+];
+
+#[tokio::test]
+async fn a_job_whose_worker_is_killed_completes_on_another_as_attempt_2() {
+    let system = system!(
+        TestSystem::builder()
+            .jobs_env("SEXTANT_JOBS__WORKER__ROLE", "api")
+            .jobs_env(FAST_LEASE[0].0, FAST_LEASE[0].1)
+            .jobs_env(FAST_LEASE[1].0, FAST_LEASE[1].1)
+    );
+    let worker_env = [("SEXTANT_JOBS__WORKER__ROLE", "worker"), FAST_LEASE[0], FAST_LEASE[1]];
+    let first = system.spawn_jobs("worker-1", &worker_env);
+    let mut client = system.jobs_client("acme").await;
+
+    let job = client
+        .submit_job(request("sleep", r#"{"duration_ms": 2000, "steps": 4}"#))
+        .await
+        .unwrap()
+        .into_inner()
+        .job
+        .unwrap();
+    wait_for(&mut client, &job.id, Duration::from_secs(15), |j| {
+        j.status() == JobStatus::Running
+    })
+    .await;
+
+    // Only now does a second worker exist, so attempt 1 surely ran on the first.
+    let _second = system.spawn_jobs("worker-2", &worker_env);
+    first.signal(libc::SIGKILL);
+
+    let done = wait_for(&mut client, &job.id, Duration::from_secs(30), |j| {
+        matches!(j.status(), JobStatus::Succeeded | JobStatus::Failed)
+    })
+    .await;
+    assert_eq!(done.status(), JobStatus::Succeeded, "{done:#?}");
+    assert_eq!(done.attempt, 2);
+    assert_eq!(done.errors.len(), 1);
+    assert_eq!(
+        (done.errors[0].attempt, done.errors[0].code.as_str()),
+        (1, "worker_lost")
+    );
+}
+
+#[tokio::test]
+async fn jobs_submitted_while_rabbitmq_is_down_all_run_when_it_returns() {
+    if !local::available() {
+        assert!(
+            std::env::var("CI").map_or(true, |v| v != "true"),
+            "needs local server packages"
+        );
+        eprintln!("SKIPPED: needs root and a local RabbitMQ server package");
+        return;
+    }
+    let rabbit = LocalRabbit::start().await.expect("starting a throwaway RabbitMQ");
+    let system = system!(
+        TestSystem::builder().amqp(rabbit.url()).database(
+            std::env::var(sextant_e2e::infra::DATABASE_URL_ENV)
+                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+        )
+    );
+    let mut client = system.jobs_client("acme").await;
+
+    rabbit.stop().await.unwrap();
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        let payload = if i % 2 == 0 {
+            "{}"
+        } else {
+            r#"{"duration_ms": 50, "steps": 2}"#
+        };
+        let kind = if i % 2 == 0 { "noop" } else { "sleep" };
+        let accepted = client
+            .submit_job(request(kind, payload))
+            .await
+            .expect("accepted while the broker is down");
+        ids.push(accepted.into_inner().job.unwrap().id);
+    }
+    for id in &ids {
+        let job = client
+            .get_job(GetJobRequest { id: id.clone() })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(job.status(), JobStatus::Queued);
+    }
+
+    rabbit.start_again().await.unwrap();
+    for id in &ids {
+        let done = wait_for(&mut client, id, Duration::from_secs(60), |j| {
+            j.status() == JobStatus::Succeeded
+        })
+        .await;
+        assert_eq!(done.attempt, 1, "each job ran exactly once");
+    }
+}
