@@ -244,16 +244,29 @@ impl Worker {
                 }
             }
         };
-        match store::finish(&self.pool, row.id, attempt, &finish).await {
-            Ok(Some(row)) => {
+        match self.record(row.id, attempt, &finish).await {
+            Some(row) => {
                 tracing::info!(status = %row.status, "attempt finished");
                 if matches!(finish, Finish::Failed { retry_at: Some(_), .. }) {
                     self.wake.notify_one();
                 }
             }
-            Ok(None) => tracing::warn!("attempt was taken over before it finished; outcome dropped"),
-            Err(error) => {
-                tracing::error!(%error, "recording the outcome failed; the lease will expire and the job rerun")
+            None => tracing::warn!("attempt was taken over before it finished; outcome dropped"),
+        }
+    }
+
+    /// Records the outcome, retrying while the database is away: giving up
+    /// would let the lease expire and run the job a second time.
+    async fn record(&self, id: uuid::Uuid, attempt: i32, finish: &Finish) -> Option<store::JobRow> {
+        let mut delay = Duration::from_millis(100);
+        loop {
+            match store::finish(&self.pool, id, attempt, finish).await {
+                Ok(row) => return row,
+                Err(error) => {
+                    tracing::warn!(%error, retry_in = ?delay, "recording the outcome failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                }
             }
         }
     }

@@ -137,3 +137,69 @@ async fn jobs_submitted_while_rabbitmq_is_down_all_run_when_it_returns() {
         assert_eq!(done.attempt, 1, "each job ran exactly once");
     }
 }
+
+/// The new job's id, or `None` when the service said it is unavailable.
+async fn submit_sleep(client: &mut JobsClient) -> Option<String> {
+    match client
+        .submit_job(request("sleep", r#"{"duration_ms": 300, "steps": 3}"#))
+        .await
+    {
+        Ok(response) => Some(response.into_inner().job.unwrap().id),
+        Err(status) => {
+            assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+            None
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_postgres_restart_under_load_loses_no_job_and_runs_none_twice() {
+    if !local::available() {
+        assert!(
+            std::env::var("CI").map_or(true, |v| v != "true"),
+            "needs local server packages"
+        );
+        eprintln!("SKIPPED: needs root and a local PostgreSQL server package");
+        return;
+    }
+    let postgres = sextant_e2e::local::LocalPostgres::start()
+        .await
+        .expect("starting a throwaway PostgreSQL");
+    let amqp = std::env::var(sextant_e2e::infra::AMQP_URL_ENV)
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
+    let mut system = system!(TestSystem::builder().database(postgres.admin_url()).amqp(amqp));
+    let mut client = system.jobs_client("acme").await;
+
+    let mut accepted = Vec::new();
+    let mut refused = 0;
+    for phase in 0..3 {
+        match phase {
+            1 => postgres.stop().await.unwrap(),
+            2 => postgres.start_again().await.unwrap(),
+            _ => {}
+        }
+        let count = if phase == 1 { 5 } else { 15 };
+        for _ in 0..count {
+            match submit_sleep(&mut client).await {
+                Some(id) => accepted.push(id),
+                None => refused += 1,
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    assert!(
+        accepted.len() >= 30,
+        "only {} accepted ({refused} refused)",
+        accepted.len()
+    );
+    for id in &accepted {
+        let done = wait_for(&mut client, id, Duration::from_secs(60), |j| {
+            matches!(j.status(), JobStatus::Succeeded | JobStatus::Failed)
+        })
+        .await;
+        assert_eq!(done.status(), JobStatus::Succeeded, "{done:#?}");
+        assert_eq!(done.attempt, 1, "job {id} ran more than once: {done:#?}");
+    }
+    assert!(system.jobs.is_running(), "the service recovered without a restart");
+}
