@@ -109,6 +109,59 @@ impl From<tonic::Status> for ApiError {
     }
 }
 
+/// A JSON request body, parsed so that a type error names its field
+/// (`delay_ms: invalid value: integer -5, expected u64`).
+pub struct JsonBody<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned + 'static> actix_web::FromRequest for JsonBody<T> {
+    type Error = ApiError;
+    type Future = futures::future::LocalBoxFuture<'static, Result<Self, ApiError>>;
+
+    fn from_request(req: &actix_web::HttpRequest, payload: &mut actix_web::dev::Payload) -> Self::Future {
+        let json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                v.split(';')
+                    .next()
+                    .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+            });
+        let bytes = actix_web::web::Bytes::from_request(req, payload);
+        Box::pin(async move {
+            if !json {
+                return Err(ApiError::new(
+                    ErrorCode::UnsupportedMediaType,
+                    "expected Content-Type: application/json",
+                ));
+            }
+            let bytes = bytes
+                .await
+                .map_err(|e| match e.as_response_error().status_code().as_u16() {
+                    413 => ApiError::new(ErrorCode::PayloadTooLarge, "request body too large"),
+                    _ => ApiError::new(ErrorCode::MalformedRequest, e.to_string()),
+                })?;
+            let mut deserializer = serde_json::Deserializer::from_slice(&bytes);
+            serde_path_to_error::deserialize(&mut deserializer)
+                .map(JsonBody)
+                .map_err(|e| {
+                    let path = e.path().to_string();
+                    let inner = e.into_inner();
+                    if inner.is_data() {
+                        let field = if path == "." {
+                            String::new()
+                        } else {
+                            format!("{path}: ")
+                        };
+                        ApiError::new(ErrorCode::InvalidArgument, format!("{field}{inner}"))
+                    } else {
+                        ApiError::new(ErrorCode::MalformedRequest, format!("malformed JSON: {inner}"))
+                    }
+                })
+        })
+    }
+}
+
 /// Turns actix's extractor errors (bad JSON, oversized body, bad query) into problems.
 pub mod extractors {
     use actix_web::error::{JsonPayloadError, PathError, PayloadError, QueryPayloadError};

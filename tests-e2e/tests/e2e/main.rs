@@ -6,6 +6,7 @@ mod config;
 mod edge;
 mod faults;
 mod internal_auth;
+mod jobs;
 mod jobs_faults;
 mod lifecycle;
 mod readiness;

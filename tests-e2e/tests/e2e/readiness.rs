@@ -39,7 +39,19 @@ async fn openapi_document_describes_the_routes() {
     assert_eq!(response.status(), 200);
     let doc: serde_json::Value = response.json().await.unwrap();
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
-    for path in ["/healthz", "/readyz", "/metrics", "/api/v1/me", "/api/v1/ws"] {
+    for path in [
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/api/v1/me",
+        "/api/v1/ws",
+        "/api/v1/jobs",
+        "/api/v1/jobs/batch",
+        "/api/v1/jobs/stats",
+        "/api/v1/jobs/{id}",
+        "/api/v1/jobs/{id}/cancel",
+        "/api/v1/jobs/{id}/retry",
+    ] {
         assert!(
             doc["paths"].get(path).is_some(),
             "{path} missing from the OpenAPI document"

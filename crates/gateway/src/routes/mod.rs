@@ -1,5 +1,6 @@
 //! HTTP routes. Each module owns one area; `configure` mounts them all.
 
+mod jobs;
 mod ops;
 mod session;
 
@@ -13,6 +14,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             web::scope("/api/v1")
                 .route("/openapi.json", web::get().to(ops::openapi))
                 .route("/me", web::get().to(session::me))
+                .route("/jobs", web::post().to(jobs::submit))
+                .route("/jobs", web::get().to(jobs::list))
+                .route("/jobs/batch", web::post().to(jobs::submit_batch))
+                .route("/jobs/stats", web::get().to(jobs::stats))
+                .route("/jobs/{id}", web::get().to(jobs::get))
+                .route("/jobs/{id}/cancel", web::post().to(jobs::cancel))
+                .route("/jobs/{id}/retry", web::post().to(jobs::retry))
                 .route("/ws", web::get().to(crate::ws::connect)),
         );
 }
