@@ -89,7 +89,8 @@ impl JobsApi {
             serde_json::from_str(&request.payload_json)
                 .map_err(|e| Invalid::arg("payload", format!("payload is not valid JSON: {e}")))?
         };
-        kind.validate(&payload).map_err(|m| Invalid::arg("payload", m))?;
+        kind.validate(&payload, &self.kinds)
+            .map_err(|m| Invalid::arg("payload", m))?;
 
         let priority = request.priority.unwrap_or(5);
         if priority > 9 {
@@ -147,6 +148,7 @@ impl JobsApi {
             idempotency_key,
             run_at,
             failure_policy,
+            parent_id: None,
         })
     }
 

@@ -15,6 +15,9 @@ pub struct JobContext {
     pub tenant: String,
     /// 1 for the first attempt.
     pub attempt: u32,
+    pub priority: i16,
+    /// `fail_fast` or `continue`; meaningful for batches.
+    pub failure_policy: String,
     pub(crate) started: Instant,
     pub(crate) pool: PgPool,
     pub(crate) lease: Duration,

@@ -36,7 +36,8 @@ pub type Outcome = Result<Value, Failure>;
 pub trait Kind: Send + Sync {
     fn name(&self) -> &'static str;
     /// `Err` says what is wrong with the payload, for the client.
-    fn validate(&self, payload: &Value) -> Result<(), String>;
+    /// `kinds` is the registry, for kinds whose payload names other kinds.
+    fn validate(&self, payload: &Value, kinds: &Kinds) -> Result<(), String>;
     /// Runs one attempt. The worker drops the future when the job is
     /// cancelled or times out, so a handler need not poll for either.
     fn run<'a>(&'a self, ctx: &'a JobContext, payload: Value) -> BoxFuture<'a, Outcome>;
@@ -48,7 +49,7 @@ pub struct Kinds {
 
 impl Kinds {
     pub fn new(diagnostic: bool) -> Self {
-        let mut kinds: Vec<Box<dyn Kind>> = Vec::new();
+        let mut kinds: Vec<Box<dyn Kind>> = vec![Box::new(crate::batch::Batch)];
         if diagnostic {
             kinds.push(Box::new(Noop));
             kinds.push(Box::new(Sleep));
@@ -66,7 +67,7 @@ impl Kinds {
     }
 }
 
-fn parse<T: for<'de> Deserialize<'de>>(payload: &Value) -> Result<T, String> {
+pub(crate) fn parse<T: for<'de> Deserialize<'de>>(payload: &Value) -> Result<T, String> {
     T::deserialize(payload).map_err(|e| format!("invalid payload: {e}"))
 }
 
@@ -82,7 +83,7 @@ impl Kind for Noop {
         Box::pin(async { Ok(json!({})) })
     }
 
-    fn validate(&self, payload: &Value) -> Result<(), String> {
+    fn validate(&self, payload: &Value, _kinds: &Kinds) -> Result<(), String> {
         if payload.is_object() {
             Ok(())
         } else {
@@ -123,7 +124,7 @@ impl Kind for Sleep {
         })
     }
 
-    fn validate(&self, payload: &Value) -> Result<(), String> {
+    fn validate(&self, payload: &Value, _kinds: &Kinds) -> Result<(), String> {
         let p: SleepPayload = parse(payload)?;
         if p.duration_ms > 3_600_000 {
             return Err("duration_ms must be at most 3600000 (one hour)".into());
@@ -164,7 +165,7 @@ impl Kind for Fail {
         })
     }
 
-    fn validate(&self, payload: &Value) -> Result<(), String> {
+    fn validate(&self, payload: &Value, _kinds: &Kinds) -> Result<(), String> {
         let p: FailPayload = parse(payload)?;
         if p.times > 100 {
             return Err("times must be at most 100".into());
@@ -188,11 +189,21 @@ mod tests {
     fn payloads_are_checked_per_kind() {
         let kinds = Kinds::new(true);
         let sleep = kinds.get("sleep").unwrap();
-        assert!(sleep.validate(&json!({"duration_ms": 100, "steps": 4})).is_ok());
-        assert!(sleep.validate(&json!({"duration_ms": -1})).is_err());
-        assert!(sleep.validate(&json!({"duration_ms": 100, "steps": 0})).is_err());
-        assert!(sleep.validate(&json!({"duration_ms": 100, "naps": 2})).is_err());
-        assert!(kinds.get("noop").unwrap().validate(&json!([1])).is_err());
-        assert!(kinds.get("fail").unwrap().validate(&json!({"times": 2})).is_ok());
+        assert!(sleep.validate(&json!({"duration_ms": 100, "steps": 4}), &kinds).is_ok());
+        assert!(sleep.validate(&json!({"duration_ms": -1}), &kinds).is_err());
+        assert!(
+            sleep
+                .validate(&json!({"duration_ms": 100, "steps": 0}), &kinds)
+                .is_err()
+        );
+        assert!(sleep.validate(&json!({"duration_ms": 100, "naps": 2}), &kinds).is_err());
+        assert!(kinds.get("noop").unwrap().validate(&json!([1]), &kinds).is_err());
+        assert!(
+            kinds
+                .get("fail")
+                .unwrap()
+                .validate(&json!({"times": 2}), &kinds)
+                .is_ok()
+        );
     }
 }

@@ -5,6 +5,7 @@
 //! wires config and signals to [`Application`].
 
 pub mod api;
+pub mod batch;
 pub mod config;
 pub mod context;
 pub mod dispatcher;

@@ -59,6 +59,7 @@ pub struct NewJob {
     pub idempotency_key: Option<String>,
     pub run_at: OffsetDateTime,
     pub failure_policy: &'static str,
+    pub parent_id: Option<Uuid>,
 }
 
 pub enum Inserted {
@@ -81,8 +82,8 @@ pub async fn insert(pool: &PgPool, job: &NewJob) -> sqlx::Result<Inserted> {
     };
     let inserted: Option<JobRow> = sqlx::query_as(&format!(
         "INSERT INTO jobs (id, tenant, kind, status, payload, priority, max_attempts, timeout_ms, \
-             idempotency_key, run_at, failure_policy) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+             idempotency_key, run_at, failure_policy, parent_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
          ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING \
          RETURNING {COLUMNS}"
     ))
@@ -97,6 +98,7 @@ pub async fn insert(pool: &PgPool, job: &NewJob) -> sqlx::Result<Inserted> {
     .bind(&job.idempotency_key)
     .bind(job.run_at)
     .bind(job.failure_policy)
+    .bind(job.parent_id)
     .fetch_optional(pool)
     .await?;
     if let Some(row) = inserted {
@@ -484,6 +486,12 @@ pub async fn finish(pool: &PgPool, id: Uuid, attempt: i32, finish: &Finish) -> s
     .bind(retry_at)
     .fetch_optional(&mut *tx)
     .await?;
+    if row
+        .as_ref()
+        .is_some_and(|r| matches!(r.status.as_str(), "cancelled" | "failed"))
+    {
+        cancel_children(&mut tx, id).await?;
+    }
     if row.is_some() {
         sqlx::query(
             "UPDATE job_attempts SET finished_at = now(), error_code = $3, error_message = $4 \
@@ -576,4 +584,72 @@ async fn requeue_running(
     }
     tx.commit().await?;
     Ok(rows)
+}
+
+// ---------- batches ----------
+
+/// Cancels a parent's unfinished children: queued ones at once, running ones
+/// by request.
+pub async fn cancel_children(conn: &mut sqlx::PgConnection, parent: Uuid) -> sqlx::Result<u64> {
+    let done = sqlx::query(
+        "UPDATE jobs SET \
+             status = CASE WHEN status = 'running' THEN status ELSE 'cancelled' END, \
+             cancel_requested = true, \
+             finished_at = CASE WHEN status = 'running' THEN finished_at ELSE now() END, \
+             version = version + 1, updated_at = now() \
+         WHERE parent_id = $1 AND (status IN ('queued', 'scheduled') OR (status = 'running' AND NOT cancel_requested))",
+    )
+    .bind(parent)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ChildCounts {
+    pub total: i64,
+    pub succeeded: i64,
+    pub failed: i64,
+    pub cancelled: i64,
+}
+
+impl ChildCounts {
+    pub fn done(&self) -> i64 {
+        self.succeeded + self.failed + self.cancelled
+    }
+}
+
+pub async fn child_counts(pool: &PgPool, parent: Uuid) -> sqlx::Result<ChildCounts> {
+    let (total, succeeded, failed, cancelled): (i64, i64, i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(*) FILTER (WHERE status = 'succeeded'), \
+                count(*) FILTER (WHERE status = 'failed'), count(*) FILTER (WHERE status = 'cancelled') \
+         FROM jobs WHERE parent_id = $1",
+    )
+    .bind(parent)
+    .fetch_one(pool)
+    .await?;
+    Ok(ChildCounts {
+        total,
+        succeeded,
+        failed,
+        cancelled,
+    })
+}
+
+pub async fn set_children(pool: &PgPool, parent: Uuid, total: i64, done: i64) -> sqlx::Result<()> {
+    sqlx::query("UPDATE jobs SET children_total = $2, children_done = $3 WHERE id = $1")
+        .bind(parent)
+        .bind(i32::try_from(total).unwrap_or(i32::MAX))
+        .bind(i32::try_from(done).unwrap_or(i32::MAX))
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// The children of `parent`, oldest first (for the batch's result).
+pub async fn children(pool: &PgPool, parent: Uuid) -> sqlx::Result<Vec<JobRow>> {
+    sqlx::query_as(&format!("SELECT {COLUMNS} FROM jobs WHERE parent_id = $1 ORDER BY id"))
+        .bind(parent)
+        .fetch_all(pool)
+        .await
 }

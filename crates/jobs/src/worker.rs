@@ -203,6 +203,8 @@ impl Worker {
             job_id: row.id,
             tenant: row.tenant.clone(),
             attempt: u32::try_from(attempt).unwrap_or(0),
+            priority: row.priority,
+            failure_policy: row.failure_policy.clone(),
             started: Instant::now(),
             pool: self.pool.clone(),
             lease: self.config.lease,

@@ -1,5 +1,6 @@
 //! The jobs service's gRPC API against real PostgreSQL (and RabbitMQ).
 
+mod batch;
 mod execution;
 mod helpers;
 mod lifecycle;
