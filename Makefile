@@ -28,8 +28,8 @@ up:  ## everything in Docker: PostgreSQL, RabbitMQ, the four services
 down:
 	docker compose down
 
-bench:  ## benchmarks; figures go in docs/benchmarks.md
-	@echo "no benchmarks yet: they arrive with the first capability (see docs/benchmarks.md)"
+bench:  ## benchmarks on release builds; record the figures in docs/benchmarks.md
+	@scripts/bench.sh
 
 token:  ## print a development token: make token TENANT=acme DEV_USER=alice
 	@cargo build --quiet -p sextant-gateway

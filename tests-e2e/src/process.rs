@@ -16,11 +16,15 @@ pub fn bin_dir() -> PathBuf {
         return PathBuf::from(dir);
     }
     let exe = std::env::current_exe().expect("current exe");
-    // target/<profile>/deps/e2e-<hash>
-    exe.parent()
-        .and_then(|deps| deps.parent())
-        .expect("target dir")
-        .to_path_buf()
+    // Tests run from target/<profile>/deps/, binaries such as the benchmark
+    // from target/<profile>/: the services are in target/<profile>/ either way.
+    let dir = exe.parent().expect("exe dir");
+    let dir = if dir.ends_with("deps") {
+        dir.parent().expect("profile dir")
+    } else {
+        dir
+    };
+    dir.to_path_buf()
 }
 
 pub fn binary(name: &str) -> PathBuf {
