@@ -71,7 +71,12 @@ impl JobsApi {
             tracing::info!(job_id = %row.id, kind = %row.kind, "job accepted");
             self.wake.notify_one();
         }
-        let job = self.with_errors(row).await.map_err(Invalid::internal)?;
+        // A new job has no attempts yet, so no errors to look up.
+        let job = if created {
+            to_job(row, Vec::new())
+        } else {
+            self.with_errors(row).await.map_err(Invalid::internal)?
+        };
         Ok(SubmitJobResponse {
             job: Some(job),
             created,

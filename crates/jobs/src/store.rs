@@ -186,6 +186,15 @@ pub async fn list(pool: &PgPool, tenant: &str, filter: &ListFilter) -> sqlx::Res
     query.build_query_as().fetch_all(pool).await
 }
 
+/// A cancel: queued or scheduled jobs end at once, running ones are asked to stop.
+const CANCEL_SET: &str = "status = CASE WHEN status = 'running' THEN status ELSE 'cancelled' END, \
+     cancel_requested = true, \
+     finished_at = CASE WHEN status = 'running' THEN finished_at ELSE now() END, \
+     version = version + 1, updated_at = now()";
+
+/// Jobs a cancel still changes (a running job already asked to stop is not one).
+const CANCELLABLE: &str = "(status IN ('queued', 'scheduled') OR (status = 'running' AND NOT cancel_requested))";
+
 pub enum Cancelled {
     /// Queued or scheduled: cancelled at once. Running: cancel requested.
     Done(JobRow),
@@ -196,14 +205,7 @@ pub enum Cancelled {
 
 pub async fn cancel(pool: &PgPool, tenant: &str, id: Uuid) -> sqlx::Result<Cancelled> {
     let changed: Option<JobRow> = sqlx::query_as(&format!(
-        "UPDATE jobs SET \
-             status = CASE WHEN status = 'running' THEN status ELSE 'cancelled' END, \
-             cancel_requested = true, \
-             finished_at = CASE WHEN status = 'running' THEN finished_at ELSE now() END, \
-             version = version + 1, updated_at = now() \
-         WHERE tenant = $1 AND id = $2 \
-           AND (status IN ('queued', 'scheduled') OR (status = 'running' AND NOT cancel_requested)) \
-         RETURNING {COLUMNS}"
+        "UPDATE jobs SET {CANCEL_SET} WHERE tenant = $1 AND id = $2 AND {CANCELLABLE} RETURNING {COLUMNS}"
     ))
     .bind(tenant)
     .bind(id)
@@ -591,14 +593,9 @@ async fn requeue_running(
 /// Cancels a parent's unfinished children: queued ones at once, running ones
 /// by request.
 pub async fn cancel_children(conn: &mut sqlx::PgConnection, parent: Uuid) -> sqlx::Result<u64> {
-    let done = sqlx::query(
-        "UPDATE jobs SET \
-             status = CASE WHEN status = 'running' THEN status ELSE 'cancelled' END, \
-             cancel_requested = true, \
-             finished_at = CASE WHEN status = 'running' THEN finished_at ELSE now() END, \
-             version = version + 1, updated_at = now() \
-         WHERE parent_id = $1 AND (status IN ('queued', 'scheduled') OR (status = 'running' AND NOT cancel_requested))",
-    )
+    let done = sqlx::query(&format!(
+        "UPDATE jobs SET {CANCEL_SET} WHERE parent_id = $1 AND {CANCELLABLE}"
+    ))
     .bind(parent)
     .execute(conn)
     .await?;
