@@ -18,8 +18,13 @@ use time::OffsetDateTime;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
+use tokio_util::sync::CancellationToken;
+
+use crate::Signals;
+use crate::events::Hub;
 use crate::kinds::Kinds;
 use crate::store::{self, Cancelled, Inserted, JobRow, ListFilter, NewJob, Retried};
+use crate::watch::{self, Target};
 
 pub const MAX_BATCH: usize = 1000;
 pub const MAX_PAGE_SIZE: u32 = 500;
@@ -39,48 +44,81 @@ pub struct JobsApi {
     pool: PgPool,
     kinds: Arc<Kinds>,
     defaults: Defaults,
-    /// Tells the dispatcher there is new work.
-    wake: Arc<tokio::sync::Notify>,
+    signals: Arc<Signals>,
+    hub: Hub,
+    /// Ends watch streams when the service stops.
+    shutdown: CancellationToken,
 }
 
 impl JobsApi {
-    pub fn new(pool: PgPool, kinds: Arc<Kinds>, defaults: Defaults, wake: Arc<tokio::sync::Notify>) -> Self {
+    pub fn new(
+        pool: PgPool,
+        kinds: Arc<Kinds>,
+        defaults: Defaults,
+        signals: Arc<Signals>,
+        hub: Hub,
+        shutdown: CancellationToken,
+    ) -> Self {
         Self {
             pool,
             kinds,
             defaults,
-            wake,
+            signals,
+            hub,
+            shutdown,
         }
     }
 
-    async fn submit_one(&self, tenant: &str, request: SubmitJobRequest) -> Result<SubmitJobResponse, Invalid> {
-        let job = self.validate(tenant, request)?;
-        let inserted = store::insert(&self.pool, &job).await.map_err(Invalid::internal)?;
-        let (row, created) = match inserted {
-            Inserted::Created(row) => (row, true),
-            Inserted::Existing(row) => (row, false),
-            Inserted::Conflict => {
-                return Err(Invalid {
-                    code: ErrorCode::AlreadyExists,
-                    field: "idempotency_key",
-                    message: "idempotency key already used for a different request".into(),
-                });
-            }
-        };
-        if created {
-            tracing::info!(job_id = %row.id, kind = %row.kind, "job accepted");
-            self.wake.notify_one();
-        }
-        // A new job has no attempts yet, so no errors to look up.
-        let job = if created {
-            to_job(row, Vec::new())
+    /// Validates and inserts jobs (the valid ones in one statement); one
+    /// outcome per request, in order. `Err` only when the store is unavailable.
+    async fn submit(
+        &self,
+        tenant: &str,
+        requests: Vec<SubmitJobRequest>,
+    ) -> Result<Vec<Result<SubmitJobResponse, Invalid>>, Invalid> {
+        let validated: Vec<Result<NewJob, Invalid>> = requests.into_iter().map(|r| self.validate(tenant, r)).collect();
+        let valid: Vec<NewJob> = validated.iter().filter_map(|v| v.as_ref().ok()).cloned().collect();
+        let mut inserted = if valid.is_empty() {
+            Vec::new()
         } else {
-            self.with_errors(row).await.map_err(Invalid::internal)?
-        };
-        Ok(SubmitJobResponse {
-            job: Some(job),
-            created,
-        })
+            store::insert_many(&self.pool, &valid)
+                .await
+                .map_err(Invalid::internal)?
+        }
+        .into_iter();
+        let mut outcomes = Vec::with_capacity(validated.len());
+        let mut accepted = 0usize;
+        for validation in validated {
+            let outcome = match validation {
+                Err(invalid) => Err(invalid),
+                Ok(_) => match inserted.next().expect("one outcome per valid job") {
+                    Inserted::Created(row) => {
+                        accepted += 1;
+                        tracing::debug!(job_id = %row.id, kind = %row.kind, "job accepted");
+                        // A new job has no attempts yet, so no errors to look up.
+                        Ok(SubmitJobResponse {
+                            job: Some(to_job(row, Vec::new())),
+                            created: true,
+                        })
+                    }
+                    Inserted::Existing(row) => Ok(SubmitJobResponse {
+                        job: Some(self.with_errors(row).await.map_err(Invalid::internal)?),
+                        created: false,
+                    }),
+                    Inserted::Conflict => Err(Invalid {
+                        code: ErrorCode::AlreadyExists,
+                        field: "idempotency_key",
+                        message: "idempotency key already used for a different request".into(),
+                    }),
+                },
+            };
+            outcomes.push(outcome);
+        }
+        if accepted > 0 {
+            tracing::info!(jobs = accepted, "jobs accepted");
+            self.signals.new_work();
+        }
+        Ok(outcomes)
     }
 
     fn validate(&self, tenant: &str, request: SubmitJobRequest) -> Result<NewJob, Invalid> {
@@ -158,12 +196,22 @@ impl JobsApi {
     }
 
     async fn with_errors(&self, row: JobRow) -> sqlx::Result<Job> {
-        let errors = store::failed_attempts(&self.pool, &[row.id])
-            .await?
-            .remove(&row.id)
-            .unwrap_or_default();
-        Ok(to_job(row, errors))
+        let mut jobs = jobs_with_errors(&self.pool, vec![row]).await?;
+        Ok(jobs.pop().expect("one job per row"))
     }
+}
+
+/// Rows as messages, each with its failed attempts (one query for them all).
+pub(crate) async fn jobs_with_errors(pool: &PgPool, rows: Vec<JobRow>) -> sqlx::Result<Vec<Job>> {
+    let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
+    let mut errors = store::failed_attempts(pool, &ids).await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| {
+            let errs = errors.remove(&row.id).unwrap_or_default();
+            to_job(row, errs)
+        })
+        .collect())
 }
 
 /// A refused request, with the field it concerns.
@@ -226,7 +274,7 @@ fn timestamp(field: &'static str, t: &prost_types::Timestamp) -> Result<OffsetDa
         .map_err(|_| Invalid::arg(field, format!("{field} is out of range")))
 }
 
-fn ts(t: OffsetDateTime) -> prost_types::Timestamp {
+pub(crate) fn ts(t: OffsetDateTime) -> prost_types::Timestamp {
     prost_types::Timestamp {
         seconds: t.unix_timestamp(),
         nanos: i32::try_from(t.nanosecond()).unwrap_or(0),
@@ -264,7 +312,7 @@ fn status_of(name: &str) -> JobStatus {
     }
 }
 
-fn to_job(row: JobRow, errors: Vec<store::AttemptRow>) -> Job {
+pub(crate) fn to_job(row: JobRow, errors: Vec<store::AttemptRow>) -> Job {
     let progress = row.progress.as_ref().map(|p| Progress {
         percent: p.get("percent").and_then(|v| v.as_f64()).unwrap_or(0.0),
         step: p
@@ -340,10 +388,11 @@ type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchJobsResponse, Status>> 
 impl JobService for JobsApi {
     async fn submit_job(&self, request: Request<SubmitJobRequest>) -> Result<Response<SubmitJobResponse>, Status> {
         let caller = caller(&request)?;
-        let response = self
-            .submit_one(&caller.tenant, request.into_inner())
+        let mut outcomes = self
+            .submit(&caller.tenant, vec![request.into_inner()])
             .await
             .map_err(Invalid::status)?;
+        let response = outcomes.pop().expect("one outcome").map_err(Invalid::status)?;
         Ok(Response::new(response))
     }
 
@@ -353,20 +402,22 @@ impl JobService for JobsApi {
         if jobs.is_empty() || jobs.len() > MAX_BATCH {
             return Err(ErrorCode::InvalidArgument.status(format!("jobs must hold 1 to {MAX_BATCH} items")));
         }
-        let mut items = Vec::with_capacity(jobs.len());
-        for (index, job) in jobs.into_iter().enumerate() {
-            let outcome = match self.submit_one(&caller.tenant, job).await {
-                Ok(accepted) => Outcome::Accepted(accepted),
-                Err(invalid) if invalid.code == ErrorCode::Unavailable => return Err(invalid.status()),
-                Err(invalid) => Outcome::Error(ItemError {
-                    index: u32::try_from(index).unwrap_or(u32::MAX),
-                    code: invalid.code.as_str().to_owned(),
-                    message: invalid.message,
-                    field: invalid.field.to_owned(),
+        let outcomes = self.submit(&caller.tenant, jobs).await.map_err(Invalid::status)?;
+        let items = outcomes
+            .into_iter()
+            .enumerate()
+            .map(|(index, outcome)| Item {
+                outcome: Some(match outcome {
+                    Ok(accepted) => Outcome::Accepted(accepted),
+                    Err(invalid) => Outcome::Error(ItemError {
+                        index: u32::try_from(index).unwrap_or(u32::MAX),
+                        code: invalid.code.as_str().to_owned(),
+                        message: invalid.message,
+                        field: invalid.field.to_owned(),
+                    }),
                 }),
-            };
-            items.push(Item { outcome: Some(outcome) });
-        }
+            })
+            .collect();
         Ok(Response::new(SubmitJobsResponse { items }))
     }
 
@@ -433,15 +484,7 @@ impl JobService for JobsApi {
         } else {
             String::new()
         };
-        let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
-        let mut errors = store::failed_attempts(&self.pool, &ids).await.map_err(internal)?;
-        let jobs = rows
-            .into_iter()
-            .map(|row| {
-                let errs = errors.remove(&row.id).unwrap_or_default();
-                to_job(row, errs)
-            })
-            .collect();
+        let jobs = jobs_with_errors(&self.pool, rows).await.map_err(internal)?;
         Ok(Response::new(ListJobsResponse {
             jobs,
             page: Some(sextant_proto::common::v1::PageResponse { next_cursor }),
@@ -453,6 +496,7 @@ impl JobService for JobsApi {
         let id = job_id(&request.get_ref().id)?;
         match store::cancel(&self.pool, &caller.tenant, id).await.map_err(internal)? {
             Cancelled::Done(row) => {
+                self.signals.changed();
                 tracing::info!(job_id = %row.id, status = %row.status, "cancel accepted");
                 Ok(Response::new(self.with_errors(row).await.map_err(internal)?))
             }
@@ -468,7 +512,7 @@ impl JobService for JobsApi {
         let id = job_id(&request.get_ref().id)?;
         match store::retry(&self.pool, &caller.tenant, id).await.map_err(internal)? {
             Retried::Queued(row) => {
-                self.wake.notify_one();
+                self.signals.new_work();
                 Ok(Response::new(self.with_errors(row).await.map_err(internal)?))
             }
             Retried::NotRetryable(row) => Err(ErrorCode::FailedPrecondition.status(format!(
@@ -529,8 +573,25 @@ impl JobService for JobsApi {
 
     type WatchJobsStream = WatchStream;
 
-    async fn watch_jobs(&self, _request: Request<WatchJobsRequest>) -> Result<Response<Self::WatchJobsStream>, Status> {
-        // Arrives with the event bus (issue 3, next step).
-        Err(ErrorCode::Unimplemented.status("watching jobs is not available yet"))
+    async fn watch_jobs(&self, request: Request<WatchJobsRequest>) -> Result<Response<Self::WatchJobsStream>, Status> {
+        let caller = caller(&request)?;
+        let request = request.into_inner();
+        let target = match request.target {
+            Some(watch_jobs_request::Target::JobId(id)) => Target::Job(job_id(&id)?),
+            Some(watch_jobs_request::Target::All(true)) => Target::Tenant,
+            _ => return Err(ErrorCode::InvalidArgument.status("target: set job_id, or all = true")),
+        };
+        let receiver = watch::start(
+            self.pool.clone(),
+            &self.hub,
+            self.shutdown.clone(),
+            caller.tenant,
+            target,
+            request.after_version,
+        )
+        .await?;
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(
+            receiver,
+        ))))
     }
 }

@@ -76,8 +76,11 @@ impl Kind for Batch {
         Box::pin(async move {
             let batch: BatchPayload = parse(&payload).map_err(|m| Failure::new("invalid_payload", m))?;
             let unavailable = |e: sqlx::Error| Failure::new("unavailable", format!("job store: {e}"));
-            for (i, child) in batch.children.into_iter().enumerate() {
-                let job = NewJob {
+            let children: Vec<NewJob> = batch
+                .children
+                .into_iter()
+                .enumerate()
+                .map(|(i, child)| NewJob {
                     id: Uuid::now_v7(),
                     tenant: ctx.tenant.clone(),
                     kind: child.kind,
@@ -91,23 +94,29 @@ impl Kind for Batch {
                     run_at: OffsetDateTime::now_utc(),
                     failure_policy: "fail_fast",
                     parent_id: Some(ctx.job_id),
-                };
-                store::insert(&ctx.pool, &job).await.map_err(unavailable)?;
-            }
+                })
+                .collect();
+            store::insert_many(&ctx.pool, &children).await.map_err(unavailable)?;
+            ctx.signals.new_work();
 
             let fail_fast = ctx.failure_policy != "continue";
+            let mut reported = None;
             loop {
                 let counts = store::child_counts(&ctx.pool, ctx.job_id).await.map_err(unavailable)?;
-                store::set_children(&ctx.pool, ctx.job_id, counts.total, counts.done())
-                    .await
-                    .map_err(unavailable)?;
                 let (done, total) = (counts.done(), counts.total.max(1));
-                ctx.progress(
-                    u32::try_from(done).unwrap_or(0),
-                    u32::try_from(total).unwrap_or(1),
-                    &format!("{done} of {total} children done"),
-                )
-                .await;
+                // Progress (an event for watchers) only when a child has finished.
+                if reported != Some(done) {
+                    store::set_children(&ctx.pool, ctx.job_id, counts.total, done)
+                        .await
+                        .map_err(unavailable)?;
+                    ctx.progress(
+                        u32::try_from(done).unwrap_or(0),
+                        u32::try_from(total).unwrap_or(1),
+                        &format!("{done} of {total} children done"),
+                    )
+                    .await;
+                    reported = Some(done);
+                }
                 if fail_fast && counts.failed > 0 {
                     let mut conn = ctx.pool.acquire().await.map_err(unavailable)?;
                     store::cancel_children(&mut conn, ctx.job_id)

@@ -24,6 +24,9 @@ startup_timeout = "30s"
 diagnostic_kinds = false
 default_max_attempts = 3
 default_timeout = "5m"
+# A queued job still unclaimed this long after its message went out is sent
+# again, in case the broker lost the message (a duplicate runs nothing).
+redispatch_after = "5m"
 
 [jobs.worker]
 # api: serve the API and dispatch; worker: run jobs; both.
@@ -90,6 +93,8 @@ pub struct QueueConfig {
     pub default_max_attempts: u32,
     #[serde(with = "humantime_serde")]
     pub default_timeout: std::time::Duration,
+    #[serde(with = "humantime_serde")]
+    pub redispatch_after: std::time::Duration,
 }
 
 impl Validate for Config {
@@ -97,6 +102,11 @@ impl Validate for Config {
         self.jobs.grpc.validate_at("jobs.grpc", problems);
         self.jobs.database.validate_at("jobs.database", problems);
         self.jobs.amqp.validate_at("jobs.amqp", problems);
+        problems.check(
+            self.jobs.queue.redispatch_after >= std::time::Duration::from_secs(1),
+            "jobs.queue.redispatch_after",
+            "must be at least 1s",
+        );
         let worker = &self.jobs.worker;
         problems.check(
             (1..=1024).contains(&worker.concurrency),

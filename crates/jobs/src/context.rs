@@ -21,6 +21,7 @@ pub struct JobContext {
     pub(crate) started: Instant,
     pub(crate) pool: PgPool,
     pub(crate) lease: Duration,
+    pub(crate) signals: std::sync::Arc<crate::Signals>,
 }
 
 impl JobContext {
@@ -40,8 +41,10 @@ impl JobContext {
             "remaining_ms": remaining.map(|r| u64::try_from(r.as_millis()).unwrap_or(u64::MAX)),
         });
         let attempt = i32::try_from(self.attempt).unwrap_or(i32::MAX);
-        if let Err(error) = store::record_progress(&self.pool, self.job_id, attempt, &progress, self.lease).await {
-            tracing::warn!(job_id = %self.job_id, %error, "recording progress failed");
+        match store::record_progress(&self.pool, self.job_id, attempt, &progress, self.lease).await {
+            Ok(true) => self.signals.changed(),
+            Ok(false) => {}
+            Err(error) => tracing::warn!(job_id = %self.job_id, %error, "recording progress failed"),
         }
     }
 }

@@ -3,7 +3,9 @@
 //! this loop publishes every due, undispatched job (persistent messages,
 //! publisher confirms) and only then marks it dispatched, in one transaction
 //! that locks the rows, so replicas never publish the same job twice. It also
-//! rescues jobs whose worker died (expired leases).
+//! rescues jobs whose worker died (expired leases), and sends again the
+//! message of a job that stayed queued and unclaimed too long (a broker that
+//! lost it must not lose the job).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,11 +15,10 @@ use lapin::options::BasicPublishOptions;
 use lapin::types::FieldTable;
 use sextant_common::amqp::Amqp;
 use sqlx::PgPool;
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::store;
 use crate::topology::{self, Names, WorkMessage};
+use crate::{Signals, store};
 
 const BATCH: i64 = 500;
 const IDLE_POLL: Duration = Duration::from_millis(100);
@@ -27,8 +28,9 @@ pub struct Dispatcher {
     pub pool: PgPool,
     pub amqp: Amqp,
     pub names: Arc<Names>,
-    /// Poked on submit and retry so new work goes out without waiting for a poll.
-    pub wake: Arc<Notify>,
+    pub signals: Arc<Signals>,
+    /// See `jobs.queue.redispatch_after`.
+    pub redispatch_after: Duration,
 }
 
 impl Dispatcher {
@@ -62,7 +64,7 @@ impl Dispatcher {
                 }
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
-                    _ = self.wake.notified() => {}
+                    _ = self.signals.dispatch.notified() => {}
                     _ = tokio::time::sleep(IDLE_POLL) => {}
                     _ = reap.tick() => self.reap().await,
                 }
@@ -106,16 +108,28 @@ impl Dispatcher {
         let ids: Vec<_> = due.iter().map(|j| j.id).collect();
         store::mark_dispatched(&mut tx, &ids).await?;
         tx.commit().await?;
+        // A due scheduled job became queued: that is an event.
+        if due.iter().any(|j| j.status == "scheduled") {
+            self.signals.changed();
+        }
         Ok(due.len())
     }
 
     async fn reap(&self) {
+        match store::redispatch_stale(&self.pool, self.redispatch_after).await {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::warn!(jobs = n, after = ?self.redispatch_after, "queued jobs unclaimed too long; sending them again");
+                self.signals.new_work();
+            }
+            Err(error) => tracing::warn!(%error, "looking for unclaimed jobs failed"),
+        }
         match store::reap_expired(&self.pool).await {
             Ok(rows) if !rows.is_empty() => {
                 for row in &rows {
                     tracing::warn!(job_id = %row.id, attempt = row.attempt, status = %row.status, "lease expired; job rescued");
                 }
-                self.wake.notify_one();
+                self.signals.new_work();
             }
             Ok(_) => {}
             Err(error) => tracing::warn!(%error, "reaping expired leases failed"),

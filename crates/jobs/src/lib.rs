@@ -6,12 +6,15 @@
 
 pub mod api;
 pub mod batch;
+pub mod batcher;
 pub mod config;
 pub mod context;
 pub mod dispatcher;
+pub mod events;
 pub mod kinds;
 pub mod store;
 pub mod topology;
+pub mod watch;
 pub mod worker;
 
 use std::net::SocketAddr;
@@ -33,11 +36,33 @@ use tokio::sync::Notify;
 use crate::api::{Defaults, JobsApi};
 use crate::config::Role;
 use crate::dispatcher::Dispatcher;
+use crate::events::{Hub, Relay};
 use crate::kinds::Kinds;
 use crate::topology::Names;
 use crate::worker::Worker;
 
 pub const SERVICE: &str = "sextant-jobs";
+
+/// Nudges between the parts of one replica, so work and events move without
+/// waiting for a poll. (Other replicas poll, and react to their own changes.)
+#[derive(Debug, Default)]
+pub struct Signals {
+    dispatch: Notify,
+    events: Notify,
+}
+
+impl Signals {
+    /// A job changed: its event is waiting to be published.
+    pub fn changed(&self) {
+        self.events.notify_one();
+    }
+
+    /// A job became due to dispatch (and changed).
+    pub fn new_work(&self) {
+        self.dispatch.notify_one();
+        self.events.notify_one();
+    }
+}
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -50,7 +75,12 @@ pub struct Application {
     amqp_stop: CancellationToken,
     api: JobsApi,
     dispatcher: Dispatcher,
+    relay: Relay,
+    hub: Hub,
+    names: Arc<Names>,
     worker: Option<Worker>,
+    /// Ends watch streams (cancelled as soon as shutdown starts).
+    watch_stop: CancellationToken,
     grace: std::time::Duration,
 }
 
@@ -68,7 +98,9 @@ impl Application {
         let queue = &config.jobs.queue;
         let kinds = Arc::new(Kinds::new(queue.diagnostic_kinds));
         let names = Arc::new(Names::new(&config.jobs.amqp.prefix));
-        let wake = Arc::new(Notify::new());
+        let signals = Arc::new(Signals::default());
+        let hub = Hub::default();
+        let watch_stop = CancellationToken::new();
         let api = JobsApi::new(
             pool.clone(),
             kinds.clone(),
@@ -76,18 +108,27 @@ impl Application {
                 max_attempts: queue.default_max_attempts,
                 timeout: queue.default_timeout,
             },
-            wake.clone(),
+            signals.clone(),
+            hub.clone(),
+            watch_stop.clone(),
         );
         let dispatcher = Dispatcher {
             pool: pool.clone(),
             amqp: amqp.clone(),
             names: names.clone(),
-            wake: wake.clone(),
+            signals: signals.clone(),
+            redispatch_after: queue.redispatch_after,
+        };
+        let relay = Relay {
+            pool: pool.clone(),
+            amqp: amqp.clone(),
+            names: names.clone(),
+            signals: signals.clone(),
         };
         let worker = (config.jobs.worker.role != Role::Api).then(|| Worker {
             pool: pool.clone(),
             amqp: amqp.clone(),
-            names,
+            names: names.clone(),
             kinds,
             config: config.jobs.worker.clone(),
             id: format!(
@@ -95,7 +136,7 @@ impl Application {
                 std::process::id(),
                 &uuid::Uuid::new_v4().simple().to_string()[..8]
             ),
-            wake,
+            signals,
         });
         Ok(Self {
             server,
@@ -104,7 +145,11 @@ impl Application {
             amqp_stop,
             api,
             dispatcher,
+            relay,
+            hub,
+            names,
             worker,
+            watch_stop,
             grace: config.jobs.grpc.shutdown_grace,
         })
     }
@@ -120,6 +165,16 @@ impl Application {
         ];
         let dispatcher = tokio::spawn(self.dispatcher.run(shutdown.clone()));
         let worker = self.worker.map(|w| tokio::spawn(w.run(shutdown.clone(), self.grace)));
+        // Events flow until the work has stopped, so its last changes go out.
+        let events_stop = CancellationToken::new();
+        let relay = tokio::spawn(self.relay.run(events_stop.clone()));
+        let hub = tokio::spawn(self.hub.run(self.amqp.clone(), self.names, events_stop.clone()));
+        let watch_stop = self.watch_stop;
+        let stop_watches = shutdown.clone();
+        tokio::spawn(async move {
+            stop_watches.cancelled().await;
+            watch_stop.cancel();
+        });
         let routes = Routes::new(JobServiceServer::new(self.api));
         let result = self.server.serve(routes, dependencies, shutdown).await;
         // In-flight jobs finish (or are handed back) before the connections close.
@@ -127,6 +182,9 @@ impl Application {
             let _ = worker.await;
         }
         let _ = dispatcher.await;
+        events_stop.cancel();
+        let _ = relay.await;
+        let _ = hub.await;
         // The broker connection outlives the server so in-flight work can still publish.
         self.amqp_stop.cancel();
         self.pool.close().await;

@@ -4,17 +4,22 @@
 
 use std::collections::HashMap;
 
+use serde::Deserialize;
 use serde_json::Value;
 use sqlx::{FromRow, PgPool, Postgres, QueryBuilder};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-#[derive(Debug, Clone, FromRow)]
+/// A job as stored. Also read back from an event's `job` document (which
+/// leaves out the tenant and payload), hence the serde attributes.
+#[derive(Debug, Clone, FromRow, Deserialize)]
 pub struct JobRow {
     pub id: Uuid,
+    #[serde(default)]
     pub tenant: String,
     pub kind: String,
     pub status: String,
+    #[serde(default)]
     pub payload: Value,
     pub priority: i16,
     pub attempt: i32,
@@ -23,10 +28,15 @@ pub struct JobRow {
     pub idempotency_key: Option<String>,
     pub parent_id: Option<Uuid>,
     pub failure_policy: String,
+    #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
     pub run_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
     pub started_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
     pub finished_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339")]
     pub updated_at: OffsetDateTime,
     pub progress: Option<Value>,
     pub result: Option<Value>,
@@ -36,11 +46,14 @@ pub struct JobRow {
     pub children_done: i32,
 }
 
-#[derive(Debug, Clone, FromRow)]
+#[derive(Debug, Clone, FromRow, Deserialize)]
 pub struct AttemptRow {
+    #[serde(default)]
     pub job_id: Uuid,
     pub attempt: i32,
+    #[serde(with = "time::serde::rfc3339")]
     pub started_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
     pub finished_at: Option<OffsetDateTime>,
     pub error_code: Option<String>,
     pub error_message: Option<String>,
@@ -75,52 +88,83 @@ const COLUMNS: &str = "id, tenant, kind, status, payload, priority, attempt, max
     progress, result, cancel_requested, version, children_total, children_done";
 
 pub async fn insert(pool: &PgPool, job: &NewJob) -> sqlx::Result<Inserted> {
-    let status = if job.run_at > OffsetDateTime::now_utc() {
-        "scheduled"
-    } else {
-        "queued"
-    };
-    let inserted: Option<JobRow> = sqlx::query_as(&format!(
+    let mut outcomes = insert_many(pool, std::slice::from_ref(job)).await?;
+    Ok(outcomes.pop().expect("one outcome per job"))
+}
+
+/// Inserts jobs in one statement; one outcome per job, in order. A job whose
+/// idempotency key is taken (before, or earlier in the same batch) is
+/// `Existing` when it asks for the same thing, else `Conflict`.
+pub async fn insert_many(pool: &PgPool, jobs: &[NewJob]) -> sqlx::Result<Vec<Inserted>> {
+    let now = OffsetDateTime::now_utc();
+    let status = |job: &NewJob| if job.run_at > now { "scheduled" } else { "queued" };
+    let created: Vec<JobRow> = sqlx::query_as(&format!(
         "INSERT INTO jobs (id, tenant, kind, status, payload, priority, max_attempts, timeout_ms, \
              idempotency_key, run_at, failure_policy, parent_id) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+         SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::jsonb[], $6::smallint[], \
+             $7::integer[], $8::bigint[], $9::text[], $10::timestamptz[], $11::text[], $12::uuid[]) \
          ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING \
          RETURNING {COLUMNS}"
     ))
-    .bind(job.id)
-    .bind(&job.tenant)
-    .bind(&job.kind)
-    .bind(status)
-    .bind(&job.payload)
-    .bind(job.priority)
-    .bind(job.max_attempts)
-    .bind(job.timeout_ms)
-    .bind(&job.idempotency_key)
-    .bind(job.run_at)
-    .bind(job.failure_policy)
-    .bind(job.parent_id)
-    .fetch_optional(pool)
+    .bind(jobs.iter().map(|j| j.id).collect::<Vec<_>>())
+    .bind(jobs.iter().map(|j| j.tenant.as_str()).collect::<Vec<_>>())
+    .bind(jobs.iter().map(|j| j.kind.as_str()).collect::<Vec<_>>())
+    .bind(jobs.iter().map(status).collect::<Vec<_>>())
+    .bind(jobs.iter().map(|j| j.payload.clone()).collect::<Vec<_>>())
+    .bind(jobs.iter().map(|j| j.priority).collect::<Vec<_>>())
+    .bind(jobs.iter().map(|j| j.max_attempts).collect::<Vec<_>>())
+    .bind(jobs.iter().map(|j| j.timeout_ms).collect::<Vec<_>>())
+    .bind(jobs.iter().map(|j| j.idempotency_key.clone()).collect::<Vec<_>>())
+    .bind(jobs.iter().map(|j| j.run_at).collect::<Vec<_>>())
+    .bind(jobs.iter().map(|j| j.failure_policy).collect::<Vec<_>>())
+    .bind(jobs.iter().map(|j| j.parent_id).collect::<Vec<_>>())
+    .fetch_all(pool)
     .await?;
-    if let Some(row) = inserted {
-        return Ok(Inserted::Created(row));
+    let mut created: HashMap<Uuid, JobRow> = created.into_iter().map(|row| (row.id, row)).collect();
+
+    // The rest lost their idempotency key to an existing job.
+    let taken: Vec<&str> = jobs
+        .iter()
+        .filter(|j| !created.contains_key(&j.id))
+        .filter_map(|j| j.idempotency_key.as_deref())
+        .collect();
+    let mut existing: HashMap<(String, String), JobRow> = HashMap::new();
+    if !taken.is_empty() {
+        let tenants: Vec<&str> = jobs.iter().map(|j| j.tenant.as_str()).collect();
+        let rows: Vec<JobRow> = sqlx::query_as(&format!(
+            "SELECT {COLUMNS} FROM jobs WHERE tenant = ANY($1) AND idempotency_key = ANY($2)"
+        ))
+        .bind(&tenants)
+        .bind(&taken)
+        .fetch_all(pool)
+        .await?;
+        for row in rows {
+            if let Some(key) = row.idempotency_key.clone() {
+                existing.insert((row.tenant.clone(), key), row);
+            }
+        }
     }
-    let existing: JobRow = sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM jobs WHERE tenant = $1 AND idempotency_key = $2"
-    ))
-    .bind(&job.tenant)
-    .bind(&job.idempotency_key)
-    .fetch_one(pool)
-    .await?;
-    let same = existing.kind == job.kind
-        && existing.payload == job.payload
-        && existing.priority == job.priority
-        && existing.max_attempts == job.max_attempts
-        && existing.timeout_ms == job.timeout_ms;
-    Ok(if same {
-        Inserted::Existing(existing)
-    } else {
-        Inserted::Conflict
-    })
+    Ok(jobs
+        .iter()
+        .map(|job| {
+            if let Some(row) = created.remove(&job.id) {
+                return Inserted::Created(row);
+            }
+            let key = (job.tenant.clone(), job.idempotency_key.clone().unwrap_or_default());
+            match existing.get(&key) {
+                Some(row)
+                    if row.kind == job.kind
+                        && row.payload == job.payload
+                        && row.priority == job.priority
+                        && row.max_attempts == job.max_attempts
+                        && row.timeout_ms == job.timeout_ms =>
+                {
+                    Inserted::Existing(row.clone())
+                }
+                _ => Inserted::Conflict,
+            }
+        })
+        .collect())
 }
 
 pub async fn get(pool: &PgPool, tenant: &str, id: Uuid) -> sqlx::Result<Option<JobRow>> {
@@ -337,6 +381,8 @@ pub struct DueJob {
     pub id: Uuid,
     pub attempt: i32,
     pub priority: i16,
+    /// `scheduled` ones become queued when marked: a change, with an event.
+    pub status: String,
 }
 
 /// Locks up to `limit` due, undispatched jobs, highest priority first. The
@@ -344,7 +390,7 @@ pub struct DueJob {
 /// transaction, so no two dispatchers publish the same job.
 pub async fn lock_due(tx: &mut sqlx::PgConnection, limit: i64) -> sqlx::Result<Vec<DueJob>> {
     sqlx::query_as(
-        "SELECT id, attempt, priority FROM jobs \
+        "SELECT id, attempt, priority, status FROM jobs \
          WHERE NOT dispatched AND status IN ('queued', 'scheduled') AND run_at <= now() \
          ORDER BY priority DESC, run_at LIMIT $1 FOR UPDATE SKIP LOCKED",
     )
@@ -353,82 +399,96 @@ pub async fn lock_due(tx: &mut sqlx::PgConnection, limit: i64) -> sqlx::Result<V
     .await
 }
 
+/// Queued jobs whose message went out more than `after` ago and that no
+/// worker has claimed go back to the outbox, in case the broker lost the
+/// message. Not a change of the job (no new version, no event): a duplicate
+/// delivery claims nothing. Returns how many.
+pub async fn redispatch_stale(pool: &PgPool, after: std::time::Duration) -> sqlx::Result<u64> {
+    let done = sqlx::query(
+        "UPDATE jobs SET dispatched = false \
+         WHERE status = 'queued' AND dispatched AND updated_at < now() - $1 * interval '1 millisecond'",
+    )
+    .bind(lease_ms(after))
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected())
+}
+
 /// Marks jobs as on the broker; a scheduled one becomes queued (a change).
-pub async fn mark_dispatched(tx: &mut sqlx::PgConnection, ids: &[Uuid]) -> sqlx::Result<Vec<JobRow>> {
-    sqlx::query_as(&format!(
+pub async fn mark_dispatched(tx: &mut sqlx::PgConnection, ids: &[Uuid]) -> sqlx::Result<()> {
+    sqlx::query(
         "UPDATE jobs SET dispatched = true, status = 'queued', \
              version = version + CASE WHEN status = 'scheduled' THEN 1 ELSE 0 END, updated_at = now() \
-         WHERE id = ANY($1) RETURNING {COLUMNS}"
-    ))
+         WHERE id = ANY($1)",
+    )
     .bind(ids)
-    .fetch_all(tx)
-    .await
+    .execute(tx)
+    .await?;
+    Ok(())
 }
 
 fn lease_ms(lease: std::time::Duration) -> i64 {
     i64::try_from(lease.as_millis()).unwrap_or(i64::MAX)
 }
 
-/// Starts attempt `attempt + 1` if the job is still queued at `attempt`: a
-/// duplicate delivery, or a delivery of a job already cancelled, claims nothing.
+/// Starts attempt `attempt + 1` of each `(id, attempt)` whose job is still
+/// queued at `attempt`, in one transaction: a duplicate delivery, or a
+/// delivery of a job already cancelled, claims nothing. Returns the claimed.
 ///
 /// A message can arrive before the dispatcher's transaction commits, while
 /// the row still says `scheduled` and `dispatched = false`. The predicate must
 /// match that version too, so this waits on the dispatcher's row lock (and
 /// re-checks after its commit) instead of skipping the row and dropping the
 /// message; `attempt` alone keeps a duplicate or stale message from running.
-pub async fn claim(
+pub async fn claim_many(
     pool: &PgPool,
-    id: Uuid,
-    attempt: i32,
+    messages: &[(Uuid, i32)],
     worker: &str,
     lease: std::time::Duration,
-) -> sqlx::Result<Option<JobRow>> {
-    let mut tx = pool.begin().await?;
-    let row: Option<JobRow> = sqlx::query_as(&format!(
-        "UPDATE jobs SET status = 'running', attempt = attempt + 1, started_at = now(), finished_at = NULL, \
-             progress = NULL, lease_owner = $3, lease_expires_at = now() + $4 * interval '1 millisecond', \
-             version = version + 1, updated_at = now() \
-         WHERE id = $1 AND attempt = $2 AND status IN ('queued', 'scheduled') AND run_at <= now() \
-           AND NOT cancel_requested \
-         RETURNING {COLUMNS}"
+) -> sqlx::Result<Vec<JobRow>> {
+    // One statement: the attempts are recorded with the claims, atomically.
+    sqlx::query_as(&format!(
+        "WITH claimed AS ( \
+             UPDATE jobs SET status = 'running', attempt = attempt + 1, started_at = now(), finished_at = NULL, \
+                 progress = NULL, lease_owner = $3, lease_expires_at = now() + $4 * interval '1 millisecond', \
+                 version = version + 1, updated_at = now() \
+             FROM UNNEST($1::uuid[], $2::integer[]) AS m(job, delivered_attempt) \
+             WHERE id = m.job AND attempt = m.delivered_attempt AND status IN ('queued', 'scheduled') \
+               AND run_at <= now() AND NOT cancel_requested \
+             RETURNING {COLUMNS}), \
+         attempts AS ( \
+             INSERT INTO job_attempts (job_id, attempt, worker) SELECT id, attempt, $3 FROM claimed) \
+         SELECT * FROM claimed"
     ))
-    .bind(id)
-    .bind(attempt)
+    .bind(messages.iter().map(|m| m.0).collect::<Vec<_>>())
+    .bind(messages.iter().map(|m| m.1).collect::<Vec<_>>())
     .bind(worker)
     .bind(lease_ms(lease))
-    .fetch_optional(&mut *tx)
-    .await?;
-    if let Some(row) = &row {
-        sqlx::query("INSERT INTO job_attempts (job_id, attempt, worker) VALUES ($1, $2, $3)")
-            .bind(row.id)
-            .bind(row.attempt)
-            .bind(worker)
-            .execute(&mut *tx)
-            .await?;
-    }
-    tx.commit().await?;
-    Ok(row)
+    .fetch_all(pool)
+    .await
 }
 
+/// Records progress (a change) and renews the lease; `false` when the
+/// attempt is no longer the running one.
 pub async fn record_progress(
     pool: &PgPool,
     id: Uuid,
     attempt: i32,
     progress: &Value,
     lease: std::time::Duration,
-) -> sqlx::Result<Option<JobRow>> {
-    sqlx::query_as(&format!(
+) -> sqlx::Result<bool> {
+    let done = sqlx::query(
         "UPDATE jobs SET progress = $3, lease_expires_at = now() + $4 * interval '1 millisecond', \
              version = version + 1, updated_at = now() \
-         WHERE id = $1 AND attempt = $2 AND status = 'running' RETURNING {COLUMNS}"
-    ))
+         WHERE id = $1 AND attempt = $2 AND status = 'running'",
+    )
     .bind(id)
     .bind(attempt)
     .bind(progress)
     .bind(lease_ms(lease))
-    .fetch_optional(pool)
-    .await
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected() == 1)
 }
 
 /// Renews the lease; `Some(cancel_requested)` while the attempt is still ours.
@@ -461,53 +521,82 @@ pub enum Finish {
     },
 }
 
-/// Records the end of attempt `attempt`, if it is still the running one.
-pub async fn finish(pool: &PgPool, id: Uuid, attempt: i32, finish: &Finish) -> sqlx::Result<Option<JobRow>> {
-    let mut tx = pool.begin().await?;
-    let (status, result, retry_at, error) = match finish {
-        Finish::Succeeded(result) => ("succeeded", Some(result), None, None),
-        Finish::Cancelled => ("cancelled", None, None, Some(("cancelled", "cancelled while running"))),
-        Finish::Failed {
-            code,
-            message,
-            retry_at: Some(at),
-        } => ("scheduled", None, Some(*at), Some((code.as_str(), message.as_str()))),
-        Finish::Failed { code, message, .. } => ("failed", None, None, Some((code.as_str(), message.as_str()))),
-    };
-    let row: Option<JobRow> = sqlx::query_as(&format!(
-        "UPDATE jobs SET status = $3, result = $4, \
-             run_at = COALESCE($5, run_at), dispatched = ($5 IS NULL), \
-             finished_at = CASE WHEN $5 IS NULL THEN now() END, \
-             lease_owner = NULL, lease_expires_at = NULL, version = version + 1, updated_at = now() \
-         WHERE id = $1 AND attempt = $2 AND status = 'running' RETURNING {COLUMNS}"
-    ))
-    .bind(id)
-    .bind(attempt)
-    .bind(status)
-    .bind(result)
-    .bind(retry_at)
-    .fetch_optional(&mut *tx)
-    .await?;
-    if row
-        .as_ref()
-        .is_some_and(|r| matches!(r.status.as_str(), "cancelled" | "failed"))
-    {
-        cancel_children(&mut tx, id).await?;
+/// Records how attempts ended, in one transaction; each only if it is still
+/// the running attempt. Returns the jobs as they are now (those still ours).
+pub async fn finish_many(pool: &PgPool, outcomes: &[(Uuid, i32, Finish)]) -> sqlx::Result<Vec<JobRow>> {
+    let mut ids = Vec::with_capacity(outcomes.len());
+    let mut attempts = Vec::with_capacity(outcomes.len());
+    let mut statuses = Vec::with_capacity(outcomes.len());
+    let mut results = Vec::with_capacity(outcomes.len());
+    let mut retry_ats = Vec::with_capacity(outcomes.len());
+    let mut codes = Vec::with_capacity(outcomes.len());
+    let mut messages = Vec::with_capacity(outcomes.len());
+    for (id, attempt, finish) in outcomes {
+        let (status, result, retry_at, error) = match finish {
+            Finish::Succeeded(result) => ("succeeded", Some(result.clone()), None, None),
+            Finish::Cancelled => ("cancelled", None, None, Some(("cancelled", "cancelled while running"))),
+            Finish::Failed {
+                code,
+                message,
+                retry_at: Some(at),
+            } => ("scheduled", None, Some(*at), Some((code.as_str(), message.as_str()))),
+            Finish::Failed { code, message, .. } => ("failed", None, None, Some((code.as_str(), message.as_str()))),
+        };
+        ids.push(*id);
+        attempts.push(*attempt);
+        statuses.push(status);
+        results.push(result);
+        retry_ats.push(retry_at);
+        codes.push(error.map(|e| e.0));
+        messages.push(error.map(|e| e.1));
     }
-    if row.is_some() {
-        sqlx::query(
-            "UPDATE job_attempts SET finished_at = now(), error_code = $3, error_message = $4 \
-             WHERE job_id = $1 AND attempt = $2",
-        )
-        .bind(id)
-        .bind(attempt)
-        .bind(error.map(|e| e.0))
-        .bind(error.map(|e| e.1))
-        .execute(&mut *tx)
-        .await?;
+    // One statement: the jobs change only if the attempt is still the running
+    // one, and their attempts record the outcome. The jobs' events (an AFTER
+    // trigger, run at the end of the statement) see the attempts' errors.
+    let statement = format!(
+        "WITH outcome AS ( \
+             SELECT * FROM UNNEST($1::uuid[], $2::integer[], $3::text[], $4::jsonb[], $5::timestamptz[], \
+                 $6::text[], $7::text[]) \
+             AS f(job, finished_attempt, new_status, new_result, retry_at, code, message)), \
+         finished AS ( \
+             UPDATE jobs SET status = f.new_status, result = f.new_result, \
+                 run_at = COALESCE(f.retry_at, run_at), dispatched = (f.retry_at IS NULL), \
+                 finished_at = CASE WHEN f.retry_at IS NULL THEN now() END, \
+                 lease_owner = NULL, lease_expires_at = NULL, version = version + 1, updated_at = now() \
+             FROM outcome f \
+             WHERE id = f.job AND attempt = f.finished_attempt AND status = 'running' \
+             RETURNING {COLUMNS}), \
+         attempts AS ( \
+             UPDATE job_attempts a SET finished_at = now(), error_code = f.code, error_message = f.message \
+             FROM outcome f, finished j \
+             WHERE a.job_id = f.job AND a.attempt = f.finished_attempt AND j.id = f.job) \
+         SELECT * FROM finished"
+    );
+    let query = sqlx::query_as::<_, JobRow>(&statement)
+        .bind(&ids)
+        .bind(&attempts)
+        .bind(&statuses)
+        .bind(&results)
+        .bind(&retry_ats)
+        .bind(&codes)
+        .bind(&messages);
+    // A failed or cancelled parent cancels its children in the same transaction.
+    let ends = outcomes
+        .iter()
+        .any(|(_, _, f)| matches!(f, Finish::Cancelled | Finish::Failed { retry_at: None, .. }));
+    if !ends {
+        return query.fetch_all(pool).await;
+    }
+    let mut tx = pool.begin().await?;
+    let rows = query.fetch_all(&mut *tx).await?;
+    for row in rows
+        .iter()
+        .filter(|r| matches!(r.status.as_str(), "cancelled" | "failed"))
+    {
+        cancel_children(&mut tx, row.id).await?;
     }
     tx.commit().await?;
-    Ok(row)
+    Ok(rows)
 }
 
 /// Running jobs whose lease expired (their worker died) go back to the queue,
@@ -561,6 +650,16 @@ async fn requeue_running(
     } else {
         "max_attempts"
     };
+    // Attempts first, so the jobs' events carry this attempt's error.
+    sqlx::query(
+        "UPDATE job_attempts a SET finished_at = now(), error_code = $2, error_message = $3 \
+         FROM jobs j WHERE j.id = ANY($1) AND a.job_id = j.id AND a.attempt = j.attempt AND a.finished_at IS NULL",
+    )
+    .bind(&ids)
+    .bind(code)
+    .bind(message)
+    .execute(&mut *tx)
+    .await?;
     let rows: Vec<JobRow> = sqlx::query_as(&format!(
         "UPDATE jobs SET max_attempts = {budget}, \
              status = CASE WHEN attempt >= {budget} THEN 'failed' ELSE 'queued' END, \
@@ -572,18 +671,6 @@ async fn requeue_running(
     .bind(&ids)
     .fetch_all(&mut *tx)
     .await?;
-    for row in &rows {
-        sqlx::query(
-            "UPDATE job_attempts SET finished_at = now(), error_code = $3, error_message = $4 \
-             WHERE job_id = $1 AND attempt = $2 AND finished_at IS NULL",
-        )
-        .bind(row.id)
-        .bind(row.attempt)
-        .bind(code)
-        .bind(message)
-        .execute(&mut *tx)
-        .await?;
-    }
     tx.commit().await?;
     Ok(rows)
 }
@@ -649,4 +736,97 @@ pub async fn children(pool: &PgPool, parent: Uuid) -> sqlx::Result<Vec<JobRow>> 
         .bind(parent)
         .fetch_all(pool)
         .await
+}
+
+// ---------- events ----------
+
+/// One recorded change of a job (see `0003_job_events.sql`).
+#[derive(Debug, Clone, FromRow)]
+pub struct EventRow {
+    /// Publication order; `None` until the relay numbers it.
+    pub seq: Option<i64>,
+    pub tenant: String,
+    pub job_id: Uuid,
+    pub version: i64,
+    #[sqlx(rename = "type")]
+    pub event_type: String,
+    pub occurred_at: OffsetDateTime,
+    pub retry_at: Option<OffsetDateTime>,
+    pub job: Value,
+    pub errors: Option<Value>,
+}
+
+const EVENT_COLUMNS: &str = "seq, tenant, job_id, version, type, occurred_at, retry_at, job, errors";
+
+/// Events numbered but not yet confirmed published (left by a relay that
+/// stopped), in `seq` order. The caller must hold [`RELAY_LOCK`].
+pub async fn unpublished_events(conn: &mut sqlx::PgConnection) -> sqlx::Result<Vec<EventRow>> {
+    sqlx::query_as(&format!(
+        "SELECT {EVENT_COLUMNS} FROM job_events, job_event_relay r \
+         WHERE r.id = 1 AND seq > r.published_through AND seq <= r.last_seq ORDER BY seq"
+    ))
+    .fetch_all(conn)
+    .await
+}
+
+/// In one statement: records that everything up to `published` is on the
+/// broker, numbers up to `limit` committed events after the last number,
+/// and returns them in `seq` order. The caller must hold [`RELAY_LOCK`].
+pub async fn number_events(conn: &mut sqlx::PgConnection, published: i64, limit: i64) -> sqlx::Result<Vec<EventRow>> {
+    let mut rows: Vec<EventRow> = sqlx::query_as(
+        "WITH state AS (SELECT last_seq FROM job_event_relay WHERE id = 1), \
+         next AS ( \
+             SELECT x.id, state.last_seq + row_number() OVER (ORDER BY x.id) AS seq \
+             FROM (SELECT id FROM job_events WHERE seq IS NULL ORDER BY id LIMIT $2) x, state), \
+         numbered AS ( \
+             UPDATE job_events e SET seq = next.seq FROM next WHERE e.id = next.id \
+             RETURNING e.seq, e.tenant, e.job_id, e.version, e.type, e.occurred_at, e.retry_at, e.job, e.errors), \
+         bump AS ( \
+             UPDATE job_event_relay SET last_seq = GREATEST(last_seq, (SELECT max(seq) FROM numbered)), \
+                 published_through = GREATEST(published_through, $1) \
+             WHERE id = 1) \
+         SELECT * FROM numbered",
+    )
+    .bind(published)
+    .bind(limit)
+    .fetch_all(conn)
+    .await?;
+    rows.sort_by_key(|e| e.seq);
+    Ok(rows)
+}
+
+/// Key of the session advisory lock that makes one replica's relay the publisher.
+pub const RELAY_LOCK: i64 = 0x5e47_a47e_0001;
+
+/// Channel on which other replicas tell the publishing relay they have events.
+pub const RELAY_CHANNEL: &str = "sextant_job_events";
+
+/// The highest event number handed out so far.
+pub async fn last_seq(pool: &PgPool) -> sqlx::Result<i64> {
+    sqlx::query_scalar("SELECT last_seq FROM job_event_relay WHERE id = 1")
+        .fetch_one(pool)
+        .await
+}
+
+/// A tenant's numbered events after `after`, oldest first.
+pub async fn tenant_events(pool: &PgPool, tenant: &str, after: i64, limit: i64) -> sqlx::Result<Vec<EventRow>> {
+    sqlx::query_as(&format!(
+        "SELECT {EVENT_COLUMNS} FROM job_events WHERE tenant = $1 AND seq > $2 ORDER BY seq LIMIT $3"
+    ))
+    .bind(tenant)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// A job's events after version `after`, oldest first (numbered or not yet).
+pub async fn job_events(pool: &PgPool, job_id: Uuid, after: i64) -> sqlx::Result<Vec<EventRow>> {
+    sqlx::query_as(&format!(
+        "SELECT {EVENT_COLUMNS} FROM job_events WHERE job_id = $1 AND version > $2 ORDER BY version"
+    ))
+    .bind(job_id)
+    .bind(after)
+    .fetch_all(pool)
+    .await
 }

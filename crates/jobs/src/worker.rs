@@ -7,7 +7,7 @@
 //! failure after the last attempt.
 
 use std::cmp::Ordering;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,6 +19,11 @@ use sextant_common::amqp::Amqp;
 use sqlx::PgPool;
 use time::OffsetDateTime;
 use tokio::sync::{Mutex, Notify};
+
+use uuid::Uuid;
+
+use crate::Signals;
+use crate::batcher::Batcher;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -35,8 +40,7 @@ pub struct Worker {
     pub kinds: Arc<Kinds>,
     pub config: WorkerConfig,
     pub id: String,
-    /// Poked when a retry is scheduled, so the dispatcher sees it.
-    pub wake: Arc<Notify>,
+    pub signals: Arc<Signals>,
 }
 
 /// A delivered message waiting for a free slot; the highest priority goes first.
@@ -63,6 +67,17 @@ impl Ord for Pending {
     }
 }
 
+/// Most claims or finishes written in one transaction.
+const BATCH: usize = 256;
+/// Claim (and finish) transactions in flight at once.
+const PARALLEL_BATCHES: usize = 4;
+
+#[derive(Clone)]
+struct Batchers {
+    claims: Batcher<(Uuid, i32), Result<Option<store::JobRow>, String>>,
+    finishes: Batcher<(Uuid, i32, Finish), Option<store::JobRow>>,
+}
+
 #[derive(Default)]
 struct Inbox {
     heap: Mutex<BinaryHeap<Pending>>,
@@ -74,15 +89,18 @@ impl Worker {
         let this = Arc::new(self);
         let inbox = Arc::new(Inbox::default());
         let stop_taking = CancellationToken::new();
+        let batchers = this.batchers();
         let mut runners = tokio::task::JoinSet::new();
         for _ in 0..this.config.concurrency {
             let (this, inbox, stop) = (this.clone(), inbox.clone(), stop_taking.clone());
+            let batchers = batchers.clone();
             runners.spawn(async move {
                 while let Some(pending) = next(&inbox, &stop).await {
-                    this.run_one(pending.delivery).await;
+                    this.run_one(pending.delivery, &batchers).await;
                 }
             });
         }
+        drop(batchers);
 
         this.consume(&inbox, &shutdown).await;
         stop_taking.cancel();
@@ -163,15 +181,65 @@ impl Worker {
         Ok((channel, futures::stream::select_all(consumers)))
     }
 
-    async fn run_one(&self, delivery: Delivery) {
+    /// Claims and finishes are batched across this worker's runners.
+    fn batchers(&self) -> Batchers {
+        let (pool, worker, lease) = (self.pool.clone(), self.id.clone(), self.config.lease);
+        let claims = Batcher::spawn(BATCH, PARALLEL_BATCHES, move |mut messages: Vec<(Uuid, i32)>| {
+            let (pool, worker) = (pool.clone(), worker.clone());
+            async move {
+                let order = messages.clone();
+                // One lock order for every claimer: no deadlocks between replicas.
+                messages.sort();
+                match store::claim_many(&pool, &messages, &worker, lease).await {
+                    Ok(rows) => {
+                        let mut rows: HashMap<Uuid, store::JobRow> = rows.into_iter().map(|r| (r.id, r)).collect();
+                        order
+                            .iter()
+                            .map(|(id, attempt)| Ok(rows.remove(id).filter(|r| r.attempt == attempt + 1)))
+                            .collect()
+                    }
+                    Err(error) => order.iter().map(|_| Err(error.to_string())).collect(),
+                }
+            }
+        });
+        let pool = self.pool.clone();
+        let finishes = Batcher::spawn(BATCH, PARALLEL_BATCHES, move |outcomes: Vec<(Uuid, i32, Finish)>| {
+            let pool = pool.clone();
+            async move {
+                // Retried while the database is away: giving up would let the
+                // lease expire and run the job a second time.
+                let mut delay = Duration::from_millis(100);
+                let rows = loop {
+                    match store::finish_many(&pool, &outcomes).await {
+                        Ok(rows) => break rows,
+                        Err(error) => {
+                            tracing::warn!(%error, retry_in = ?delay, "recording outcomes failed; retrying");
+                            tokio::time::sleep(delay).await;
+                            delay = (delay * 2).min(Duration::from_secs(2));
+                        }
+                    }
+                };
+                let mut rows: HashMap<Uuid, store::JobRow> = rows.into_iter().map(|r| (r.id, r)).collect();
+                outcomes.iter().map(|(id, _, _)| rows.remove(id)).collect()
+            }
+        });
+        Batchers { claims, finishes }
+    }
+
+    async fn run_one(&self, delivery: Delivery, batchers: &Batchers) {
         let Ok(message) = serde_json::from_slice::<WorkMessage>(&delivery.data) else {
             tracing::error!("dropping a malformed work message");
             let _ = delivery.ack(BasicAckOptions::default()).await;
             return;
         };
-        let claimed = store::claim(&self.pool, message.id, message.attempt, &self.id, self.config.lease).await;
+        let claimed = batchers
+            .claims
+            .call((message.id, message.attempt))
+            .await
+            .unwrap_or_else(|| Err("the worker is stopping".into()));
         let row = match claimed {
             Ok(Some(row)) => {
+                self.signals.changed();
                 let _ = delivery.ack(BasicAckOptions::default()).await;
                 row
             }
@@ -194,10 +262,10 @@ impl Worker {
         };
 
         let span = tracing::info_span!("job", job_id = %row.id, kind = %row.kind, attempt = row.attempt);
-        self.execute(row).instrument(span).await;
+        self.execute(row, batchers).instrument(span).await;
     }
 
-    async fn execute(&self, row: store::JobRow) {
+    async fn execute(&self, row: store::JobRow, batchers: &Batchers) {
         let attempt = row.attempt;
         let ctx = JobContext {
             job_id: row.id,
@@ -208,6 +276,7 @@ impl Worker {
             started: Instant::now(),
             pool: self.pool.clone(),
             lease: self.config.lease,
+            signals: self.signals.clone(),
         };
         let cancel = CancellationToken::new();
         let heartbeat = tokio::spawn(heartbeat(
@@ -246,30 +315,17 @@ impl Worker {
                 }
             }
         };
-        match self.record(row.id, attempt, &finish).await {
+        let retrying = matches!(finish, Finish::Failed { retry_at: Some(_), .. });
+        match batchers.finishes.call((row.id, attempt, finish)).await.flatten() {
             Some(row) => {
                 tracing::info!(status = %row.status, "attempt finished");
-                if matches!(finish, Finish::Failed { retry_at: Some(_), .. }) {
-                    self.wake.notify_one();
+                if retrying {
+                    self.signals.new_work();
+                } else {
+                    self.signals.changed();
                 }
             }
             None => tracing::warn!("attempt was taken over before it finished; outcome dropped"),
-        }
-    }
-
-    /// Records the outcome, retrying while the database is away: giving up
-    /// would let the lease expire and run the job a second time.
-    async fn record(&self, id: uuid::Uuid, attempt: i32, finish: &Finish) -> Option<store::JobRow> {
-        let mut delay = Duration::from_millis(100);
-        loop {
-            match store::finish(&self.pool, id, attempt, finish).await {
-                Ok(row) => return row,
-                Err(error) => {
-                    tracing::warn!(%error, retry_in = ?delay, "recording the outcome failed; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(2));
-                }
-            }
         }
     }
 

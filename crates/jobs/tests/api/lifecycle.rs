@@ -7,7 +7,8 @@ use crate::{app, code, job};
 
 #[tokio::test]
 async fn a_queued_job_cancels_at_once_and_retries_as_a_new_attempt() {
-    let app = app!();
+    // No worker: the job is still queued when the cancel arrives.
+    let app = app!("SEXTANT_JOBS__WORKER__ROLE" => "api");
     let mut client = app.client("acme").await;
     let submitted = client
         .submit_job(job("noop", "{}"))
@@ -69,7 +70,8 @@ async fn a_malformed_id_is_an_invalid_argument() {
 
 #[tokio::test]
 async fn stats_count_jobs_per_kind_and_status() {
-    let app = app!();
+    // No worker: the jobs stay where the test puts them.
+    let app = app!("SEXTANT_JOBS__WORKER__ROLE" => "api");
     let mut client = app.client("acme").await;
     for _ in 0..3 {
         client.submit_job(job("noop", "{}")).await.unwrap();

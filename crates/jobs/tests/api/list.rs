@@ -1,5 +1,8 @@
 //! Listing: filters, cursor pages that stay exact while jobs are inserted,
 //! bad page arguments, and tenant isolation.
+//!
+//! The service runs without a worker here (role `api`), so jobs stay queued
+//! and a read-back equals what the submit returned.
 
 use std::collections::HashSet;
 
@@ -32,7 +35,7 @@ async fn page(client: &mut Client, size: u32, cursor: &str) -> (Vec<String>, Str
 
 #[tokio::test]
 async fn pages_stay_exact_while_jobs_are_inserted() {
-    let app = app!();
+    let app = app!("SEXTANT_JOBS__WORKER__ROLE" => "api");
     let mut client = app.client("acme").await;
     let mut original = Vec::new();
     for _ in 0..7 {
@@ -66,7 +69,7 @@ async fn pages_stay_exact_while_jobs_are_inserted() {
 
 #[tokio::test]
 async fn filters_by_status_and_kind() {
-    let app = app!();
+    let app = app!("SEXTANT_JOBS__WORKER__ROLE" => "api");
     let mut client = app.client("acme").await;
     let a = client
         .submit_job(job("noop", "{}"))
@@ -113,7 +116,7 @@ async fn filters_by_status_and_kind() {
 
 #[tokio::test]
 async fn bad_page_arguments_are_refused() {
-    let app = app!();
+    let app = app!("SEXTANT_JOBS__WORKER__ROLE" => "api");
     let mut client = app.client("acme").await;
     let too_big = ListJobsRequest {
         page: Some(PageRequest {
@@ -142,7 +145,7 @@ async fn bad_page_arguments_are_refused() {
 
 #[tokio::test]
 async fn another_tenant_sees_nothing_and_gets_not_found() {
-    let app = app!();
+    let app = app!("SEXTANT_JOBS__WORKER__ROLE" => "api");
     let mut acme = app.client("acme").await;
     let mut globex = app.client("globex").await;
     let job = acme

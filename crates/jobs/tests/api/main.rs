@@ -6,6 +6,7 @@ mod helpers;
 mod lifecycle;
 mod list;
 mod submit;
+mod watch;
 
 /// Starts the service, or returns from the test when it is skipped.
 #[macro_export]

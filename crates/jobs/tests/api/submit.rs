@@ -1,5 +1,8 @@
 //! Submitting: defaults, schedules, idempotency, and every bad input refused
 //! with a clear error and no job left behind.
+//!
+//! The service runs without a worker here (role `api`), so jobs stay queued
+//! and a read-back equals what the submit returned.
 
 use sextant_proto::jobs::v1::submit_job_request::Schedule;
 use sextant_proto::jobs::v1::submit_jobs_response::item::Outcome;
@@ -10,7 +13,7 @@ use crate::{app, code, count, job};
 
 #[tokio::test]
 async fn a_submitted_job_is_queued_with_defaults_and_can_be_read_back() {
-    let app = app!();
+    let app = app!("SEXTANT_JOBS__WORKER__ROLE" => "api");
     let mut client = app.client("acme").await;
     let response = client.submit_job(job("noop", "{}")).await.unwrap().into_inner();
     assert!(response.created);
@@ -39,7 +42,7 @@ async fn a_submitted_job_is_queued_with_defaults_and_can_be_read_back() {
 
 #[tokio::test]
 async fn a_delayed_job_is_scheduled_for_later() {
-    let app = app!();
+    let app = app!("SEXTANT_JOBS__WORKER__ROLE" => "api");
     let mut client = app.client("acme").await;
     let mut request = job("noop", "{}");
     request.schedule = Some(Schedule::Delay(prost_types::Duration { seconds: 60, nanos: 0 }));
@@ -51,7 +54,7 @@ async fn a_delayed_job_is_scheduled_for_later() {
 
 #[tokio::test]
 async fn a_repeated_idempotency_key_returns_the_existing_job() {
-    let app = app!();
+    let app = app!("SEXTANT_JOBS__WORKER__ROLE" => "api");
     let mut client = app.client("acme").await;
     let request = SubmitJobRequest {
         idempotency_key: "order-42".into(),
@@ -80,7 +83,7 @@ async fn a_repeated_idempotency_key_returns_the_existing_job() {
 
 #[tokio::test]
 async fn every_bad_input_is_refused_and_leaves_no_job() {
-    let app = app!();
+    let app = app!("SEXTANT_JOBS__WORKER__ROLE" => "api");
     let mut client = app.client("acme").await;
     let negative = prost_types::Duration { seconds: -5, nanos: 0 };
     let cases: Vec<(SubmitJobRequest, &str)> = vec![
@@ -140,7 +143,7 @@ async fn every_bad_input_is_refused_and_leaves_no_job() {
 
 #[tokio::test]
 async fn a_batch_accepts_the_valid_items_and_reports_the_rest() {
-    let app = app!();
+    let app = app!("SEXTANT_JOBS__WORKER__ROLE" => "api");
     let mut client = app.client("acme").await;
     let response = client
         .submit_jobs(SubmitJobsRequest {
@@ -174,7 +177,7 @@ async fn a_batch_accepts_the_valid_items_and_reports_the_rest() {
 
 #[tokio::test]
 async fn a_call_without_a_tenant_is_refused() {
-    let app = app!();
+    let app = app!("SEXTANT_JOBS__WORKER__ROLE" => "api");
     let channel = tonic::transport::Channel::from_shared(format!("http://{}", app.addr))
         .unwrap()
         .connect()

@@ -1,0 +1,388 @@
+//! Job events, from PostgreSQL to every replica's watchers.
+//!
+//! A trigger records each change of a job as a `job_events` row in the
+//! change's own transaction. The [`Relay`] of one replica (it holds a session
+//! advisory lock) numbers committed events, commits the numbers, then
+//! publishes them in that order to the events exchange. Every
+//! replica's [`Hub`] consumes the exchange through its own exclusive queue and
+//! fans events out to its `WatchJobs` streams; when it may have missed some
+//! (a reconnect, a gap in the numbers) it tells them to catch up from
+//! PostgreSQL, which holds every event.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use lapin::BasicProperties;
+use lapin::options::{
+    BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
+    QueueDeclareOptions,
+};
+use lapin::types::FieldTable;
+use prost::Message as _;
+use sextant_common::amqp::Amqp;
+use sextant_proto::jobs::v1::{JobEvent, JobEventType};
+use sqlx::postgres::PgListener;
+use sqlx::{ConnectOptions as _, PgPool};
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+use crate::store::{self, AttemptRow, EventRow, JobRow};
+use crate::topology::Names;
+
+const RELAY_BATCH: i64 = 2000;
+const RELAY_POLL: Duration = Duration::from_millis(100);
+const HUB_CAPACITY: usize = 4096;
+
+/// What goes over the events exchange: an event with its tenant and number.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Envelope {
+    #[prost(string, tag = "1")]
+    pub tenant: String,
+    #[prost(uint64, tag = "2")]
+    pub seq: u64,
+    #[prost(message, optional, tag = "3")]
+    pub event: Option<JobEvent>,
+}
+
+impl Envelope {
+    pub fn job_id(&self) -> &str {
+        self.event.as_ref().map_or("", |e| e.job_id.as_str())
+    }
+
+    pub fn version(&self) -> u64 {
+        self.event.as_ref().map_or(0, |e| e.version)
+    }
+}
+
+fn event_type(name: &str) -> JobEventType {
+    match name {
+        "queued" => JobEventType::Queued,
+        "scheduled" => JobEventType::Scheduled,
+        "started" => JobEventType::Started,
+        "progress" => JobEventType::Progress,
+        "succeeded" => JobEventType::Succeeded,
+        "failed" => JobEventType::Failed,
+        "cancelled" => JobEventType::Cancelled,
+        "retry_scheduled" => JobEventType::RetryScheduled,
+        "cancel_requested" => JobEventType::CancelRequested,
+        _ => JobEventType::Unspecified,
+    }
+}
+
+/// An event row as the message watchers receive. The job comes without its
+/// payload: events never repeat it (get the job for it).
+pub fn to_envelope(row: EventRow) -> Envelope {
+    let job = serde_json::from_value::<JobRow>(row.job)
+        .map_err(|error| tracing::error!(job_id = %row.job_id, %error, "unreadable job in an event"))
+        .ok()
+        .map(|job| {
+            let errors = row
+                .errors
+                .and_then(|e| serde_json::from_value::<Vec<AttemptRow>>(e).ok())
+                .unwrap_or_default();
+            let mut job = crate::api::to_job(job, errors);
+            job.payload_json.clear();
+            job
+        });
+    Envelope {
+        seq: row.seq.and_then(|s| u64::try_from(s).ok()).unwrap_or(0),
+        event: Some(JobEvent {
+            job_id: row.job_id.to_string(),
+            version: u64::try_from(row.version).unwrap_or(0),
+            r#type: event_type(&row.event_type) as i32,
+            occurred_at: Some(crate::api::ts(row.occurred_at)),
+            job,
+            retry_at: row.retry_at.map(crate::api::ts),
+        }),
+        tenant: row.tenant,
+    }
+}
+
+/// Declares the events exchange (idempotent).
+async fn declare_exchange(channel: &lapin::Channel, names: &Names) -> lapin::Result<()> {
+    channel
+        .exchange_declare(
+            names.events_exchange.as_str().into(),
+            lapin::ExchangeKind::Fanout,
+            ExchangeDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+}
+
+/// Publishes recorded events, in order, to the events exchange. One replica's
+/// relay publishes (it holds [`store::RELAY_LOCK`] until it stops); the others
+/// wake it through [`store::RELAY_CHANNEL`] when they have changed jobs.
+pub struct Relay {
+    pub pool: PgPool,
+    pub amqp: Amqp,
+    pub names: Arc<Names>,
+    pub signals: Arc<crate::Signals>,
+}
+
+/// The publishing relay's database session (the lock lives and dies with it).
+struct Session {
+    conn: sqlx::PgConnection,
+    leader: bool,
+    /// Highest number confirmed by the broker, recorded with the next batch.
+    published: i64,
+}
+
+impl Relay {
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut listener = None;
+        'connection: loop {
+            let connection = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                c = self.amqp.connected() => c,
+            };
+            let channel = match self.open(&connection).await {
+                Ok(channel) => channel,
+                Err(error) => {
+                    tracing::warn!(%error, "opening the events channel failed");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+            };
+            let mut session: Option<Session> = None;
+            let mut woken = true;
+            loop {
+                if listener.is_none() {
+                    listener = self.listen().await;
+                }
+                let result = match &mut session {
+                    Some(session) => self.relay_once(session, &channel, woken).await,
+                    None => match self.pool.connect_options().connect().await {
+                        Ok(conn) => {
+                            let fresh = session.insert(Session {
+                                conn,
+                                leader: false,
+                                published: 0,
+                            });
+                            self.relay_once(fresh, &channel, woken).await
+                        }
+                        Err(error) => Err(error.into()),
+                    },
+                };
+                match result {
+                    Ok(0) => {}
+                    Ok(_) => continue,
+                    Err(error) => {
+                        tracing::warn!(error = %format!("{error:#}"), "relaying events failed; retrying");
+                        // Dropping the session releases the lock if we held it.
+                        session = None;
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        if !channel.status().connected() {
+                            continue 'connection;
+                        }
+                        continue;
+                    }
+                }
+                woken = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = self.signals.events.notified() => true,
+                    notified = recv(&mut listener) => {
+                        if notified.is_err() {
+                            listener = None;
+                        }
+                        false
+                    }
+                    _ = tokio::time::sleep(RELAY_POLL) => false,
+                };
+            }
+        }
+    }
+
+    async fn open(&self, connection: &lapin::Connection) -> lapin::Result<lapin::Channel> {
+        let channel = connection.create_channel().await?;
+        declare_exchange(&channel, &self.names).await?;
+        channel.confirm_select(ConfirmSelectOptions::default()).await?;
+        Ok(channel)
+    }
+
+    async fn listen(&self) -> Option<PgListener> {
+        let mut listener = PgListener::connect_with(&self.pool).await.ok()?;
+        listener.listen(store::RELAY_CHANNEL).await.ok()?;
+        Some(listener)
+    }
+
+    /// Publishes one batch if this replica is the publisher; otherwise, when
+    /// this replica has new events (`woken`), tells the publisher.
+    async fn relay_once(&self, session: &mut Session, channel: &lapin::Channel, woken: bool) -> anyhow::Result<usize> {
+        if !session.leader {
+            session.leader = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+                .bind(store::RELAY_LOCK)
+                .fetch_one(&mut session.conn)
+                .await?;
+            if !session.leader {
+                if woken {
+                    sqlx::query("SELECT pg_notify($1, '')")
+                        .bind(store::RELAY_CHANNEL)
+                        .execute(&mut session.conn)
+                        .await?;
+                }
+                return Ok(0);
+            }
+            tracing::info!("this replica now publishes job events");
+            // Whatever the previous publisher numbered but may not have sent.
+            let leftovers = store::unpublished_events(&mut session.conn).await?;
+            if !leftovers.is_empty() {
+                self.publish(session, channel, leftovers).await?;
+            }
+        }
+        let events = store::number_events(&mut session.conn, session.published, RELAY_BATCH).await?;
+        let count = events.len();
+        if count > 0 {
+            self.publish(session, channel, events).await?;
+        }
+        Ok(count)
+    }
+
+    async fn publish(
+        &self,
+        session: &mut Session,
+        channel: &lapin::Channel,
+        events: Vec<EventRow>,
+    ) -> anyhow::Result<()> {
+        let last = events.last().and_then(|e| e.seq).unwrap_or(0);
+        let mut confirms = Vec::with_capacity(events.len());
+        for row in events {
+            let body = to_envelope(row).encode_to_vec();
+            let confirm = channel
+                .basic_publish(
+                    self.names.events_exchange.as_str().into(),
+                    "".into(),
+                    BasicPublishOptions::default(),
+                    &body,
+                    BasicProperties::default().with_content_type("application/x-protobuf".into()),
+                )
+                .await?;
+            confirms.push(confirm);
+        }
+        for confirm in confirms {
+            anyhow::ensure!(confirm.await?.is_ack(), "the broker refused an event");
+        }
+        session.published = session.published.max(last);
+        Ok(())
+    }
+}
+
+async fn recv(listener: &mut Option<PgListener>) -> Result<(), sqlx::Error> {
+    match listener {
+        Some(listener) => listener.recv().await.map(|_| ()),
+        None => std::future::pending().await,
+    }
+}
+
+/// What a replica's watchers receive.
+#[derive(Debug, Clone)]
+pub enum HubMessage {
+    Event(Arc<Envelope>),
+    /// Events may have been missed: catch up from PostgreSQL.
+    Resync,
+}
+
+/// This replica's feed of every job event, for its `WatchJobs` streams.
+#[derive(Clone)]
+pub struct Hub {
+    sender: broadcast::Sender<HubMessage>,
+}
+
+impl Default for Hub {
+    fn default() -> Self {
+        Self {
+            sender: broadcast::channel(HUB_CAPACITY).0,
+        }
+    }
+}
+
+impl Hub {
+    pub fn subscribe(&self) -> broadcast::Receiver<HubMessage> {
+        self.sender.subscribe()
+    }
+
+    /// Consumes the events exchange until shutdown, across reconnects.
+    pub async fn run(self, amqp: Amqp, names: Arc<Names>, shutdown: CancellationToken) {
+        let mut last_seq = 0u64;
+        loop {
+            let connection = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                c = amqp.connected() => c,
+            };
+            let mut consumer = match open_feed(&connection, &names).await {
+                Ok(consumer) => consumer,
+                Err(error) => {
+                    tracing::warn!(%error, "subscribing to job events failed");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+            };
+            // Whatever was published while we were away is only in PostgreSQL.
+            let _ = self.sender.send(HubMessage::Resync);
+            loop {
+                let delivery = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    d = consumer.next() => d,
+                };
+                let Some(Ok(delivery)) = delivery else {
+                    tracing::warn!("job event feed interrupted; resubscribing");
+                    break;
+                };
+                let Ok(envelope) = Envelope::decode(delivery.data.as_slice()) else {
+                    tracing::error!("dropping an unreadable job event");
+                    continue;
+                };
+                // The relay publishes in order; a republished event is old news.
+                if envelope.seq <= last_seq {
+                    continue;
+                }
+                if last_seq != 0 && envelope.seq > last_seq + 1 {
+                    tracing::warn!(last_seq, seq = envelope.seq, "gap in job events; watchers catch up");
+                    let _ = self.sender.send(HubMessage::Resync);
+                }
+                last_seq = envelope.seq;
+                let _ = self.sender.send(HubMessage::Event(Arc::new(envelope)));
+            }
+        }
+    }
+}
+
+async fn open_feed(connection: &lapin::Connection, names: &Names) -> lapin::Result<lapin::Consumer> {
+    let channel = connection.create_channel().await?;
+    declare_exchange(&channel, names).await?;
+    let queue = channel
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    channel
+        .queue_bind(
+            queue.name().as_str().into(),
+            names.events_exchange.as_str().into(),
+            "".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    channel
+        .basic_consume(
+            queue.name().as_str().into(),
+            "".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+}

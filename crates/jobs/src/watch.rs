@@ -1,0 +1,303 @@
+//! `WatchJobs`: a snapshot, then every change in order, on any replica.
+//!
+//! A stream subscribes to this replica's [`Hub`] before it reads anything, so
+//! nothing published after its reads can slip past; what came before is in
+//! its snapshot or its catch-up from `job_events`. Duplicates are dropped by
+//! number (tenant target) or version (job target). When the hub says events
+//! may have been missed, the stream catches up from PostgreSQL again.
+
+use std::collections::HashMap;
+
+use sextant_proto::jobs::v1::{JobsSnapshot, WatchJobsResponse, watch_jobs_response};
+use sqlx::PgPool;
+use tokio::sync::broadcast::{self, error::RecvError};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tonic::Status;
+use uuid::Uuid;
+
+use crate::api::jobs_with_errors;
+use crate::events::{Envelope, Hub, HubMessage, to_envelope};
+use crate::store::{self, JobRow};
+
+/// Jobs in the snapshot of the tenant target: the newest ones.
+pub const SNAPSHOT_JOBS: i64 = 100;
+const CATCH_UP_PAGE: i64 = 1000;
+const OUTBOUND: usize = 256;
+
+pub enum Target {
+    Job(Uuid),
+    Tenant,
+}
+
+type Out = mpsc::Sender<Result<WatchJobsResponse, Status>>;
+
+/// Starts a watch; errors (an unknown job) come back before the stream starts.
+pub async fn start(
+    pool: PgPool,
+    hub: &Hub,
+    shutdown: CancellationToken,
+    tenant: String,
+    target: Target,
+    after: u64,
+) -> Result<mpsc::Receiver<Result<WatchJobsResponse, Status>>, Status> {
+    let feed = hub.subscribe();
+    let internal = |e: sqlx::Error| {
+        tracing::error!(error = %e, "watch failed to read the job store");
+        Status::internal("job store unavailable")
+    };
+    let after = i64::try_from(after).map_err(|_| Status::invalid_argument("after_version is out of range"))?;
+    let (out, receiver) = mpsc::channel(OUTBOUND);
+    match target {
+        Target::Job(id) => {
+            let row = store::get(&pool, &tenant, id)
+                .await
+                .map_err(internal)?
+                .ok_or_else(|| sextant_common::ErrorCode::NotFound.status("job not found"))?;
+            let watch = JobWatch {
+                pool,
+                id,
+                id_text: id.to_string(),
+                last_version: after,
+                row: Some(row),
+            };
+            tokio::spawn(follow(watch, feed, out, shutdown));
+        }
+        Target::Tenant => {
+            let watch = TenantWatch {
+                pool,
+                tenant,
+                last_seq: after,
+                snapshot_versions: HashMap::new(),
+            };
+            tokio::spawn(follow(watch, feed, out, shutdown));
+        }
+    }
+    Ok(receiver)
+}
+
+fn event_message(envelope: Envelope) -> WatchJobsResponse {
+    WatchJobsResponse {
+        sequence: envelope.seq,
+        message: envelope.event.map(watch_jobs_response::Message::Event),
+    }
+}
+
+async fn send(out: &Out, message: WatchJobsResponse) -> bool {
+    out.send(Ok(message)).await.is_ok()
+}
+
+/// What to do after the feed yields.
+enum Next {
+    Event(std::sync::Arc<Envelope>),
+    CatchUp,
+    Stop,
+}
+
+async fn next(feed: &mut broadcast::Receiver<HubMessage>, out: &Out, shutdown: &CancellationToken) -> Next {
+    tokio::select! {
+        _ = shutdown.cancelled() => {
+            // The caller (the gateway) resumes on another replica with its last version.
+            let _ = out.send(Err(Status::unavailable("the jobs service is shutting down"))).await;
+            Next::Stop
+        }
+        _ = out.closed() => Next::Stop,
+        message = feed.recv() => match message {
+            Ok(HubMessage::Event(envelope)) => Next::Event(envelope),
+            Ok(HubMessage::Resync) | Err(RecvError::Lagged(_)) => Next::CatchUp,
+            Err(RecvError::Closed) => Next::Stop,
+        },
+    }
+}
+
+/// One kind of watch: how it starts, catches up, and takes a live event.
+/// Each returns `false` when the stream is over (the caller went away).
+trait Watcher {
+    async fn start(&mut self, out: &Out) -> bool;
+    async fn catch_up(&mut self, out: &Out) -> bool;
+    async fn on_event(&mut self, envelope: &Envelope, out: &Out) -> bool;
+}
+
+async fn follow(
+    mut watcher: impl Watcher,
+    mut feed: broadcast::Receiver<HubMessage>,
+    out: Out,
+    shutdown: CancellationToken,
+) {
+    if !watcher.start(&out).await {
+        return;
+    }
+    loop {
+        let alive = match next(&mut feed, &out, &shutdown).await {
+            Next::Stop => false,
+            Next::CatchUp => watcher.catch_up(&out).await,
+            Next::Event(envelope) => watcher.on_event(&envelope, &out).await,
+        };
+        if !alive {
+            return;
+        }
+    }
+}
+
+struct JobWatch {
+    pool: PgPool,
+    id: Uuid,
+    id_text: String,
+    last_version: i64,
+    /// The job as read at the start, for the snapshot.
+    row: Option<JobRow>,
+}
+
+impl Watcher for JobWatch {
+    async fn start(&mut self, out: &Out) -> bool {
+        let Some(row) = self.row.take().filter(|_| self.last_version == 0) else {
+            return self.catch_up(out).await;
+        };
+        let version = row.version;
+        let jobs = match jobs_with_errors(&self.pool, vec![row]).await {
+            Ok(jobs) => jobs,
+            Err(error) => {
+                fail(out, error).await;
+                return false;
+            }
+        };
+        let snapshot = WatchJobsResponse {
+            sequence: 0,
+            message: Some(watch_jobs_response::Message::Snapshot(JobsSnapshot {
+                jobs,
+                version: u64::try_from(version).unwrap_or(0),
+            })),
+        };
+        self.last_version = version;
+        send(out, snapshot).await
+    }
+
+    async fn on_event(&mut self, envelope: &Envelope, out: &Out) -> bool {
+        let version = i64::try_from(envelope.version()).unwrap_or(i64::MAX);
+        if envelope.job_id() != self.id_text || version <= self.last_version {
+            return true;
+        }
+        self.last_version = version;
+        send(out, event_message(envelope.clone())).await
+    }
+
+    async fn catch_up(&mut self, out: &Out) -> bool {
+        let rows = match store::job_events(&self.pool, self.id, self.last_version).await {
+            Ok(rows) => rows,
+            Err(error) => {
+                fail(out, error).await;
+                return false;
+            }
+        };
+        for row in rows {
+            let version = row.version;
+            if !send(out, event_message(to_envelope(row))).await {
+                return false;
+            }
+            self.last_version = version;
+        }
+        true
+    }
+}
+
+struct TenantWatch {
+    pool: PgPool,
+    tenant: String,
+    last_seq: i64,
+    /// Versions the snapshot already showed; later copies of those changes are dropped.
+    snapshot_versions: HashMap<String, u64>,
+}
+
+impl Watcher for TenantWatch {
+    async fn start(&mut self, out: &Out) -> bool {
+        if self.last_seq == 0 {
+            self.snapshot(out).await
+        } else {
+            self.catch_up(out).await
+        }
+    }
+
+    async fn on_event(&mut self, envelope: &Envelope, out: &Out) -> bool {
+        if envelope.tenant != self.tenant {
+            return true;
+        }
+        self.forward(envelope.clone(), out).await
+    }
+
+    async fn catch_up(&mut self, out: &Out) -> bool {
+        loop {
+            let rows = match store::tenant_events(&self.pool, &self.tenant, self.last_seq, CATCH_UP_PAGE).await {
+                Ok(rows) => rows,
+                Err(error) => {
+                    fail(out, error).await;
+                    return false;
+                }
+            };
+            let full = rows.len() as i64 == CATCH_UP_PAGE;
+            for row in rows {
+                if !self.forward(to_envelope(row), out).await {
+                    return false;
+                }
+            }
+            if !full {
+                return true;
+            }
+        }
+    }
+}
+
+impl TenantWatch {
+    async fn snapshot(&mut self, out: &Out) -> bool {
+        // Read the number first: every event up to it is reflected in the rows read next.
+        let loaded = async {
+            let seq = store::last_seq(&self.pool).await?;
+            let filter = store::ListFilter {
+                limit: SNAPSHOT_JOBS,
+                ..Default::default()
+            };
+            let rows = store::list(&self.pool, &self.tenant, &filter).await?;
+            Ok::<_, sqlx::Error>((seq, jobs_with_errors(&self.pool, rows).await?))
+        };
+        let (seq, jobs) = match loaded.await {
+            Ok(loaded) => loaded,
+            Err(error) => {
+                fail(out, error).await;
+                return false;
+            }
+        };
+        self.snapshot_versions = jobs.iter().map(|j| (j.id.clone(), j.version)).collect();
+        self.last_seq = seq;
+        let snapshot = WatchJobsResponse {
+            sequence: u64::try_from(seq).unwrap_or(0),
+            message: Some(watch_jobs_response::Message::Snapshot(JobsSnapshot {
+                jobs,
+                version: u64::try_from(seq).unwrap_or(0),
+            })),
+        };
+        send(out, snapshot).await
+    }
+
+    async fn forward(&mut self, envelope: Envelope, out: &Out) -> bool {
+        let seq = i64::try_from(envelope.seq).unwrap_or(i64::MAX);
+        if seq <= self.last_seq {
+            return true;
+        }
+        self.last_seq = seq;
+        if let Some(&shown) = self.snapshot_versions.get(envelope.job_id()) {
+            if envelope.version() <= shown {
+                return true;
+            }
+            self.snapshot_versions.remove(envelope.job_id());
+        }
+        send(out, event_message(envelope)).await
+    }
+}
+
+async fn fail(out: &Out, error: sqlx::Error) {
+    tracing::warn!(%error, "watch stream ended: job store unavailable");
+    let _ = out
+        .send(Err(Status::unavailable(
+            "job store unavailable; resume with the last version seen",
+        )))
+        .await;
+}
