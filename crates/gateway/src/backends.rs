@@ -33,6 +33,9 @@ pub struct Backend {
 pub struct Backends {
     pub analytics: Backend,
     pub jobs: Backend,
+    /// The jobs channel without a request deadline, for watch streams that
+    /// live as long as a WebSocket subscription.
+    jobs_streams: Channel,
     pub exports: Backend,
     auth: ClientAuth,
     readiness_timeout: Duration,
@@ -41,19 +44,21 @@ pub struct Backends {
 
 impl Backends {
     pub fn new(config: &BackendsConfig, auth: ClientAuth) -> anyhow::Result<Self> {
-        let backend = |name: &'static str, url: &str| -> anyhow::Result<Backend> {
-            let channel = Endpoint::from_shared(url.to_owned())?
+        let endpoint = |url: &str| -> anyhow::Result<Endpoint> {
+            Ok(Endpoint::from_shared(url.to_owned())?
                 .connect_timeout(config.connect_timeout)
-                .timeout(config.request_timeout)
                 .tcp_nodelay(true)
                 .http2_keep_alive_interval(Duration::from_secs(20))
-                .keep_alive_while_idle(true)
-                .connect_lazy();
+                .keep_alive_while_idle(true))
+        };
+        let backend = |name: &'static str, url: &str| -> anyhow::Result<Backend> {
+            let channel = endpoint(url)?.timeout(config.request_timeout).connect_lazy();
             Ok(Backend { name, channel })
         };
         Ok(Self {
             analytics: backend("analytics", &config.analytics_url)?,
             jobs: backend("jobs", &config.jobs_url)?,
+            jobs_streams: endpoint(&config.jobs_url)?.connect_lazy(),
             exports: backend("exports", &config.exports_url)?,
             auth,
             readiness_timeout: config.readiness_timeout,
@@ -71,6 +76,11 @@ impl Backends {
 
     pub fn jobs(&self) -> JobServiceClient<Authed> {
         JobServiceClient::with_interceptor(self.jobs.channel.clone(), self.auth.clone())
+    }
+
+    /// For `WatchJobs`: no deadline, the stream lasts as long as its subscriber.
+    pub fn jobs_streams(&self) -> JobServiceClient<Authed> {
+        JobServiceClient::with_interceptor(self.jobs_streams.clone(), self.auth.clone())
     }
 
     pub fn exports(&self) -> ExportServiceClient<Authed> {

@@ -98,7 +98,7 @@ fn idempotency_header(req: &HttpRequest) -> Result<Option<String>, ApiError> {
         .transpose()
 }
 
-fn rfc3339(t: &Option<prost_types::Timestamp>) -> Value {
+pub fn rfc3339(t: &Option<prost_types::Timestamp>) -> Value {
     t.as_ref()
         .and_then(|t| {
             OffsetDateTime::from_unix_timestamp(t.seconds)
@@ -170,6 +170,8 @@ pub fn job_json(job: &pb::Job) -> Value {
             "finished_at": rfc3339(&e.finished_at),
         })).collect::<Vec<_>>(),
         "cancel_requested": job.cancel_requested,
+        "children_total": job.children_total,
+        "children_done": job.children_done,
         "version": job.version,
     })
 }

@@ -1,6 +1,6 @@
 //! HTTP routes. Each module owns one area; `configure` mounts them all.
 
-mod jobs;
+pub(crate) mod jobs;
 mod ops;
 mod session;
 

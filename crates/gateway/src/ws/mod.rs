@@ -4,6 +4,7 @@
 
 mod protocol;
 mod session;
+mod topics;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -16,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 pub use protocol::{SUBPROTOCOL, close};
 
 use crate::auth::{Authenticator, Principal, bearer_token};
+use crate::backends::Backends;
 use crate::config::WsConfig;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
@@ -122,6 +124,7 @@ pub async fn connect(
     state: web::Data<WsState>,
     auth: web::Data<Authenticator>,
     metrics: web::Data<Metrics>,
+    backends: web::Data<Backends>,
 ) -> Result<HttpResponse, ApiError> {
     let token = token(&req).ok_or_else(|| ApiError::unauthenticated("missing bearer token"))?;
     let principal = auth.verify(&token)?;
@@ -160,6 +163,7 @@ pub async fn connect(
         principal,
         state,
         metrics.into_inner(),
+        backends,
         slot,
     ));
     Ok(response)

@@ -40,6 +40,9 @@ pub enum ClientFrame {
         #[serde(default)]
         id: Option<serde_json::Value>,
         topic: String,
+        /// Resume after this version (the `version` of the last frame seen on the topic).
+        #[serde(default)]
+        after_version: Option<u64>,
     },
     Unsubscribe {
         #[serde(default)]
@@ -86,6 +89,20 @@ pub enum ServerFrame<'a> {
         id: Option<serde_json::Value>,
         code: &'static str,
         message: String,
+        /// Set when a subscription was refused or ended.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        topic: Option<String>,
+    },
+    /// A subscription is live; its snapshot (or missed events) follow.
+    Subscribed {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<serde_json::Value>,
+        topic: &'a str,
+    },
+    Unsubscribed {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<serde_json::Value>,
+        topic: String,
     },
     /// Sent before a 1001 close: when to come back.
     Goodbye {
@@ -100,6 +117,7 @@ impl ServerFrame<'_> {
             id,
             code: code.as_str(),
             message: message.into(),
+            topic: None,
         }
     }
 

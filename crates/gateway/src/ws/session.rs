@@ -9,9 +9,16 @@ use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReaso
 use sextant_common::ErrorCode;
 use tokio::time::Instant;
 
+use actix_web::web;
+use sextant_common::internal_auth::Caller;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
 use super::protocol::{self, ClientFrame, Limits, Reconnect, ServerFrame, close};
+use super::topics::{Follow, Outbound, Subscriptions, Topic};
 use super::{ConnectionSlot, WsState};
 use crate::auth::Principal;
+use crate::backends::Backends;
 use crate::metrics::{CloseLabels, Metrics};
 
 fn ms(d: Duration) -> u64 {
@@ -54,6 +61,7 @@ pub(super) async fn run(
     principal: Principal,
     state: Arc<WsState>,
     metrics: Arc<Metrics>,
+    backends: web::Data<Backends>,
     _slot: ConnectionSlot,
 ) {
     let config = &state.config;
@@ -92,7 +100,14 @@ pub(super) async fn run(
     tracing::debug!("connected");
 
     let ending = if conn.send(&hello).await {
-        serve(&mut conn, &mut stream, &state).await
+        let mut live = Live {
+            subscriptions: Subscriptions::default(),
+            outbound: mpsc::channel(config.outbound_buffer.max(1)),
+            slow: CancellationToken::new(),
+            backends,
+            caller: principal.caller(),
+        };
+        serve(&mut conn, &mut stream, &state, &mut live).await
     } else {
         Ending::Gone
     };
@@ -130,21 +145,51 @@ enum Ending {
     Shutdown,
 }
 
-async fn serve(conn: &mut Connection, stream: &mut AggregatedMessageStream, state: &WsState) -> Ending {
+/// A session's topic subscriptions and the queue their frames arrive on.
+struct Live {
+    subscriptions: Subscriptions,
+    outbound: (mpsc::Sender<Outbound>, mpsc::Receiver<Outbound>),
+    slow: CancellationToken,
+    backends: web::Data<Backends>,
+    caller: Caller,
+}
+
+async fn serve(
+    conn: &mut Connection,
+    stream: &mut AggregatedMessageStream,
+    state: &WsState,
+    live: &mut Live,
+) -> Ending {
     let config = &state.config;
     let mut heartbeat = tokio::time::interval_at(Instant::now() + config.heartbeat_interval, config.heartbeat_interval);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // Anything from the client proves it alive; only data frames prove it active.
+    // Anything from the client proves it alive; only data frames (or live
+    // subscriptions) prove it active.
     let mut last_heard = Instant::now();
     let mut last_active = Instant::now();
 
     loop {
+        let idle = live.subscriptions.is_empty();
         tokio::select! {
             biased;
             _ = state.shutdown.cancelled() => return Ending::Shutdown,
-            _ = tokio::time::sleep_until(last_active + config.idle_timeout) => {
+            _ = live.slow.cancelled() => {
+                return Ending::Close(close::SLOW_CONSUMER, "slow consumer: outbound buffer full");
+            }
+            _ = tokio::time::sleep_until(last_active + config.idle_timeout), if idle => {
                 return Ending::Close(close::IDLE_TIMEOUT, "idle timeout");
             }
+            Some(outbound) = live.outbound.1.recv() => match outbound {
+                Outbound::Frame(text) => {
+                    if conn.session.text(text).await.is_err() {
+                        return Ending::Gone;
+                    }
+                }
+                Outbound::Ended { topic } => {
+                    live.subscriptions.ended(&topic);
+                    last_active = Instant::now();
+                }
+            },
             message = stream.recv() => {
                 last_heard = Instant::now();
                 match message {
@@ -173,10 +218,12 @@ async fn serve(conn: &mut Connection, stream: &mut AggregatedMessageStream, stat
                     Some(Ok(AggregatedMessage::Text(text))) => {
                         last_active = Instant::now();
                         let reply = match protocol::parse(&text) {
-                            Ok(frame) => handle(frame),
-                            Err(error) => error,
+                            Ok(frame) => handle(frame, live, config.max_subscriptions),
+                            Err(error) => Some(error),
                         };
-                        if !conn.send(&reply).await {
+                        if let Some(reply) = reply
+                            && !conn.send(&reply).await
+                        {
                             return Ending::Gone;
                         }
                     }
@@ -195,11 +242,49 @@ async fn serve(conn: &mut Connection, stream: &mut AggregatedMessageStream, stat
     }
 }
 
-fn handle(frame: ClientFrame) -> ServerFrame<'static> {
+/// Answers an op; `None` when the answer comes later (a subscription's
+/// `subscribed`, or its refusal, arrives through the outbound queue).
+fn handle(frame: ClientFrame, live: &mut Live, max_subscriptions: usize) -> Option<ServerFrame<'static>> {
     match frame {
-        ClientFrame::Ping { id } => ServerFrame::Pong { id },
-        ClientFrame::Subscribe { id, topic } | ClientFrame::Unsubscribe { id, topic } => {
-            ServerFrame::error(id, ErrorCode::NotFound, format!("unknown topic {topic:?}"))
+        ClientFrame::Ping { id } => Some(ServerFrame::Pong { id }),
+        ClientFrame::Subscribe {
+            id,
+            topic: name,
+            after_version,
+        } => {
+            let Some(topic) = Topic::parse(&name) else {
+                return Some(ServerFrame::error(
+                    id,
+                    ErrorCode::NotFound,
+                    format!("unknown topic {name:?}; topics are \"jobs\" and \"job:<id>\""),
+                ));
+            };
+            if !live.subscriptions.contains(&name) && live.subscriptions.len() >= max_subscriptions {
+                return Some(ServerFrame::error(
+                    id,
+                    ErrorCode::RateLimited,
+                    format!("at most {max_subscriptions} subscriptions per connection"),
+                ));
+            }
+            let task = Follow {
+                backends: live.backends.clone(),
+                caller: live.caller.clone(),
+                name: name.clone(),
+                topic,
+                after: after_version.unwrap_or(0),
+                id,
+                out: live.outbound.0.clone(),
+                slow: live.slow.clone(),
+            }
+            .spawn();
+            // Subscribing again to a live topic restarts it from `after_version`.
+            live.subscriptions.insert(name, task);
+            None
         }
+        ClientFrame::Unsubscribe { id, topic } => Some(if live.subscriptions.remove(&topic) {
+            ServerFrame::Unsubscribed { id, topic }
+        } else {
+            ServerFrame::error(id, ErrorCode::NotFound, format!("not subscribed to {topic:?}"))
+        }),
     }
 }
