@@ -1,20 +1,33 @@
 //! `make bench` (jobs): starts the whole system from the release binaries and
-//! measures the job queue with no-op jobs submitted over gRPC, status tracked
-//! in PostgreSQL:
+//! measures the job queue with no-op jobs, status tracked in PostgreSQL, along
+//! two paths: the jobs service's gRPC API, and the gateway (HTTP + WebSocket)
+//! as a frontend uses it.
 //!
 //! - sustained throughput: `BENCH_JOBS` (default 20 000) jobs submitted in
-//!   batches of 500 by 4 clients; jobs/s from the first submit to the last
-//!   completion;
-//! - latency at a fixed rate: 500 jobs/s for 10 s, submitted one by one;
-//!   p50/p95/p99 of submit→completed, from the service's own timestamps
-//!   (`finished_at - created_at`).
+//!   batches of 500 by 4 clients; jobs/s from the first submit until every
+//!   job's `succeeded` event has arrived;
+//! - latency at a fixed rate: `BENCH_RATE` (default 500) jobs/s for 10 s,
+//!   submitted one by one; p50/p95/p99 from just before each submit until its
+//!   `succeeded` event arrives (a `WatchJobs` stream, or the WebSocket `jobs`
+//!   topic), measured on the client's clock.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use futures::{SinkExt, StreamExt};
+use serde_json::{Value, json};
 use sextant_e2e::TestSystem;
 use sextant_e2e::system::JobsClient;
-use sextant_proto::jobs::v1::{GetJobStatsRequest, JobStatus, SubmitJobRequest, SubmitJobsRequest};
+use sextant_proto::jobs::v1::watch_jobs_request::Target;
+use sextant_proto::jobs::v1::watch_jobs_response::Message;
+use sextant_proto::jobs::v1::{JobEventType, SubmitJobRequest, SubmitJobsRequest, WatchJobsRequest, WatchJobsResponse};
+use tokio_tungstenite::tungstenite;
+
+const BATCH: u64 = 500;
+const SUBMITTERS: u64 = 4;
+const SECONDS: u64 = 10;
 
 fn noop() -> SubmitJobRequest {
     SubmitJobRequest {
@@ -24,54 +37,122 @@ fn noop() -> SubmitJobRequest {
     }
 }
 
-async fn finished(client: &mut JobsClient) -> anyhow::Result<u64> {
-    let stats = client.get_job_stats(GetJobStatsRequest::default()).await?.into_inner();
-    Ok(stats
-        .counts
-        .iter()
-        .filter(|c| matches!(c.status(), JobStatus::Succeeded | JobStatus::Failed))
-        .map(|c| c.count)
-        .sum())
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
-async fn wait_finished(client: &mut JobsClient, n: u64, limit: Duration) -> anyhow::Result<Instant> {
-    let deadline = Instant::now() + limit;
-    loop {
-        if finished(client).await? >= n {
-            return Ok(Instant::now());
+/// The tenant's `WatchJobs` stream, past its snapshot.
+async fn watch_tenant(client: &mut JobsClient) -> anyhow::Result<tonic::Streaming<WatchJobsResponse>> {
+    let mut stream = client
+        .watch_jobs(WatchJobsRequest {
+            target: Some(Target::All(true)),
+            after_version: 0,
+        })
+        .await?
+        .into_inner();
+    stream.message().await?.context("snapshot")?;
+    Ok(stream)
+}
+
+/// Counts `succeeded` and `failed` events on the tenant's watch stream (no
+/// polling: a stats query per tick would cost the database more than the jobs).
+async fn completions(client: &mut JobsClient) -> anyhow::Result<tokio::sync::watch::Receiver<u64>> {
+    let mut stream = watch_tenant(client).await?;
+    let (count, receiver) = tokio::sync::watch::channel(0u64);
+    tokio::spawn(async move {
+        while let Ok(Some(message)) = stream.message().await {
+            if let Some(Message::Event(event)) = message.message
+                && matches!(event.r#type(), JobEventType::Succeeded | JobEventType::Failed)
+            {
+                count.send_modify(|n| *n += 1);
+            }
         }
-        anyhow::ensure!(Instant::now() < deadline, "jobs did not finish within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    });
+    Ok(receiver)
+}
+
+async fn wait_finished(
+    done: &mut tokio::sync::watch::Receiver<u64>,
+    n: u64,
+    limit: Duration,
+) -> anyhow::Result<Instant> {
+    tokio::time::timeout(limit, done.wait_for(|count| *count >= n))
+        .await
+        .context("jobs did not finish in time")??;
+    Ok(Instant::now())
+}
+
+fn report_throughput(path: &str, jobs: u64, started: Instant, submitted: Duration, done: Instant) {
+    let total = done - started;
+    println!(
+        "{path} throughput: {jobs} no-op jobs in {:.2} s = {:.0} jobs/s (all submitted after {:.2} s = {:.0} submits/s)",
+        total.as_secs_f64(),
+        jobs as f64 / total.as_secs_f64(),
+        submitted.as_secs_f64(),
+        jobs as f64 / submitted.as_secs_f64()
+    );
+}
+
+fn report_latency(path: &str, rate: u64, mut latencies: Vec<f64>, expected: u64) {
+    latencies.sort_by(f64::total_cmp);
+    let at = |q: f64| latencies[((latencies.len() as f64 - 1.0) * q).round() as usize];
+    println!(
+        "{path} latency at {rate} jobs/s for {SECONDS} s: submit→succeeded event p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms ({} of {expected} events)",
+        at(0.5),
+        at(0.95),
+        at(0.99),
+        latencies.len()
+    );
+}
+
+/// Submit times by job id, and latencies once their `succeeded` event arrives.
+#[derive(Default)]
+struct Clock {
+    submitted: HashMap<String, Instant>,
+    /// Events that beat their submit's response (the id was not known yet).
+    early: HashMap<String, Instant>,
+    latencies: Vec<f64>,
+}
+
+impl Clock {
+    fn submitted(&mut self, id: String, at: Instant) {
+        match self.early.remove(&id) {
+            Some(seen) => self.latencies.push((seen - at).as_secs_f64() * 1000.0),
+            None => {
+                self.submitted.insert(id, at);
+            }
+        }
+    }
+
+    fn succeeded(&mut self, id: String, seen: Instant) {
+        match self.submitted.remove(&id) {
+            Some(at) => self.latencies.push((seen - at).as_secs_f64() * 1000.0),
+            None => {
+                self.early.insert(id, seen);
+            }
+        }
     }
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let jobs: u64 = std::env::var("BENCH_JOBS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20_000);
-    let system = TestSystem::builder()
-        .env("SEXTANT_TELEMETRY__LOG_FILTER", "info,sextant_jobs=warn")
-        .jobs_env("SEXTANT_JOBS__WORKER__CONCURRENCY", "64")
-        .jobs_env("SEXTANT_JOBS__DATABASE__MAX_CONNECTIONS", "32")
-        .start()
-        .await
-        .context("no servers: set SEXTANT_TEST_DATABASE_URL and SEXTANT_TEST_AMQP_URL (make bench does)")?;
-
-    // Throughput.
-    let mut stats_client = system.jobs_client("bench-throughput").await;
+/// Submits `jobs` in batches from [`SUBMITTERS`] clients, each calling
+/// `submit(n)` for its next batch of `n`, and reports jobs/s until the last
+/// job's `succeeded` event.
+async fn throughput<F, Fut>(system: &TestSystem, path: &str, tenant: &str, jobs: u64, submit: F) -> anyhow::Result<()>
+where
+    F: Fn(u64) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = anyhow::Result<()>> + Send,
+{
+    let mut done = completions(&mut system.jobs_client(tenant).await).await?;
     let started = Instant::now();
     let mut submitters = tokio::task::JoinSet::new();
-    for s in 0..4u64 {
-        let mut client = system.jobs_client("bench-throughput").await;
-        let share = jobs / 4 + u64::from(s < jobs % 4);
+    for s in 0..SUBMITTERS {
+        let share = jobs / SUBMITTERS + u64::from(s < jobs % SUBMITTERS);
+        let submit = submit.clone();
         submitters.spawn(async move {
             let mut left = share;
             while left > 0 {
-                let n = left.min(500);
-                let batch = (0..n).map(|_| noop()).collect();
-                client.submit_jobs(SubmitJobsRequest { jobs: batch }).await?;
+                let n = left.min(BATCH);
+                submit(n).await?;
                 left -= n;
             }
             anyhow::Ok(())
@@ -81,46 +162,227 @@ async fn main() -> anyhow::Result<()> {
         result??;
     }
     let submitted = started.elapsed();
-    let done = wait_finished(&mut stats_client, jobs, Duration::from_secs(600)).await?;
-    let total = done - started;
-    println!(
-        "throughput: {jobs} no-op jobs in {:.2} s = {:.0} jobs/s (all submitted after {:.2} s = {:.0} submits/s)",
-        total.as_secs_f64(),
-        jobs as f64 / total.as_secs_f64(),
-        submitted.as_secs_f64(),
-        jobs as f64 / submitted.as_secs_f64()
-    );
+    let done = wait_finished(&mut done, jobs, Duration::from_secs(600)).await?;
+    report_throughput(path, jobs, started, submitted, done);
+    Ok(())
+}
 
-    // Latency at a fixed rate.
-    let rate = 500u64;
-    let seconds = 10u64;
-    let client = system.jobs_client("bench-latency").await;
+async fn grpc_throughput(system: &TestSystem, jobs: u64) -> anyhow::Result<()> {
+    let tenant = "bench-grpc";
+    let client = system.jobs_client(tenant).await;
+    throughput(system, "gRPC", tenant, jobs, move |n| {
+        let mut client = client.clone();
+        async move {
+            let batch = (0..n).map(|_| noop()).collect();
+            client.submit_jobs(SubmitJobsRequest { jobs: batch }).await?;
+            Ok(())
+        }
+    })
+    .await
+}
+
+async fn gateway_throughput(system: &TestSystem, jobs: u64) -> anyhow::Result<()> {
+    let tenant = "bench-http";
+    let (http, url, token) = (
+        system.http.clone(),
+        system.url("/api/v1/jobs/batch"),
+        system.token(tenant, "bench"),
+    );
+    throughput(system, "gateway", tenant, jobs, move |n| {
+        let (http, url, token) = (http.clone(), url.clone(), token.clone());
+        async move {
+            let batch: Vec<Value> = (0..n).map(|_| json!({"kind": "noop"})).collect();
+            let response = http
+                .post(&url)
+                .bearer_auth(&token)
+                .json(&json!({ "jobs": batch }))
+                .send()
+                .await?;
+            anyhow::ensure!(response.status() == 200, "batch submit: {}", response.status());
+            Ok(())
+        }
+    })
+    .await
+}
+
+/// Calls `submit` (which returns the new job's id) `rate` times a second for
+/// [`SECONDS`], timing each from just before the call; waits for `listener`
+/// to have seen every `succeeded` event; returns the latencies.
+async fn at_fixed_rate<F, Fut>(
+    rate: u64,
+    clock: &Arc<Mutex<Clock>>,
+    listener: tokio::task::JoinHandle<anyhow::Result<()>>,
+    submit: F,
+) -> anyhow::Result<Vec<f64>>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = anyhow::Result<String>> + Send + 'static,
+{
     let mut ticker = tokio::time::interval(Duration::from_micros(1_000_000 / rate));
     let mut pending = tokio::task::JoinSet::new();
-    for _ in 0..rate * seconds {
+    for _ in 0..rate * SECONDS {
         ticker.tick().await;
-        let mut client = client.clone();
-        pending.spawn(async move { client.submit_job(noop()).await.map(|_| ()) });
+        let (call, clock) = (submit(), clock.clone());
+        pending.spawn(async move {
+            let at = Instant::now();
+            let id = call.await?;
+            clock.lock().unwrap().submitted(id, at);
+            anyhow::Ok(())
+        });
     }
     while let Some(result) = pending.join_next().await {
         result??;
     }
-    let mut latency_client = system.jobs_client("bench-latency").await;
-    wait_finished(&mut latency_client, rate * seconds, Duration::from_secs(120)).await?;
+    tokio::time::timeout(Duration::from_secs(120), listener).await???;
+    Ok(std::mem::take(&mut clock.lock().unwrap().latencies))
+}
 
+async fn grpc_latency(system: &TestSystem, rate: u64) -> anyhow::Result<()> {
+    let tenant = "bench-grpc-latency";
+    let clock = Arc::new(Mutex::new(Clock::default()));
+    let mut stream = watch_tenant(&mut system.jobs_client(tenant).await).await?;
+    let expected = rate * SECONDS;
+    let listener = {
+        let clock = clock.clone();
+        tokio::spawn(async move {
+            let mut seen = 0;
+            while seen < expected {
+                let Some(message) = stream.message().await? else { break };
+                if let Some(Message::Event(event)) = message.message
+                    && event.r#type() == JobEventType::Succeeded
+                {
+                    clock.lock().unwrap().succeeded(event.job_id, Instant::now());
+                    seen += 1;
+                }
+            }
+            anyhow::Ok(())
+        })
+    };
+    let client = system.jobs_client(tenant).await;
+    let latencies = at_fixed_rate(rate, &clock, listener, move || {
+        let mut client = client.clone();
+        async move { Ok(client.submit_job(noop()).await?.into_inner().job.context("job")?.id) }
+    })
+    .await?;
+    report_latency("gRPC", rate, latencies, expected);
+    report_recorded(system, tenant).await
+}
+
+/// The part of the latency spent before the event: `finished_at - created_at`
+/// as PostgreSQL recorded them.
+async fn report_recorded(system: &TestSystem, tenant: &str) -> anyhow::Result<()> {
     let database = sextant_e2e::infra::database_url(&system.admin_url, &format!("e2e_{}_jobs", system.id));
     let pool = sqlx::PgPool::connect(&database).await?;
     let (p50, p95, p99): (f64, f64, f64) = sqlx::query_as(
         "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY ms), percentile_cont(0.95) WITHIN GROUP (ORDER BY ms), \
                 percentile_cont(0.99) WITHIN GROUP (ORDER BY ms) \
          FROM (SELECT extract(epoch FROM finished_at - created_at) * 1000 AS ms FROM jobs \
-               WHERE tenant = 'bench-latency' AND status = 'succeeded') t",
+               WHERE tenant = $1 AND status = 'succeeded') t",
     )
+    .bind(tenant)
+    .fetch_one(&pool)
+    .await?;
+    let (queued, ran): (f64, f64) = sqlx::query_as(
+        "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM started_at - created_at) * 1000), \
+                percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM finished_at - started_at) * 1000) \
+         FROM jobs WHERE tenant = $1 AND status = 'succeeded'",
+    )
+    .bind(tenant)
     .fetch_one(&pool)
     .await?;
     pool.close().await;
     println!(
-        "latency at {rate} jobs/s for {seconds} s: submit→completed p50 {p50:.1} ms, p95 {p95:.1} ms, p99 {p99:.1} ms"
+        "  of which created→finished in PostgreSQL: p50 {p50:.1} ms, p95 {p95:.1} ms, p99 {p99:.1} ms \
+         (p50 created→started {queued:.1} ms, started→finished {ran:.1} ms)"
     );
     Ok(())
+}
+
+async fn gateway_latency(system: &TestSystem, rate: u64) -> anyhow::Result<()> {
+    let tenant = "bench-http-latency";
+    let token = system.token(tenant, "bench");
+    let clock = Arc::new(Mutex::new(Clock::default()));
+    let mut request = tungstenite::client::IntoClientRequest::into_client_request(system.ws_url("/api/v1/ws"))?;
+    request
+        .headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse()?);
+    let (mut socket, _) = tokio_tungstenite::connect_async(request).await?;
+    let subscribe = json!({"op": "subscribe", "topic": "jobs"}).to_string();
+    socket.send(tungstenite::Message::text(subscribe)).await?;
+    let expected = rate * SECONDS;
+    let listener = {
+        let clock = clock.clone();
+        tokio::spawn(async move {
+            let mut seen = 0;
+            while seen < expected {
+                let Some(message) = socket.next().await else { break };
+                let tungstenite::Message::Text(text) = message? else {
+                    continue;
+                };
+                let frame: Value = serde_json::from_str(&text)?;
+                if frame["type"] == "event" && frame["event"] == "succeeded" {
+                    let id = frame["job_id"].as_str().unwrap_or_default().to_owned();
+                    clock.lock().unwrap().succeeded(id, Instant::now());
+                    seen += 1;
+                }
+                anyhow::ensure!(frame["type"] != "error", "subscription failed: {frame}");
+            }
+            anyhow::Ok(())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (http, url) = (system.http.clone(), system.url("/api/v1/jobs"));
+    let latencies = at_fixed_rate(rate, &clock, listener, move || {
+        let (http, url, token) = (http.clone(), url.clone(), token.clone());
+        async move {
+            let response = http
+                .post(&url)
+                .bearer_auth(&token)
+                .json(&json!({"kind": "noop"}))
+                .send()
+                .await?;
+            anyhow::ensure!(response.status() == 201, "submit: {}", response.status());
+            let job: Value = response.json().await?;
+            Ok(job["id"].as_str().unwrap_or_default().to_owned())
+        }
+    })
+    .await?;
+    report_latency("gateway", rate, latencies, expected);
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let jobs = env_or("BENCH_JOBS", 20_000);
+    let rate = env_or("BENCH_RATE", 500);
+    let system = TestSystem::builder()
+        .env("SEXTANT_TELEMETRY__LOG_FILTER", "info,sextant_jobs=warn")
+        .jobs_env("SEXTANT_JOBS__WORKER__CONCURRENCY", "64")
+        .jobs_env("SEXTANT_JOBS__DATABASE__MAX_CONNECTIONS", "32")
+        .gateway_env("SEXTANT_GATEWAY__WS__OUTBOUND_BUFFER", "4096")
+        .start()
+        .await
+        .context("no servers: set SEXTANT_TEST_DATABASE_URL and SEXTANT_TEST_AMQP_URL (make bench does)")?;
+
+    let result = async {
+        // Latency first, on a settled system: the throughput runs leave tens of
+        // thousands of events and dead row versions behind for a while.
+        grpc_latency(&system, rate).await?;
+        gateway_latency(&system, rate).await?;
+        grpc_throughput(&system, jobs).await?;
+        gateway_throughput(&system, jobs).await
+    }
+    .await;
+    if result.is_err() {
+        let logs = system.all_logs();
+        let problems: Vec<&str> = logs
+            .lines()
+            .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+            .collect();
+        eprintln!(
+            "warnings and errors from the services:\n{}",
+            problems[problems.len().saturating_sub(40)..].join("\n")
+        );
+    }
+    result
 }

@@ -7,13 +7,13 @@ use sextant_e2e::TestSystem;
 
 use crate::system;
 
-struct Api<'a> {
-    system: &'a TestSystem,
-    token: String,
+pub(crate) struct Api<'a> {
+    pub system: &'a TestSystem,
+    pub token: String,
 }
 
 impl<'a> Api<'a> {
-    fn new(system: &'a TestSystem, tenant: &str) -> Self {
+    pub fn new(system: &'a TestSystem, tenant: &str) -> Self {
         Self {
             system,
             token: system.token(tenant, "alice"),
@@ -34,21 +34,21 @@ impl<'a> Api<'a> {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
-    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
         self.send(reqwest::Method::POST, path, Some(body)).await
     }
 
-    async fn get(&self, path: &str) -> (u16, Value) {
+    pub async fn get(&self, path: &str) -> (u16, Value) {
         self.send(reqwest::Method::GET, path, None).await
     }
 
-    async fn count(&self) -> usize {
+    pub async fn count(&self) -> usize {
         let (status, body) = self.get("/api/v1/jobs?page_size=500").await;
         assert_eq!(status, 200, "{body}");
         body["jobs"].as_array().unwrap().len()
     }
 
-    async fn wait_for(&self, id: &str, timeout: Duration, done: impl Fn(&Value) -> bool) -> Value {
+    pub async fn wait_for(&self, id: &str, timeout: Duration, done: impl Fn(&Value) -> bool) -> Value {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let (_, job) = self.get(&format!("/api/v1/jobs/{id}")).await;

@@ -1,12 +1,16 @@
-//! The job queue survives its faults: a worker killed mid-job, and RabbitMQ
-//! down while jobs are submitted. Driven through the jobs service's gRPC
-//! port (the gateway's job routes arrive with the next step).
+//! The job queue survives its faults: a worker killed mid-job, RabbitMQ down
+//! while jobs are submitted (and a WebSocket follows them), PostgreSQL
+//! restarted under load. Driven through the jobs service's gRPC port, and the
+//! gateway's WebSocket for the live view.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
+use serde_json::json;
 use sextant_e2e::TestSystem;
 use sextant_e2e::local::{self, LocalRabbit};
 use sextant_e2e::system::JobsClient;
+use sextant_e2e::ws;
 use sextant_proto::jobs::v1::{GetJobRequest, Job, JobStatus, SubmitJobRequest};
 
 use crate::system;
@@ -103,6 +107,15 @@ async fn jobs_submitted_while_rabbitmq_is_down_all_run_when_it_returns() {
         )
     );
     let mut client = system.jobs_client("acme").await;
+    // A frontend follows the tenant's jobs across the outage.
+    let token = system.token("acme", "alice");
+    let mut socket = ws::connect(&system.ws_url("/api/v1/ws"), ws::Auth::Header(&token))
+        .await
+        .unwrap();
+    assert_eq!(ws::next_json(&mut socket).await["type"], "hello");
+    ws::send_json(&mut socket, &json!({"op": "subscribe", "topic": "jobs"})).await;
+    assert_eq!(ws::next_json(&mut socket).await["type"], "subscribed");
+    assert_eq!(ws::next_json(&mut socket).await["type"], "snapshot");
 
     rabbit.stop().await.unwrap();
     let mut ids = Vec::new();
@@ -135,6 +148,29 @@ async fn jobs_submitted_while_rabbitmq_is_down_all_run_when_it_returns() {
         })
         .await;
         assert_eq!(done.attempt, 1, "each job ran exactly once");
+    }
+
+    // Every change of every job reached the socket once, in order.
+    let mut versions: HashMap<String, Vec<u64>> = HashMap::new();
+    let mut finished = 0;
+    while finished < ids.len() {
+        let ws::Frame::Json(frame) = ws::next(&mut socket, Duration::from_secs(30)).await else {
+            panic!("the socket closed");
+        };
+        assert_eq!(frame["type"], "event", "{frame}");
+        let id = frame["job_id"].as_str().unwrap().to_owned();
+        versions
+            .entry(id)
+            .or_default()
+            .push(frame["job_version"].as_u64().unwrap());
+        if frame["event"] == "succeeded" {
+            finished += 1;
+        }
+    }
+    for id in &ids {
+        let seen = &versions[id];
+        let expected: Vec<u64> = (1..=seen.len() as u64).collect();
+        assert_eq!(seen, &expected, "job {id}: every version once, from queued on");
     }
 }
 
@@ -202,4 +238,52 @@ async fn a_postgres_restart_under_load_loses_no_job_and_runs_none_twice() {
         assert_eq!(done.attempt, 1, "job {id} ran more than once: {done:#?}");
     }
     assert!(system.jobs.is_running(), "the service recovered without a restart");
+}
+
+#[tokio::test]
+async fn a_job_whose_message_the_broker_lost_is_sent_again_and_runs() {
+    // Only an api replica at first, so the message waits on the broker.
+    let system = system!(
+        TestSystem::builder()
+            .jobs_env("SEXTANT_JOBS__WORKER__ROLE", "api")
+            .jobs_env("SEXTANT_JOBS__QUEUE__REDISPATCH_AFTER", "2s")
+    );
+    let mut client = system.jobs_client("acme").await;
+    let id = client
+        .submit_job(request("noop", "{}"))
+        .await
+        .unwrap()
+        .into_inner()
+        .job
+        .unwrap()
+        .id;
+    // The message is on the broker; the broker loses it.
+    let connection = lapin::Connection::connect(&system.amqp_url, lapin::ConnectionProperties::default())
+        .await
+        .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    let queue = format!("e2e-{}.jobs.queue.normal", system.id);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let purged = channel
+            .queue_purge(queue.as_str().into(), lapin::options::QueuePurgeOptions::default())
+            .await
+            .unwrap();
+        if purged == 1 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the job's message never reached {queue}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = connection.close(200, "done".into()).await;
+
+    let _worker = system.spawn_jobs("jobs-worker", &[("SEXTANT_JOBS__WORKER__ROLE", "worker")]);
+    let done = wait_for(&mut client, &id, Duration::from_secs(30), |j| {
+        j.status() == JobStatus::Succeeded
+    })
+    .await;
+    assert_eq!(done.attempt, 1);
 }

@@ -8,6 +8,7 @@ mod faults;
 mod internal_auth;
 mod jobs;
 mod jobs_faults;
+mod jobs_live;
 mod lifecycle;
 mod readiness;
 mod tracing;
