@@ -127,7 +127,6 @@ impl TestSystem {
                     infra::database_url(&admin_url, &database),
                 ),
                 (format!("SEXTANT_{upper}__DATABASE__STARTUP_TIMEOUT"), "20s".to_owned()),
-                (format!("SEXTANT_{upper}__DATABASE__ACQUIRE_TIMEOUT"), "1s".to_owned()),
             ]);
             env.extend(extra);
             let process = ServiceProcess::spawn(service, &format!("sextant-{service}"), &env)

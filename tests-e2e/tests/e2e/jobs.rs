@@ -179,25 +179,26 @@ async fn another_tenant_cannot_see_or_touch_a_job() {
     let system = system!();
     let acme = Api::new(&system, "acme");
     let globex = Api::new(&system, "globex");
-    let (_, job) = acme
+    let (status, job) = acme
         .post(
             "/api/v1/jobs",
             json!({"kind": "sleep", "payload": {"duration_ms": 5000}}),
         )
         .await;
+    assert_eq!(status, 201, "{job}");
     let id = job["id"].as_str().unwrap();
 
-    let (get, _) = globex.get(&format!("/api/v1/jobs/{id}")).await;
-    let (cancel, _) = globex.post(&format!("/api/v1/jobs/{id}/cancel"), json!({})).await;
+    let (get, got) = globex.get(&format!("/api/v1/jobs/{id}")).await;
+    let (cancel, cancelled) = globex.post(&format!("/api/v1/jobs/{id}/cancel"), json!({})).await;
     let (retry, problem) = globex.post(&format!("/api/v1/jobs/{id}/retry"), json!({})).await;
-    assert_eq!((get, cancel, retry), (404, 404, 404));
+    assert_eq!((get, cancel, retry), (404, 404, 404), "{got}\n{cancelled}\n{problem}");
     assert_eq!(problem["code"], "not_found");
     assert_eq!(globex.count().await, 0);
-    let (_, stats) = globex.get("/api/v1/jobs/stats").await;
-    assert_eq!(stats["counts"], json!([]));
+    let (status, stats) = globex.get("/api/v1/jobs/stats").await;
+    assert_eq!((status, &stats["counts"]), (200, &json!([])), "{stats}");
 
-    let (_, mine) = acme.get(&format!("/api/v1/jobs/{id}")).await;
-    assert!(!mine["cancel_requested"].as_bool().unwrap());
+    let (status, mine) = acme.get(&format!("/api/v1/jobs/{id}")).await;
+    assert_eq!((status, &mine["cancel_requested"]), (200, &json!(false)), "{mine}");
 }
 
 #[tokio::test]

@@ -203,7 +203,13 @@ async fn a_postgres_restart_under_load_loses_no_job_and_runs_none_twice() {
         .expect("starting a throwaway PostgreSQL");
     let amqp = std::env::var(sextant_e2e::infra::AMQP_URL_ENV)
         .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
-    let mut system = system!(TestSystem::builder().database(postgres.admin_url()).amqp(amqp));
+    // Submits while PostgreSQL is down are refused after 1 s, not the default 5 s.
+    let mut system = system!(
+        TestSystem::builder()
+            .database(postgres.admin_url())
+            .amqp(amqp)
+            .jobs_env("SEXTANT_JOBS__DATABASE__ACQUIRE_TIMEOUT", "1s")
+    );
     let mut client = system.jobs_client("acme").await;
 
     let mut accepted = Vec::new();

@@ -398,14 +398,18 @@ async fn a_client_that_stops_reading_is_closed_as_a_slow_consumer() {
     assert_eq!(subscribe(&mut socket, "jobs", None).await["type"], "subscribed");
     assert_eq!(frame(&mut socket).await["type"], "snapshot");
 
-    // Thousands of events while the client reads nothing.
-    for _ in 0..4 {
-        let batch: Vec<Value> = (0..1000).map(|_| json!({"kind": "noop"})).collect();
-        let (status, body) = api.post("/api/v1/jobs/batch", json!({ "jobs": batch })).await;
-        assert_eq!(status, 200, "{body}");
-    }
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    // Thousands of events while the client reads nothing, more whenever the
+    // last batch is done, until the gateway gives up on the client. It does so
+    // without waiting for the client to read: its close count moves while this
+    // socket is still untouched.
+    let closed = r#"sextant_gateway_ws_connections_closed_total{code="4008"} 1"#;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    let mut submitted = 0;
     loop {
+        let metrics = system.http.get(system.url("/metrics")).send().await.unwrap();
+        if metrics.text().await.unwrap().lines().any(|line| line == closed) {
+            break;
+        }
         let (_, stats) = api.get("/api/v1/jobs/stats").await;
         let done: u64 = stats["counts"]
             .as_array()
@@ -414,10 +418,17 @@ async fn a_client_that_stops_reading_is_closed_as_a_slow_consumer() {
             .filter(|c| c["status"] == "succeeded")
             .map(|c| c["count"].as_u64().unwrap())
             .sum();
-        if done == 4000 {
-            break;
+        assert!(
+            tokio::time::Instant::now() < deadline && submitted < 20_000,
+            "no 4008 close counted after {submitted} jobs\n{stats}\n{}",
+            system.all_logs()
+        );
+        if done == submitted {
+            let batch: Vec<Value> = (0..1000).map(|_| json!({"kind": "noop"})).collect();
+            let (status, body) = api.post("/api/v1/jobs/batch", json!({ "jobs": batch })).await;
+            assert_eq!(status, 200, "{body}");
+            submitted += 1000;
         }
-        assert!(tokio::time::Instant::now() < deadline, "{stats}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let (code, reason) = ws::expect_close(&mut socket, Duration::from_secs(30)).await;

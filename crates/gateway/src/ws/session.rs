@@ -113,26 +113,34 @@ pub(super) async fn run(
     };
 
     metrics.ws_connections.dec();
-    match ending {
-        Ending::Gone => tracing::debug!("client went away"),
-        Ending::ClientClosed => {
-            let _ = conn.session.close(None).await;
+    // A client that has stopped reading gets one heartbeat timeout to take
+    // its last frames; then the connection is dropped without them.
+    let farewell = async move {
+        match ending {
+            Ending::Gone => tracing::debug!("client went away"),
+            Ending::ClientClosed => {
+                let _ = conn.session.close(None).await;
+            }
+            Ending::Close(code, description) => {
+                tracing::debug!(code, description, "closing");
+                conn.close(code, description).await;
+            }
+            Ending::Shutdown => {
+                // Spread reconnects over the client's backoff window so a restart
+                // does not bring every client back in the same instant.
+                let after =
+                    rand::random_range(reconnect.min_delay_ms..=reconnect.max_delay_ms.max(reconnect.min_delay_ms));
+                let goodbye = ServerFrame::Goodbye {
+                    reason: "shutdown",
+                    reconnect_after_ms: after,
+                };
+                conn.send(&goodbye).await;
+                conn.close(close::GOING_AWAY, "server shutting down").await;
+            }
         }
-        Ending::Close(code, description) => {
-            tracing::debug!(code, description, "closing");
-            conn.close(code, description).await;
-        }
-        Ending::Shutdown => {
-            // Spread reconnects over the client's backoff window so a restart
-            // does not bring every client back in the same instant.
-            let after = rand::random_range(reconnect.min_delay_ms..=reconnect.max_delay_ms.max(reconnect.min_delay_ms));
-            let goodbye = ServerFrame::Goodbye {
-                reason: "shutdown",
-                reconnect_after_ms: after,
-            };
-            conn.send(&goodbye).await;
-            conn.close(close::GOING_AWAY, "server shutting down").await;
-        }
+    };
+    if tokio::time::timeout(config.heartbeat_timeout, farewell).await.is_err() {
+        tracing::debug!("the client took no close frame; dropping the connection");
     }
 }
 
@@ -181,8 +189,19 @@ async fn serve(
             }
             Some(outbound) = live.outbound.1.recv() => match outbound {
                 Outbound::Frame(text) => {
-                    if conn.session.text(text).await.is_err() {
-                        return Ending::Gone;
+                    // A client that stops reading blocks this write; its
+                    // overflow and a shutdown must still end the session.
+                    tokio::select! {
+                        biased;
+                        _ = state.shutdown.cancelled() => return Ending::Shutdown,
+                        _ = live.slow.cancelled() => {
+                            return Ending::Close(close::SLOW_CONSUMER, "slow consumer: outbound buffer full");
+                        }
+                        sent = conn.session.text(text) => {
+                            if sent.is_err() {
+                                return Ending::Gone;
+                            }
+                        }
                     }
                 }
                 Outbound::Ended { topic } => {
