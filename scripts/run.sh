@@ -38,8 +38,10 @@ stop() {
 trap stop EXIT
 trap 'exit 0' INT TERM
 
+# Each service runs in a session of its own, so Ctrl-C reaches only this
+# script, which stops them all with SIGTERM (below) and says so.
 for service in analytics jobs exports gateway; do
-  "$bin/sextant-$service" >"$logs/$service.log" 2>&1 &
+  setsid "$bin/sextant-$service" >"$logs/$service.log" 2>&1 &
   pids+=($!)
 done
 
