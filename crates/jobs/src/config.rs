@@ -27,6 +27,9 @@ default_timeout = "5m"
 # A queued job still unclaimed this long after its message went out is sent
 # again, in case the broker lost the message (a duplicate runs nothing).
 redispatch_after = "5m"
+# Job events, from which watch streams resume, are kept this long. A stream
+# resuming from an older point gets a fresh snapshot instead.
+event_retention = "7days"
 
 [jobs.worker]
 # api: serve the API and dispatch; worker: run jobs; both.
@@ -95,6 +98,8 @@ pub struct QueueConfig {
     pub default_timeout: std::time::Duration,
     #[serde(with = "humantime_serde")]
     pub redispatch_after: std::time::Duration,
+    #[serde(with = "humantime_serde")]
+    pub event_retention: std::time::Duration,
 }
 
 impl Validate for Config {
@@ -105,6 +110,11 @@ impl Validate for Config {
         problems.check(
             self.jobs.queue.redispatch_after >= std::time::Duration::from_secs(1),
             "jobs.queue.redispatch_after",
+            "must be at least 1s",
+        );
+        problems.check(
+            self.jobs.queue.event_retention >= std::time::Duration::from_secs(1),
+            "jobs.queue.event_retention",
             "must be at least 1s",
         );
         let worker = &self.jobs.worker;

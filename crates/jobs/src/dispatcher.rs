@@ -5,7 +5,7 @@
 //! that locks the rows, so replicas never publish the same job twice. It also
 //! rescues jobs whose worker died (expired leases), and sends again the
 //! message of a job that stayed queued and unclaimed too long (a broker that
-//! lost it must not lose the job).
+//! lost it must not lose the job), and prunes events past their retention.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,6 +23,7 @@ use crate::{Signals, store};
 const BATCH: i64 = 500;
 const IDLE_POLL: Duration = Duration::from_millis(100);
 const REAP_EVERY: Duration = Duration::from_secs(1);
+const PRUNE_BATCH: i64 = 10_000;
 
 pub struct Dispatcher {
     pub pool: PgPool,
@@ -31,11 +32,16 @@ pub struct Dispatcher {
     pub signals: Arc<Signals>,
     /// See `jobs.queue.redispatch_after`.
     pub redispatch_after: Duration,
+    /// See `jobs.queue.event_retention`.
+    pub event_retention: Duration,
 }
 
 impl Dispatcher {
     pub async fn run(self, shutdown: CancellationToken) {
         let mut reap = tokio::time::interval(REAP_EVERY);
+        // Events are pruned every tenth of their retention (1 s to 1 min).
+        let prune_every = (self.event_retention.as_secs() / 10).clamp(1, 60);
+        let mut reaps = 0u64;
         'connection: loop {
             let connection = tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -66,7 +72,13 @@ impl Dispatcher {
                     _ = shutdown.cancelled() => return,
                     _ = self.signals.dispatch.notified() => {}
                     _ = tokio::time::sleep(IDLE_POLL) => {}
-                    _ = reap.tick() => self.reap().await,
+                    _ = reap.tick() => {
+                        self.reap().await;
+                        if reaps.is_multiple_of(prune_every) {
+                            self.prune().await;
+                        }
+                        reaps = reaps.wrapping_add(1);
+                    }
                 }
             }
         }
@@ -113,6 +125,28 @@ impl Dispatcher {
             self.signals.changed();
         }
         Ok(due.len())
+    }
+
+    /// Deletes events older than the retention, a batch at a time.
+    async fn prune(&self) {
+        let mut pruned = 0;
+        loop {
+            match store::prune_events(&self.pool, self.event_retention, PRUNE_BATCH).await {
+                Ok(n) => {
+                    pruned += n;
+                    if n < PRUNE_BATCH as u64 {
+                        break;
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "pruning old job events failed");
+                    break;
+                }
+            }
+        }
+        if pruned > 0 {
+            tracing::info!(events = pruned, retention = ?self.event_retention, "pruned old job events");
+        }
     }
 
     async fn reap(&self) {

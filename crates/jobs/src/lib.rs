@@ -118,6 +118,7 @@ impl Application {
             names: names.clone(),
             signals: signals.clone(),
             redispatch_after: queue.redispatch_after,
+            event_retention: queue.event_retention,
         };
         let relay = Relay {
             pool: pool.clone(),

@@ -808,6 +808,54 @@ pub async fn last_seq(pool: &PgPool) -> sqlx::Result<i64> {
         .await
 }
 
+/// The highest event number pruned; events up to it are gone.
+pub async fn pruned_through(pool: &PgPool) -> sqlx::Result<i64> {
+    sqlx::query_scalar("SELECT pruned_through FROM job_event_relay WHERE id = 1")
+        .fetch_one(pool)
+        .await
+}
+
+/// Deletes up to `limit` published events older than `older_than`, in
+/// number order and stopping at the first younger one, so that every event
+/// up to `pruned_through` is gone and every one after it is kept. Returns
+/// how many went.
+pub async fn prune_events(pool: &PgPool, older_than: std::time::Duration, limit: i64) -> sqlx::Result<u64> {
+    // Usually the oldest kept event is young enough: one index probe says so.
+    let oldest_is_old: Option<bool> = sqlx::query_scalar(
+        "SELECT occurred_at < now() - $1 * interval '1 millisecond' FROM job_events \
+         WHERE seq > (SELECT pruned_through FROM job_event_relay WHERE id = 1) \
+           AND seq <= (SELECT published_through FROM job_event_relay WHERE id = 1) \
+         ORDER BY seq LIMIT 1",
+    )
+    .bind(lease_ms(older_than))
+    .fetch_optional(pool)
+    .await?;
+    if oldest_is_old != Some(true) {
+        return Ok(0);
+    }
+    let count: i64 = sqlx::query_scalar(
+        "WITH batch AS ( \
+             SELECT id, seq, occurred_at FROM job_events \
+             WHERE seq > (SELECT pruned_through FROM job_event_relay WHERE id = 1) \
+               AND seq <= (SELECT published_through FROM job_event_relay WHERE id = 1) \
+             ORDER BY seq LIMIT $2), \
+         young AS (SELECT min(seq) AS seq FROM batch WHERE occurred_at >= now() - $1 * interval '1 millisecond'), \
+         gone AS ( \
+             DELETE FROM job_events e USING batch b, young \
+             WHERE e.id = b.id AND (young.seq IS NULL OR b.seq < young.seq) \
+             RETURNING e.seq), \
+         bump AS ( \
+             UPDATE job_event_relay SET pruned_through = GREATEST(pruned_through, (SELECT max(seq) FROM gone)) \
+             WHERE id = 1 AND EXISTS (SELECT 1 FROM gone)) \
+         SELECT count(*) FROM gone",
+    )
+    .bind(lease_ms(older_than))
+    .bind(limit)
+    .fetch_one(pool)
+    .await?;
+    Ok(u64::try_from(count).unwrap_or(0))
+}
+
 /// A tenant's numbered events after `after`, oldest first.
 pub async fn tenant_events(pool: &PgPool, tenant: &str, after: i64, limit: i64) -> sqlx::Result<Vec<EventRow>> {
     sqlx::query_as(&format!(

@@ -4,7 +4,9 @@
 //! nothing published after its reads can slip past; what came before is in
 //! its snapshot or its catch-up from `job_events`. Duplicates are dropped by
 //! number (tenant target) or version (job target). When the hub says events
-//! may have been missed, the stream catches up from PostgreSQL again.
+//! may have been missed, the stream catches up from PostgreSQL again. A
+//! resume point whose events were pruned (`jobs.queue.event_retention`) gets
+//! a fresh snapshot instead, as a new stream would.
 
 use std::collections::HashMap;
 
@@ -56,6 +58,7 @@ pub async fn start(
                 .ok_or_else(|| sextant_common::ErrorCode::NotFound.status("job not found"))?;
             let watch = JobWatch {
                 pool,
+                tenant,
                 id,
                 id_text: id.to_string(),
                 last_version: after,
@@ -141,6 +144,7 @@ async fn follow(
 
 struct JobWatch {
     pool: PgPool,
+    tenant: String,
     id: Uuid,
     id_text: String,
     last_version: i64,
@@ -150,9 +154,78 @@ struct JobWatch {
 
 impl Watcher for JobWatch {
     async fn start(&mut self, out: &Out) -> bool {
-        let Some(row) = self.row.take().filter(|_| self.last_version == 0) else {
-            return self.catch_up(out).await;
+        let Some(row) = self.row.take() else {
+            return false;
         };
+        if self.last_version == 0 {
+            return self.snapshot(row, out).await;
+        }
+        let Some(events) = self.events(out).await else {
+            return false;
+        };
+        // The job moved on, but nothing after the resume point is left: those
+        // events were pruned.
+        if events.is_empty() && row.version > self.last_version {
+            return self.snapshot(row, out).await;
+        }
+        self.send_events(events, out).await
+    }
+
+    async fn on_event(&mut self, envelope: &Envelope, out: &Out) -> bool {
+        let version = i64::try_from(envelope.version()).unwrap_or(i64::MAX);
+        if envelope.job_id() != self.id_text || version <= self.last_version {
+            return true;
+        }
+        self.last_version = version;
+        send(out, event_message(envelope.clone())).await
+    }
+
+    async fn catch_up(&mut self, out: &Out) -> bool {
+        match self.events(out).await {
+            Some(events) => self.send_events(events, out).await,
+            None => false,
+        }
+    }
+}
+
+impl JobWatch {
+    /// The job's events after the last version sent; `None` once the stream has failed.
+    async fn events(&self, out: &Out) -> Option<Vec<store::EventRow>> {
+        match store::job_events(&self.pool, self.id, self.last_version).await {
+            Ok(rows) => Some(rows),
+            Err(error) => {
+                fail(out, error).await;
+                None
+            }
+        }
+    }
+
+    async fn send_events(&mut self, events: Vec<store::EventRow>, out: &Out) -> bool {
+        // Versions rise by one per change; a gap means its events were pruned.
+        if events
+            .first()
+            .is_some_and(|first| first.version > self.last_version + 1)
+        {
+            return match store::get(&self.pool, &self.tenant, self.id).await {
+                Ok(Some(row)) => self.snapshot(row, out).await,
+                Ok(None) => false,
+                Err(error) => {
+                    fail(out, error).await;
+                    false
+                }
+            };
+        }
+        for event in events {
+            let version = event.version;
+            if !send(out, event_message(to_envelope(event))).await {
+                return false;
+            }
+            self.last_version = version;
+        }
+        true
+    }
+
+    async fn snapshot(&mut self, row: JobRow, out: &Out) -> bool {
         let version = row.version;
         let jobs = match jobs_with_errors(&self.pool, vec![row]).await {
             Ok(jobs) => jobs,
@@ -170,33 +243,6 @@ impl Watcher for JobWatch {
         };
         self.last_version = version;
         send(out, snapshot).await
-    }
-
-    async fn on_event(&mut self, envelope: &Envelope, out: &Out) -> bool {
-        let version = i64::try_from(envelope.version()).unwrap_or(i64::MAX);
-        if envelope.job_id() != self.id_text || version <= self.last_version {
-            return true;
-        }
-        self.last_version = version;
-        send(out, event_message(envelope.clone())).await
-    }
-
-    async fn catch_up(&mut self, out: &Out) -> bool {
-        let rows = match store::job_events(&self.pool, self.id, self.last_version).await {
-            Ok(rows) => rows,
-            Err(error) => {
-                fail(out, error).await;
-                return false;
-            }
-        };
-        for row in rows {
-            let version = row.version;
-            if !send(out, event_message(to_envelope(row))).await {
-                return false;
-            }
-            self.last_version = version;
-        }
-        true
     }
 }
 
@@ -226,13 +272,22 @@ impl Watcher for TenantWatch {
 
     async fn catch_up(&mut self, out: &Out) -> bool {
         loop {
-            let rows = match store::tenant_events(&self.pool, &self.tenant, self.last_seq, CATCH_UP_PAGE).await {
-                Ok(rows) => rows,
+            // Read the events, then how far pruning got: if it is still
+            // behind the resume point, nothing after that point was missing.
+            let read = async {
+                let rows = store::tenant_events(&self.pool, &self.tenant, self.last_seq, CATCH_UP_PAGE).await?;
+                Ok::<_, sqlx::Error>((rows, store::pruned_through(&self.pool).await?))
+            };
+            let (rows, pruned) = match read.await {
+                Ok(read) => read,
                 Err(error) => {
                     fail(out, error).await;
                     return false;
                 }
             };
+            if pruned > self.last_seq {
+                return self.snapshot(out).await;
+            }
             let full = rows.len() as i64 == CATCH_UP_PAGE;
             for row in rows {
                 if !self.forward(to_envelope(row), out).await {

@@ -122,6 +122,14 @@ impl TestApp {
         }
     }
 
+    /// A connection to the service's own database, to look behind the API.
+    pub async fn database(&self) -> sqlx::PgConnection {
+        use sqlx::Connection;
+        let mut url = url::Url::parse(&self.admin_url).unwrap();
+        url.set_path(&format!("/{}", self.database));
+        sqlx::PgConnection::connect(url.as_str()).await.unwrap()
+    }
+
     /// A client calling as `tenant`.
     pub async fn client(&self, tenant: &str) -> Client {
         let channel = Channel::from_shared(format!("http://{}", self.addr))

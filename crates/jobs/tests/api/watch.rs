@@ -244,3 +244,55 @@ async fn another_tenants_job_cannot_be_watched_and_a_target_is_required() {
         .unwrap_err();
     assert_eq!(refused.code(), tonic::Code::InvalidArgument);
 }
+
+#[tokio::test]
+async fn a_resume_point_whose_events_were_pruned_gets_a_fresh_snapshot() {
+    let app = app!("SEXTANT_JOBS__QUEUE__EVENT_RETENTION" => "1s");
+    let mut client = app.client("acme").await;
+    let mut tenant = watch(&mut client, Target::All(true), 0).await;
+    let before = snapshot(next(&mut tenant).await).version;
+    let id = submit(&mut client, job("noop", "{}")).await;
+    let events = until_final(&mut tenant).await;
+    let last = events.last().unwrap().version;
+    drop(tenant);
+
+    // The retention is 1 s: the events go, and PostgreSQL shows it.
+    let mut db = app.database().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let left: i64 = sqlx::query_scalar("SELECT count(*) FROM job_events WHERE job_id = $1::uuid")
+            .bind(&id)
+            .fetch_one(&mut db)
+            .await
+            .unwrap();
+        if left == 0 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{left} events never pruned");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Resuming from before them cannot replay them: a snapshot of now instead.
+    let mut job_stream = watch(&mut client, Target::JobId(id.clone()), 1).await;
+    let now = snapshot(next(&mut job_stream).await);
+    assert_eq!(now.version, last);
+    assert_eq!(now.jobs[0].status(), JobStatus::Succeeded);
+
+    let mut tenant = watch(&mut client, Target::All(true), before).await;
+    let now = snapshot(next(&mut tenant).await);
+    assert!(now.version > before, "{now:#?}");
+    let shown = now
+        .jobs
+        .iter()
+        .find(|j| j.id == id)
+        .expect("the job is in the snapshot");
+    assert_eq!(shown.version, last);
+    // And the stream goes on live from there.
+    let other = submit(&mut client, job("noop", "{}")).await;
+    let (seq, first) = event(next(&mut tenant).await);
+    assert_eq!(
+        (first.job_id.as_str(), first.r#type()),
+        (other.as_str(), JobEventType::Queued)
+    );
+    assert!(seq > now.version);
+}
