@@ -153,6 +153,10 @@ enum Ending {
     Shutdown,
 }
 
+impl Ending {
+    const SLOW_CONSUMER: Ending = Ending::Close(close::SLOW_CONSUMER, "slow consumer: outbound buffer full");
+}
+
 /// A session's topic subscriptions and the queue their frames arrive on.
 struct Live {
     subscriptions: Subscriptions,
@@ -181,9 +185,7 @@ async fn serve(
         tokio::select! {
             biased;
             _ = state.shutdown.cancelled() => return Ending::Shutdown,
-            _ = live.slow.cancelled() => {
-                return Ending::Close(close::SLOW_CONSUMER, "slow consumer: outbound buffer full");
-            }
+            _ = live.slow.cancelled() => return Ending::SLOW_CONSUMER,
             _ = tokio::time::sleep_until(last_active + config.idle_timeout), if idle => {
                 return Ending::Close(close::IDLE_TIMEOUT, "idle timeout");
             }
@@ -194,9 +196,7 @@ async fn serve(
                     tokio::select! {
                         biased;
                         _ = state.shutdown.cancelled() => return Ending::Shutdown,
-                        _ = live.slow.cancelled() => {
-                            return Ending::Close(close::SLOW_CONSUMER, "slow consumer: outbound buffer full");
-                        }
+                        _ = live.slow.cancelled() => return Ending::SLOW_CONSUMER,
                         sent = conn.session.text(text) => {
                             if sent.is_err() {
                                 return Ending::Gone;
