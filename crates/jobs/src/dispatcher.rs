@@ -40,8 +40,7 @@ impl Dispatcher {
     pub async fn run(self, shutdown: CancellationToken) {
         let mut reap = tokio::time::interval(REAP_EVERY);
         // Events are pruned every tenth of their retention (1 s to 1 min).
-        let prune_every = (self.event_retention.as_secs() / 10).clamp(1, 60);
-        let mut reaps = 0u64;
+        let mut prune = tokio::time::interval((self.event_retention / 10).clamp(REAP_EVERY, Duration::from_secs(60)));
         'connection: loop {
             let connection = tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -72,13 +71,8 @@ impl Dispatcher {
                     _ = shutdown.cancelled() => return,
                     _ = self.signals.dispatch.notified() => {}
                     _ = tokio::time::sleep(IDLE_POLL) => {}
-                    _ = reap.tick() => {
-                        self.reap().await;
-                        if reaps.is_multiple_of(prune_every) {
-                            self.prune().await;
-                        }
-                        reaps = reaps.wrapping_add(1);
-                    }
+                    _ = reap.tick() => self.reap().await,
+                    _ = prune.tick() => self.prune().await,
                 }
             }
         }
