@@ -42,6 +42,8 @@ pub struct ServiceProcess {
     child: Child,
     logs: Arc<Mutex<Vec<String>>>,
     pub addr: SocketAddr,
+    /// The Prometheus endpoint's address, once the service has logged it.
+    metrics: Arc<Mutex<Option<SocketAddr>>>,
 }
 
 impl ServiceProcess {
@@ -59,6 +61,7 @@ impl ServiceProcess {
         let mut child = command.spawn()?;
 
         let logs = Arc::new(Mutex::new(Vec::new()));
+        let metrics = Arc::new(Mutex::new(None));
         let (addr_tx, addr_rx) = mpsc::channel();
         let echo = std::env::var_os("TEST_LOG").is_some();
         let stdout = child.stdout.take().expect("piped stdout");
@@ -68,16 +71,21 @@ impl ServiceProcess {
             (Box::new(stderr), None),
         ] {
             let logs = logs.clone();
+            let metrics = metrics.clone();
             let label = name.to_owned();
             std::thread::spawn(move || {
                 for line in BufReader::new(stream).lines().map_while(Result::ok) {
                     if echo {
                         eprintln!("[{label}] {line}");
                     }
-                    if let Some(tx) = &addr_tx
-                        && let Some(addr) = listening_addr(&line)
-                    {
-                        let _ = tx.send(addr);
+                    match listening_addr(&line) {
+                        Some(("listening", addr)) => {
+                            if let Some(tx) = &addr_tx {
+                                let _ = tx.send(addr);
+                            }
+                        }
+                        Some(("metrics listening", addr)) => *metrics.lock().unwrap() = Some(addr),
+                        _ => {}
                     }
                     logs.lock().unwrap().push(line);
                 }
@@ -89,6 +97,7 @@ impl ServiceProcess {
             child,
             logs,
             addr: "0.0.0.0:0".parse().unwrap(),
+            metrics,
         };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -110,6 +119,18 @@ impl ServiceProcess {
                     }
                 }
             }
+        }
+    }
+
+    /// The Prometheus endpoint's address (backends log it as they start).
+    pub fn metrics_addr(&self) -> SocketAddr {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(addr) = *self.metrics.lock().unwrap() {
+                return addr;
+            }
+            assert!(Instant::now() < deadline, "{} logged no metrics address", self.name);
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 
@@ -157,12 +178,15 @@ impl Drop for ServiceProcess {
     }
 }
 
-fn listening_addr(line: &str) -> Option<SocketAddr> {
+/// `("listening" | "metrics listening", addr)` from a JSON log line.
+fn listening_addr(line: &str) -> Option<(&'static str, SocketAddr)> {
     let value: serde_json::Value = serde_json::from_str(line).ok()?;
-    if value.get("message")?.as_str()? != "listening" {
-        return None;
-    }
-    value.get("addr")?.as_str()?.parse().ok()
+    let what = match value.get("message")?.as_str()? {
+        "listening" => "listening",
+        "metrics listening" => "metrics listening",
+        _ => return None,
+    };
+    Some((what, value.get("addr")?.as_str()?.parse().ok()?))
 }
 
 #[allow(unsafe_code)]

@@ -121,6 +121,7 @@ impl TestSystem {
             let mut env = common.clone();
             env.extend([
                 (format!("SEXTANT_{upper}__GRPC__PORT"), "0".to_owned()),
+                (format!("SEXTANT_{upper}__GRPC__METRICS_PORT"), "0".to_owned()),
                 (format!("SEXTANT_{upper}__GRPC__HEALTH_INTERVAL"), "200ms".to_owned()),
                 (
                     format!("SEXTANT_{upper}__DATABASE__URL"),
@@ -219,6 +220,18 @@ impl TestSystem {
             channel,
             CallAs(metadata.map(|(k, v)| (k, v.parse().unwrap())).to_vec()),
         )
+    }
+
+    /// One sample from a service's Prometheus text: the value of the line
+    /// that starts with `series` (name and labels), or 0 when there is none.
+    pub async fn metric(&self, service: &ServiceProcess, series: &str) -> f64 {
+        let url = if std::ptr::eq(service, &self.gateway) {
+            self.url("/metrics")
+        } else {
+            format!("http://{}/metrics", service.metrics_addr())
+        };
+        let text = self.http.get(url).send().await.unwrap().text().await.unwrap();
+        sample(&text, series)
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -332,3 +345,11 @@ impl tonic::service::Interceptor for CallAs {
 pub type JobsClient = sextant_proto::jobs::v1::job_service_client::JobServiceClient<
     tonic::service::interceptor::InterceptedService<tonic::transport::Channel, CallAs>,
 >;
+
+/// The value of the sample `series` (a metric name with its labels, as
+/// printed) in Prometheus text, or 0 when it is absent.
+pub fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .map_or(0.0, |value| value.trim().parse().expect("a numeric sample"))
+}

@@ -11,6 +11,8 @@ host = "127.0.0.1"
 port = 50051
 shutdown_grace = "10s"
 health_interval = "1s"
+# Prometheus: GET /metrics on this port.
+metrics_port = 9101
 
 [analytics.database]
 url = "postgres://postgres@127.0.0.1:5432/sextant_analytics"

@@ -29,11 +29,17 @@ pub struct GrpcServerConfig {
     /// How often dependencies are checked for the health service.
     #[serde(with = "humantime_serde")]
     pub health_interval: Duration,
+    /// Port of the Prometheus endpoint (`GET /metrics`) on the same host.
+    pub metrics_port: u16,
 }
 
 impl GrpcServerConfig {
     pub fn addr(&self) -> String {
         format!("{}:{}", self.host, self.port)
+    }
+
+    pub fn metrics_addr(&self) -> String {
+        format!("{}:{}", self.host, self.metrics_port)
     }
 
     pub fn validate_at(&self, key: &str, problems: &mut Problems) {

@@ -19,6 +19,7 @@ use tonic_health::server::HealthReporter;
 
 use crate::app::GrpcServerConfig;
 use crate::internal_auth::ServerAuthLayer;
+use crate::metrics::MetricsServer;
 
 /// Something a backend needs in order to serve, checked periodically.
 pub struct Dependency {
@@ -56,6 +57,7 @@ impl Dependency {
 /// A bound, not yet serving, backend gRPC server.
 pub struct BackendServer {
     listener: TcpListener,
+    metrics: MetricsServer,
     /// Fully qualified name of the backend's service, e.g. `sextant.jobs.v1.JobService`.
     service_name: &'static str,
     secret: SecretString,
@@ -73,8 +75,10 @@ impl BackendServer {
         let listener = TcpListener::bind(&addr)
             .await
             .with_context(|| format!("binding {addr}"))?;
+        let metrics = MetricsServer::bind(&config.metrics_addr()).await?;
         Ok(Self {
             listener,
+            metrics,
             service_name,
             secret,
             grace: config.shutdown_grace,
@@ -86,13 +90,20 @@ impl BackendServer {
         self.listener.local_addr().expect("a bound listener has an address")
     }
 
-    /// Serves `routes` until `shutdown`, then drains for at most the grace period.
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.metrics.local_addr()
+    }
+
+    /// Serves `routes` (and `metrics` on the metrics port) until `shutdown`,
+    /// then drains for at most the grace period.
     pub async fn serve(
         self,
         routes: Routes,
         dependencies: Vec<Dependency>,
+        metrics: prometheus_client::registry::Registry,
         shutdown: CancellationToken,
     ) -> anyhow::Result<()> {
+        let metrics = tokio::spawn(self.metrics.serve(metrics, shutdown.clone()));
         let (reporter, health_service) = tonic_health::server::health_reporter();
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -100,7 +111,7 @@ impl BackendServer {
             .build_v1()
             .context("building the reflection service")?;
 
-        let addr = self.local_addr();
+        let addr = self.listener.local_addr().context("the bound gRPC address")?;
         tracing::info!(addr = %addr, service = self.service_name, "listening");
 
         let checker = tokio::spawn(watch_dependencies(
@@ -135,6 +146,7 @@ impl BackendServer {
             }
         };
         checker.abort();
+        metrics.abort();
         tracing::info!("stopped");
         result
     }

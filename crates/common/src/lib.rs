@@ -12,6 +12,7 @@ pub mod db;
 pub mod error;
 pub mod grpc;
 pub mod internal_auth;
+pub mod metrics;
 pub mod shutdown;
 pub mod telemetry;
 

@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 
 use sextant_common::db;
 use sextant_common::grpc::{BackendServer, Dependency};
+use sextant_common::metrics::Registry;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
@@ -44,7 +45,15 @@ impl Application {
 
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let dependencies = vec![Dependency::postgres(self.pool.clone())];
-        let result = self.server.serve(Routes::default(), dependencies, shutdown).await;
+        let result = self
+            .server
+            .serve(
+                Routes::default(),
+                dependencies,
+                Registry::with_prefix("sextant_exports"),
+                shutdown,
+            )
+            .await;
         self.pool.close().await;
         result
     }

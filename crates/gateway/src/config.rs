@@ -47,6 +47,10 @@ max_subscriptions = 64
 outbound_buffer = 256
 reconnect_min_delay = "1s"
 reconnect_max_delay = "30s"
+# Frames each shared topic keeps for subscribers that join or resume.
+topic_history = 1024
+# How long a topic's backend stream stays open after its last subscriber left.
+topic_linger = "5s"
 "#;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -142,6 +146,11 @@ pub struct WsConfig {
     pub reconnect_min_delay: Duration,
     #[serde(with = "humantime_serde")]
     pub reconnect_max_delay: Duration,
+    /// Frames each shared topic keeps for subscribers that join or resume.
+    pub topic_history: usize,
+    /// How long a topic's backend stream outlives its last subscriber.
+    #[serde(with = "humantime_serde")]
+    pub topic_linger: Duration,
 }
 
 impl Validate for Config {
@@ -214,6 +223,11 @@ impl Validate for Config {
         p.check(
             g.ws.outbound_buffer >= 1,
             "gateway.ws.outbound_buffer",
+            "must be at least 1",
+        );
+        p.check(
+            g.ws.topic_history >= 1,
+            "gateway.ws.topic_history",
             "must be at least 1",
         );
         p.check(

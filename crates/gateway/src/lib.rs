@@ -8,6 +8,7 @@
 pub mod auth;
 pub mod backends;
 pub mod config;
+pub mod convert;
 pub mod edge;
 pub mod error;
 pub mod metrics;
@@ -15,6 +16,7 @@ pub mod routes;
 pub mod ws;
 
 use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
 
 use actix_cors::Cors;
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, middleware, web};
@@ -64,7 +66,13 @@ impl Application {
             ClientAuth::new(&config.internal.secret)?,
         )?);
         let metrics = web::Data::new(Metrics::default());
-        let ws = web::Data::new(WsState::new(gateway.ws.clone(), shutdown.clone()));
+        let hub = Arc::new(ws::Hub::new(
+            Arc::new(ws::BackendUpstream::new(backends.clone())),
+            gateway.ws.topic_history,
+            gateway.ws.topic_linger,
+            metrics.clone().into_inner(),
+        ));
+        let ws = web::Data::new(WsState::new(gateway.ws.clone(), shutdown.clone(), hub));
         let cors = gateway.cors.clone();
         let body_limit = gateway.http.body_limit;
 

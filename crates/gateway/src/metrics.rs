@@ -29,6 +29,20 @@ pub struct CloseLabels {
     pub code: u16,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TopicLabels {
+    /// The topic's kind (`job`, `jobs`), never its full name.
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StreamLabels {
+    pub kind: &'static str,
+    /// `shared`: a topic's one stream; `catch_up`: a subscriber's own, until
+    /// the shared history covers it.
+    pub role: &'static str,
+}
+
 pub struct Metrics {
     registry: Mutex<Registry>,
     pub http_requests: Family<HttpLabels, Counter>,
@@ -36,8 +50,14 @@ pub struct Metrics {
     /// Open WebSocket connections.
     pub ws_connections: Gauge,
     pub ws_opened: Counter,
-    /// Connections the server closed, by close code.
+    /// Connections the server closed, by close code (4008: slow consumers).
     pub ws_closed: Family<CloseLabels, Counter>,
+    /// Subscriptions, by topic kind.
+    pub ws_subscribers: Family<TopicLabels, Gauge>,
+    /// Backend streams open behind the topics.
+    pub ws_upstreams: Family<StreamLabels, Gauge>,
+    /// Frames queued for subscribers by the shared streams.
+    pub ws_frames_fanned_out: Family<TopicLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -50,6 +70,9 @@ impl Default for Metrics {
         let ws_connections = Gauge::default();
         let ws_opened = Counter::default();
         let ws_closed = Family::<CloseLabels, Counter>::default();
+        let ws_subscribers = Family::<TopicLabels, Gauge>::default();
+        let ws_upstreams = Family::<StreamLabels, Gauge>::default();
+        let ws_frames_fanned_out = Family::<TopicLabels, Counter>::default();
         registry.register("http_requests", "HTTP requests answered", http_requests.clone());
         registry.register(
             "http_request_duration_seconds",
@@ -67,6 +90,21 @@ impl Default for Metrics {
             "WebSocket connections closed by the server, by close code",
             ws_closed.clone(),
         );
+        registry.register(
+            "ws_subscribers",
+            "WebSocket subscriptions, by topic kind",
+            ws_subscribers.clone(),
+        );
+        registry.register(
+            "ws_upstream_streams",
+            "Backend streams open behind WebSocket topics",
+            ws_upstreams.clone(),
+        );
+        registry.register(
+            "ws_frames_fanned_out",
+            "Frames queued for WebSocket subscribers by shared topic streams",
+            ws_frames_fanned_out.clone(),
+        );
         Self {
             registry: Mutex::new(registry),
             http_requests,
@@ -74,6 +112,9 @@ impl Default for Metrics {
             ws_connections,
             ws_opened,
             ws_closed,
+            ws_subscribers,
+            ws_upstreams,
+            ws_frames_fanned_out,
         }
     }
 }

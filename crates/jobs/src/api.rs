@@ -48,6 +48,7 @@ pub struct JobsApi {
     hub: Hub,
     /// Ends watch streams when the service stops.
     shutdown: CancellationToken,
+    metrics: crate::metrics::Metrics,
 }
 
 impl JobsApi {
@@ -58,6 +59,7 @@ impl JobsApi {
         signals: Arc<Signals>,
         hub: Hub,
         shutdown: CancellationToken,
+        metrics: crate::metrics::Metrics,
     ) -> Self {
         Self {
             pool,
@@ -66,6 +68,7 @@ impl JobsApi {
             signals,
             hub,
             shutdown,
+            metrics,
         }
     }
 
@@ -578,12 +581,15 @@ impl JobService for JobsApi {
         let request = request.into_inner();
         let target = match request.target {
             Some(watch_jobs_request::Target::JobId(id)) => Target::Job(job_id(&id)?),
-            Some(watch_jobs_request::Target::All(true)) => Target::Tenant,
+            Some(watch_jobs_request::Target::All(true)) => Target::Tenant {
+                all_events: request.all_events,
+            },
             _ => return Err(ErrorCode::InvalidArgument.status("target: set job_id, or all = true")),
         };
         let receiver = watch::start(
             self.pool.clone(),
             &self.hub,
+            &self.metrics,
             self.shutdown.clone(),
             caller.tenant,
             target,

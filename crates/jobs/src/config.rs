@@ -12,6 +12,8 @@ host = "127.0.0.1"
 port = 50052
 shutdown_grace = "10s"
 health_interval = "1s"
+# Prometheus: GET /metrics on this port.
+metrics_port = 9102
 
 [jobs.database]
 url = "postgres://postgres@127.0.0.1:5432/sextant_jobs"

@@ -12,6 +12,7 @@ pub mod context;
 pub mod dispatcher;
 pub mod events;
 pub mod kinds;
+pub mod metrics;
 pub mod store;
 pub mod topology;
 pub mod watch;
@@ -81,6 +82,7 @@ pub struct Application {
     worker: Option<Worker>,
     /// Ends watch streams (cancelled as soon as shutdown starts).
     watch_stop: CancellationToken,
+    metrics: metrics::Metrics,
     grace: std::time::Duration,
 }
 
@@ -101,6 +103,7 @@ impl Application {
         let signals = Arc::new(Signals::default());
         let hub = Hub::default();
         let watch_stop = CancellationToken::new();
+        let metrics = metrics::Metrics::default();
         let api = JobsApi::new(
             pool.clone(),
             kinds.clone(),
@@ -111,6 +114,7 @@ impl Application {
             signals.clone(),
             hub.clone(),
             watch_stop.clone(),
+            metrics.clone(),
         );
         let dispatcher = Dispatcher {
             pool: pool.clone(),
@@ -151,6 +155,7 @@ impl Application {
             names,
             worker,
             watch_stop,
+            metrics,
             grace: config.jobs.grpc.shutdown_grace,
         })
     }
@@ -177,7 +182,10 @@ impl Application {
             watch_stop.cancel();
         });
         let routes = Routes::new(JobServiceServer::new(self.api));
-        let result = self.server.serve(routes, dependencies, shutdown).await;
+        let result = self
+            .server
+            .serve(routes, dependencies, self.metrics.registry(), shutdown)
+            .await;
         // In-flight jobs finish (or are handed back) before the connections close.
         if let Some(worker) = worker {
             let _ = worker.await;

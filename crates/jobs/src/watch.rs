@@ -20,6 +20,7 @@ use uuid::Uuid;
 
 use crate::api::jobs_with_errors;
 use crate::events::{Envelope, Hub, HubMessage, to_envelope};
+use crate::metrics::{Metrics, WatchGuard};
 use crate::store::{self, JobRow};
 
 /// Jobs in the snapshot of the tenant target: the newest ones.
@@ -29,7 +30,10 @@ const OUTBOUND: usize = 256;
 
 pub enum Target {
     Job(Uuid),
-    Tenant,
+    Tenant {
+        /// Keep events that repeat a change the snapshot already shows.
+        all_events: bool,
+    },
 }
 
 type Out = mpsc::Sender<Result<WatchJobsResponse, Status>>;
@@ -38,6 +42,7 @@ type Out = mpsc::Sender<Result<WatchJobsResponse, Status>>;
 pub async fn start(
     pool: PgPool,
     hub: &Hub,
+    metrics: &Metrics,
     shutdown: CancellationToken,
     tenant: String,
     target: Target,
@@ -64,16 +69,19 @@ pub async fn start(
                 last_version: after,
                 row: Some(row),
             };
-            tokio::spawn(follow(watch, feed, out, shutdown));
+            let open = metrics.watch_opened("job");
+            tokio::spawn(follow(watch, feed, out, shutdown, open));
         }
-        Target::Tenant => {
+        Target::Tenant { all_events } => {
             let watch = TenantWatch {
                 pool,
                 tenant,
                 last_seq: after,
+                all_events,
                 snapshot_versions: HashMap::new(),
             };
-            tokio::spawn(follow(watch, feed, out, shutdown));
+            let open = metrics.watch_opened("tenant");
+            tokio::spawn(follow(watch, feed, out, shutdown, open));
         }
     }
     Ok(receiver)
@@ -126,6 +134,7 @@ async fn follow(
     mut feed: broadcast::Receiver<HubMessage>,
     out: Out,
     shutdown: CancellationToken,
+    _open: WatchGuard,
 ) {
     if !watcher.start(&out).await {
         return;
@@ -250,7 +259,9 @@ struct TenantWatch {
     pool: PgPool,
     tenant: String,
     last_seq: i64,
-    /// Versions the snapshot already showed; later copies of those changes are dropped.
+    all_events: bool,
+    /// Versions the snapshot already showed; later copies of those changes
+    /// are dropped (unless `all_events`).
     snapshot_versions: HashMap<String, u64>,
 }
 
@@ -320,7 +331,9 @@ impl TenantWatch {
                 return false;
             }
         };
-        self.snapshot_versions = jobs.iter().map(|j| (j.id.clone(), j.version)).collect();
+        if !self.all_events {
+            self.snapshot_versions = jobs.iter().map(|j| (j.id.clone(), j.version)).collect();
+        }
         self.last_seq = seq;
         let snapshot = WatchJobsResponse {
             sequence: u64::try_from(seq).unwrap_or(0),

@@ -47,6 +47,7 @@ async fn watch_tenant(client: &mut JobsClient) -> anyhow::Result<tonic::Streamin
         .watch_jobs(WatchJobsRequest {
             target: Some(Target::All(true)),
             after_version: 0,
+            all_events: false,
         })
         .await?
         .into_inner();

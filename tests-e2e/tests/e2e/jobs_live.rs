@@ -13,7 +13,7 @@ use time::format_description::well_known::Rfc3339;
 use crate::jobs::Api;
 use crate::system;
 
-async fn socket(system: &TestSystem, tenant: &str) -> Socket {
+pub(crate) async fn socket(system: &TestSystem, tenant: &str) -> Socket {
     let token = system.token(tenant, "alice");
     let mut socket = ws::connect(&system.ws_url("/api/v1/ws"), Auth::Header(&token))
         .await
@@ -23,7 +23,7 @@ async fn socket(system: &TestSystem, tenant: &str) -> Socket {
 }
 
 /// Subscribes and returns the `subscribed` frame (or the refusal).
-async fn subscribe(socket: &mut Socket, topic: &str, after_version: Option<u64>) -> Value {
+pub(crate) async fn subscribe(socket: &mut Socket, topic: &str, after_version: Option<u64>) -> Value {
     let mut op = json!({"op": "subscribe", "id": topic, "topic": topic});
     if let Some(after) = after_version {
         op["after_version"] = json!(after);
@@ -32,7 +32,7 @@ async fn subscribe(socket: &mut Socket, topic: &str, after_version: Option<u64>)
     ws::next_json(socket).await
 }
 
-async fn frame(socket: &mut Socket) -> Value {
+pub(crate) async fn frame(socket: &mut Socket) -> Value {
     match ws::next(socket, Duration::from_secs(15)).await {
         ws::Frame::Json(value) => value,
         ws::Frame::Close(close) => panic!("closed: {close:?}"),
@@ -40,12 +40,12 @@ async fn frame(socket: &mut Socket) -> Value {
     }
 }
 
-fn is_final(event: &Value) -> bool {
+pub(crate) fn is_final(event: &Value) -> bool {
     matches!(event["event"].as_str(), Some("succeeded" | "failed" | "cancelled"))
 }
 
 /// Event frames about `job_id` until its final one.
-async fn events_until_final(socket: &mut Socket, job_id: &str) -> Vec<Value> {
+pub(crate) async fn events_until_final(socket: &mut Socket, job_id: &str) -> Vec<Value> {
     let mut events = Vec::new();
     loop {
         let frame = frame(socket).await;
@@ -69,7 +69,7 @@ fn time(value: &Value) -> OffsetDateTime {
     OffsetDateTime::parse(value.as_str().expect("a timestamp"), &Rfc3339).unwrap()
 }
 
-async fn submit(api: &Api<'_>, body: Value) -> String {
+pub(crate) async fn submit(api: &Api<'_>, body: Value) -> String {
     let (status, job) = api.post("/api/v1/jobs", body).await;
     assert_eq!(status, 201, "{job}");
     job["id"].as_str().unwrap().to_owned()
@@ -271,7 +271,12 @@ async fn another_tenant_cannot_subscribe_to_a_job_or_see_it_on_its_topic() {
 
 /// Follows `topic` on a fresh socket, disconnects after `keep` frames, and
 /// resumes on another socket with the last version seen. Returns every frame.
-async fn follow_with_a_disconnect(system: &TestSystem, topic: &str, job_id: &str, keep: usize) -> Vec<Value> {
+pub(crate) async fn follow_with_a_disconnect(
+    system: &TestSystem,
+    topic: &str,
+    job_id: &str,
+    keep: usize,
+) -> Vec<Value> {
     let mut first = socket(system, "acme").await;
     assert_eq!(subscribe(&mut first, topic, None).await["type"], "subscribed");
     let mut frames = vec![frame(&mut first).await];

@@ -4,6 +4,7 @@
 mod auth;
 mod config;
 mod edge;
+mod fanout;
 mod faults;
 mod internal_auth;
 mod jobs;

@@ -2,9 +2,11 @@
 //! connection limit, and hands the socket to a [`session`] task. The protocol
 //! is specified in `docs/websocket.md`.
 
+mod fanout;
 mod protocol;
 mod session;
-mod topics;
+mod topic;
+mod upstream;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -14,10 +16,11 @@ use dashmap::DashMap;
 use sextant_common::ErrorCode;
 use tokio_util::sync::CancellationToken;
 
+pub use fanout::Hub;
 pub use protocol::{SUBPROTOCOL, close};
+pub use upstream::BackendUpstream;
 
 use crate::auth::{Authenticator, Principal, bearer_token};
-use crate::backends::Backends;
 use crate::config::WsConfig;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
@@ -32,11 +35,14 @@ pub struct WsState {
     pub shutdown: CancellationToken,
     /// Cancelled by the last session to close after shutdown began.
     all_closed: tokio::sync::Notify,
+    /// The shared topics every session subscribes through.
+    pub hub: Arc<Hub>,
 }
 
 impl WsState {
-    pub fn new(config: WsConfig, shutdown: CancellationToken) -> Self {
+    pub fn new(config: WsConfig, shutdown: CancellationToken, hub: Arc<Hub>) -> Self {
         Self {
+            hub,
             config,
             per_user: DashMap::new(),
             open: AtomicUsize::new(0),
@@ -124,7 +130,6 @@ pub async fn connect(
     state: web::Data<WsState>,
     auth: web::Data<Authenticator>,
     metrics: web::Data<Metrics>,
-    backends: web::Data<Backends>,
 ) -> Result<HttpResponse, ApiError> {
     let token = token(&req).ok_or_else(|| ApiError::unauthenticated("missing bearer token"))?;
     let principal = auth.verify(&token)?;
@@ -163,7 +168,6 @@ pub async fn connect(
         principal,
         state,
         metrics.into_inner(),
-        backends,
         slot,
     ));
     Ok(response)

@@ -2,6 +2,7 @@
 //! idle and heartbeat timeouts, and a 1001 close when the gateway shuts down.
 //! Everything the session holds is freed when this task ends.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,16 +10,15 @@ use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReaso
 use sextant_common::ErrorCode;
 use tokio::time::Instant;
 
-use actix_web::web;
 use sextant_common::internal_auth::Caller;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::fanout::{Outbound, Sink, Subscribe, Subscription};
 use super::protocol::{self, ClientFrame, Limits, Reconnect, ServerFrame, close};
-use super::topics::{Follow, Outbound, Subscriptions, Topic};
+use super::topic::{self, Topic};
 use super::{ConnectionSlot, WsState};
 use crate::auth::Principal;
-use crate::backends::Backends;
 use crate::metrics::{CloseLabels, Metrics};
 
 fn ms(d: Duration) -> u64 {
@@ -61,7 +61,6 @@ pub(super) async fn run(
     principal: Principal,
     state: Arc<WsState>,
     metrics: Arc<Metrics>,
-    backends: web::Data<Backends>,
     _slot: ConnectionSlot,
 ) {
     let config = &state.config;
@@ -100,11 +99,14 @@ pub(super) async fn run(
     tracing::debug!("connected");
 
     let ending = if conn.send(&hello).await {
+        let (out, outbound) = mpsc::channel(config.outbound_buffer.max(1));
         let mut live = Live {
-            subscriptions: Subscriptions::default(),
-            outbound: mpsc::channel(config.outbound_buffer.max(1)),
-            slow: CancellationToken::new(),
-            backends,
+            subscriptions: HashMap::new(),
+            outbound,
+            sink: Sink {
+                out,
+                slow: CancellationToken::new(),
+            },
             caller: principal.caller(),
         };
         serve(&mut conn, &mut stream, &state, &mut live).await
@@ -159,10 +161,10 @@ impl Ending {
 
 /// A session's topic subscriptions and the queue their frames arrive on.
 struct Live {
-    subscriptions: Subscriptions,
-    outbound: (mpsc::Sender<Outbound>, mpsc::Receiver<Outbound>),
-    slow: CancellationToken,
-    backends: web::Data<Backends>,
+    /// By topic name; dropping one leaves its topic.
+    subscriptions: HashMap<Arc<str>, Subscription>,
+    outbound: mpsc::Receiver<Outbound>,
+    sink: Sink,
     caller: Caller,
 }
 
@@ -185,18 +187,18 @@ async fn serve(
         tokio::select! {
             biased;
             _ = state.shutdown.cancelled() => return Ending::Shutdown,
-            _ = live.slow.cancelled() => return Ending::SLOW_CONSUMER,
+            _ = live.sink.slow.cancelled() => return Ending::SLOW_CONSUMER,
             _ = tokio::time::sleep_until(last_active + config.idle_timeout), if idle => {
                 return Ending::Close(close::IDLE_TIMEOUT, "idle timeout");
             }
-            Some(outbound) = live.outbound.1.recv() => match outbound {
+            Some(outbound) = live.outbound.recv() => match outbound {
                 Outbound::Frame(text) => {
                     // A client that stops reading blocks this write; its
                     // overflow and a shutdown must still end the session.
                     tokio::select! {
                         biased;
                         _ = state.shutdown.cancelled() => return Ending::Shutdown,
-                        _ = live.slow.cancelled() => return Ending::SLOW_CONSUMER,
+                        _ = live.sink.slow.cancelled() => return Ending::SLOW_CONSUMER,
                         sent = conn.session.text(text) => {
                             if sent.is_err() {
                                 return Ending::Gone;
@@ -205,7 +207,7 @@ async fn serve(
                     }
                 }
                 Outbound::Ended { topic } => {
-                    live.subscriptions.ended(&topic);
+                    live.subscriptions.remove(&topic);
                     last_active = Instant::now();
                 }
             },
@@ -237,7 +239,7 @@ async fn serve(
                     Some(Ok(AggregatedMessage::Text(text))) => {
                         last_active = Instant::now();
                         let reply = match protocol::parse(&text) {
-                            Ok(frame) => handle(frame, live, config.max_subscriptions),
+                            Ok(frame) => handle(frame, live, state),
                             Err(error) => Some(error),
                         };
                         if let Some(reply) = reply
@@ -263,7 +265,7 @@ async fn serve(
 
 /// Answers an op; `None` when the answer comes later (a subscription's
 /// `subscribed`, or its refusal, arrives through the outbound queue).
-fn handle(frame: ClientFrame, live: &mut Live, max_subscriptions: usize) -> Option<ServerFrame<'static>> {
+fn handle(frame: ClientFrame, live: &mut Live, state: &WsState) -> Option<ServerFrame<'static>> {
     match frame {
         ClientFrame::Ping { id } => Some(ServerFrame::Pong { id }),
         ClientFrame::Subscribe {
@@ -271,36 +273,44 @@ fn handle(frame: ClientFrame, live: &mut Live, max_subscriptions: usize) -> Opti
             topic: name,
             after_version,
         } => {
-            let Some(topic) = Topic::parse(&name) else {
-                return Some(ServerFrame::error(
+            let refuse = |id, code, message| {
+                Some(ServerFrame::Error {
                     id,
-                    ErrorCode::NotFound,
-                    format!("unknown topic {name:?}; topics are \"jobs\" and \"job:<id>\""),
-                ));
+                    code,
+                    message,
+                    topic: Some(name.clone()),
+                })
             };
-            if !live.subscriptions.contains(&name) && live.subscriptions.len() >= max_subscriptions {
-                return Some(ServerFrame::error(
+            let Some(topic) = Topic::parse(&name) else {
+                return refuse(
                     id,
-                    ErrorCode::RateLimited,
-                    format!("at most {max_subscriptions} subscriptions per connection"),
-                ));
+                    ErrorCode::NotFound.as_str(),
+                    format!("unknown topic {name:?}; {}", topic::KNOWN),
+                );
+            };
+            let max = state.config.max_subscriptions;
+            if !live.subscriptions.contains_key(name.as_str()) && live.subscriptions.len() >= max {
+                return refuse(
+                    id,
+                    ErrorCode::RateLimited.as_str(),
+                    format!("at most {max} subscriptions per connection"),
+                );
             }
-            let task = Follow {
-                backends: live.backends.clone(),
+            let name: Arc<str> = name.into();
+            let subscription = state.hub.subscribe(Subscribe {
                 caller: live.caller.clone(),
-                name: name.clone(),
                 topic,
+                name: name.clone(),
                 after: after_version.unwrap_or(0),
-                id,
-                out: live.outbound.0.clone(),
-                slow: live.slow.clone(),
-            }
-            .spawn();
-            // Subscribing again to a live topic restarts it from `after_version`.
-            live.subscriptions.insert(name, task);
+                op: id,
+                sink: live.sink.clone(),
+            });
+            // Subscribing again to a live topic restarts it from `after_version`
+            // (the new subscription joins before the old one leaves).
+            live.subscriptions.insert(name, subscription);
             None
         }
-        ClientFrame::Unsubscribe { id, topic } => Some(if live.subscriptions.remove(&topic) {
+        ClientFrame::Unsubscribe { id, topic } => Some(if live.subscriptions.remove(topic.as_str()).is_some() {
             ServerFrame::Unsubscribed { id, topic }
         } else {
             ServerFrame::error(id, ErrorCode::NotFound, format!("not subscribed to {topic:?}"))

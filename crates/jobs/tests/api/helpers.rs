@@ -64,6 +64,7 @@ pub async fn spawn_app_with(extra: &[(&str, &str)]) -> Option<TestApp> {
     let mut env = vec![
         ("SEXTANT_INTERNAL__SECRET", SECRET.to_owned()),
         ("SEXTANT_JOBS__GRPC__PORT", "0".to_owned()),
+        ("SEXTANT_JOBS__GRPC__METRICS_PORT", "0".to_owned()),
         ("SEXTANT_JOBS__DATABASE__URL", url.to_string()),
         ("SEXTANT_JOBS__AMQP__URL", amqp_url.clone()),
         ("SEXTANT_JOBS__AMQP__PREFIX", prefix.clone()),

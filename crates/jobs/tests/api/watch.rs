@@ -22,6 +22,7 @@ async fn watch(client: &mut Client, target: Target, after_version: u64) -> Strea
     let request = WatchJobsRequest {
         target: Some(target),
         after_version,
+        all_events: false,
     };
     client.watch_jobs(request).await.unwrap().into_inner()
 }
@@ -228,6 +229,7 @@ async fn another_tenants_job_cannot_be_watched_and_a_target_is_required() {
     let request = WatchJobsRequest {
         target: Some(Target::JobId(id)),
         after_version: 0,
+        all_events: false,
     };
     let refused = globex.watch_jobs(request).await.unwrap_err();
     assert_eq!(refused.code(), tonic::Code::NotFound);
@@ -239,6 +241,7 @@ async fn another_tenants_job_cannot_be_watched_and_a_target_is_required() {
         .watch_jobs(WatchJobsRequest {
             target: Some(Target::JobId("not-a-uuid".into())),
             after_version: 0,
+            all_events: false,
         })
         .await
         .unwrap_err();

@@ -1,0 +1,93 @@
+//! The backend streams behind topics, rendered as frames: `job:<id>` and
+//! `jobs` follow the jobs service's `WatchJobs`. Each message becomes one
+//! [`Frame`], serialised here once for every subscriber that will get it.
+
+use std::sync::Arc;
+
+use actix_web::web;
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use serde_json::{Map, Value, json};
+use sextant_common::internal_auth::Caller;
+use sextant_proto::jobs::v1::watch_jobs_request::Target;
+use sextant_proto::jobs::v1::watch_jobs_response::Message;
+use sextant_proto::jobs::v1::{WatchJobsRequest, WatchJobsResponse};
+use tonic::Status;
+
+use super::fanout::{Frame, FrameStream, Upstream};
+use super::topic::Topic;
+use crate::backends::{self, Backends};
+use crate::convert::{event_json, job_json};
+
+/// Opens topics on the backends over gRPC.
+pub struct BackendUpstream {
+    backends: web::Data<Backends>,
+}
+
+impl BackendUpstream {
+    pub fn new(backends: web::Data<Backends>) -> Self {
+        Self { backends }
+    }
+}
+
+impl Upstream for BackendUpstream {
+    fn open(
+        &self,
+        caller: &Caller,
+        topic: &Topic,
+        name: &Arc<str>,
+        after: u64,
+        shared: bool,
+    ) -> BoxFuture<'static, Result<FrameStream, Status>> {
+        let target = match topic {
+            Topic::Job(id) => Target::JobId(id.clone()),
+            Topic::Jobs => Target::All(true),
+        };
+        let request = WatchJobsRequest {
+            target: Some(target),
+            after_version: after,
+            all_events: shared,
+        };
+        let request = backends::request(caller, request).map_err(|e| Status::internal(e.to_string()));
+        let mut client = self.backends.jobs_streams();
+        let (topic, name) = (topic.clone(), name.clone());
+        Box::pin(async move {
+            let stream = client.watch_jobs(request?).await?.into_inner();
+            let frames = stream.filter_map(move |message| {
+                let frame = message.map(|m| jobs_frame(&topic, &name, m)).transpose();
+                std::future::ready(frame)
+            });
+            Ok(frames.boxed())
+        })
+    }
+}
+
+/// A `WatchJobs` message as a frame; `None` for a message with nothing to show.
+fn jobs_frame(topic: &Topic, name: &str, message: WatchJobsResponse) -> Option<Frame> {
+    let (snapshot, version, body) = match message.message? {
+        Message::Snapshot(snapshot) => {
+            let mut body = Map::new();
+            body.insert(
+                "jobs".into(),
+                snapshot.jobs.iter().map(job_json).collect::<Vec<_>>().into(),
+            );
+            (true, snapshot.version, body)
+        }
+        Message::Event(event) => {
+            let version = match topic {
+                Topic::Job(_) => event.version,
+                Topic::Jobs => message.sequence,
+            };
+            (false, version, event_json(&event))
+        }
+    };
+    let mut frame = body;
+    frame.insert("type".into(), json!(if snapshot { "snapshot" } else { "event" }));
+    frame.insert("topic".into(), json!(name));
+    frame.insert("version".into(), json!(version));
+    Some(Frame {
+        version,
+        snapshot,
+        text: Value::Object(frame).to_string().into(),
+    })
+}
