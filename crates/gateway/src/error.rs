@@ -18,6 +18,8 @@ pub struct ApiError {
     pub detail: String,
     /// Seconds, for `Retry-After` on 429 and 503.
     pub retry_after: Option<u64>,
+    /// The methods a path allows, for `Allow` on 405.
+    pub allow: Option<String>,
     /// Extra members of the problem document, e.g. per-field errors.
     pub extensions: Option<serde_json::Value>,
 }
@@ -40,6 +42,7 @@ impl ApiError {
             code,
             detail: detail.into(),
             retry_after: None,
+            allow: None,
             extensions: None,
         }
     }
@@ -50,6 +53,11 @@ impl ApiError {
 
     pub fn with_retry_after(mut self, seconds: u64) -> Self {
         self.retry_after = Some(seconds);
+        self
+    }
+
+    pub fn with_allow(mut self, methods: String) -> Self {
+        self.allow = Some(methods);
         self
     }
 
@@ -85,6 +93,9 @@ impl ResponseError for ApiError {
         }
         if let Some(seconds) = self.retry_after {
             response.insert_header((header::RETRY_AFTER, seconds.to_string()));
+        }
+        if let Some(methods) = &self.allow {
+            response.insert_header((header::ALLOW, methods.as_str()));
         }
         response.body(self.body().to_string())
     }
@@ -142,7 +153,7 @@ impl<T: serde::de::DeserializeOwned + 'static> actix_web::FromRequest for JsonBo
                     _ => ApiError::new(ErrorCode::MalformedRequest, e.to_string()),
                 })?;
             let mut deserializer = serde_json::Deserializer::from_slice(&bytes);
-            serde_path_to_error::deserialize(&mut deserializer)
+            let value = serde_path_to_error::deserialize(&mut deserializer)
                 .map(JsonBody)
                 .map_err(|e| {
                     let path = e.path().to_string();
@@ -157,7 +168,12 @@ impl<T: serde::de::DeserializeOwned + 'static> actix_web::FromRequest for JsonBo
                     } else {
                         ApiError::new(ErrorCode::MalformedRequest, format!("malformed JSON: {inner}"))
                     }
-                })
+                })?;
+            // Exactly one document: `{…} x` or `{…}{…}` is not a request body.
+            deserializer
+                .end()
+                .map_err(|e| ApiError::new(ErrorCode::MalformedRequest, format!("malformed JSON: {e}")))?;
+            Ok(value)
         })
     }
 }

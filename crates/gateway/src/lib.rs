@@ -146,8 +146,14 @@ fn cors_middleware(config: &config::CorsConfig) -> Cors {
             actix_web::http::header::HeaderName::from_static("traceparent"),
         ])
         .expose_headers([
+            actix_web::http::header::LOCATION,
             actix_web::http::header::RETRY_AFTER,
             actix_web::http::header::CONTENT_DISPOSITION,
+            actix_web::http::header::HeaderName::from_static("ratelimit"),
+            actix_web::http::header::HeaderName::from_static("ratelimit-policy"),
+            actix_web::http::header::HeaderName::from_static("ratelimit-limit"),
+            actix_web::http::header::HeaderName::from_static("ratelimit-remaining"),
+            actix_web::http::header::HeaderName::from_static("ratelimit-reset"),
         ])
         .max_age(usize::try_from(config.max_age.as_secs()).unwrap_or(usize::MAX));
     for origin in &config.allowed_origins {

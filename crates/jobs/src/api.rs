@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use crate::Signals;
 use crate::events::Hub;
 use crate::kinds::Kinds;
-use crate::store::{self, Cancelled, Inserted, JobRow, ListFilter, NewJob, Retried};
+use crate::store::{self, Cancelled, Inserted, JobRow, ListFilter, NewJob, Requested, Retried};
 use crate::watch::{self, Target};
 
 pub const MAX_BATCH: usize = 1000;
@@ -154,21 +154,22 @@ impl JobsApi {
             return Err(Invalid::arg("timeout", "timeout must be between 1s and 24h"));
         }
         let now = OffsetDateTime::now_utc();
-        let run_at = match request.schedule {
-            None => now,
+        let (run_at, requested) = match request.schedule {
+            None => (now, Requested::Now),
             Some(Schedule::Delay(d)) => {
                 let delay = duration("delay", d)?;
                 if delay > MAX_DELAY {
                     return Err(Invalid::arg("delay", "delay must be at most 30 days"));
                 }
-                now + delay
+                let ms = i64::try_from(delay.as_millis()).expect("at most 30 days");
+                (now + delay, Requested::DelayMs(ms))
             }
             Some(Schedule::RunAt(t)) => {
                 let at = timestamp("run_at", &t)?;
                 if at > now + MAX_DELAY {
                     return Err(Invalid::arg("run_at", "run_at must be at most 30 days ahead"));
                 }
-                at.max(now)
+                (at.max(now), Requested::At(at.unix_timestamp_nanos()))
             }
         };
         let idempotency_key = Some(request.idempotency_key).filter(|k| !k.is_empty());
@@ -195,6 +196,7 @@ impl JobsApi {
             run_at,
             failure_policy,
             parent_id: None,
+            requested,
         })
     }
 

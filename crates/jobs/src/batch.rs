@@ -94,6 +94,7 @@ impl Kind for Batch {
                     run_at: OffsetDateTime::now_utc(),
                     failure_policy: "fail_fast",
                     parent_id: Some(ctx.job_id),
+                    requested: store::Requested::Now,
                 })
                 .collect();
             store::insert_many(&ctx.pool, &children).await.map_err(unavailable)?;

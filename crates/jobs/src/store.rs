@@ -73,6 +73,47 @@ pub struct NewJob {
     pub run_at: OffsetDateTime,
     pub failure_policy: &'static str,
     pub parent_id: Option<Uuid>,
+    /// The schedule as the request asked for it.
+    pub requested: Requested,
+}
+
+/// How a request asked to schedule its job, as sent: a delay stays a delay,
+/// so a retry of the same request (later, so resolving to a later time) is
+/// still the same request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Requested {
+    Now,
+    DelayMs(i64),
+    /// Unix time in nanoseconds.
+    At(i128),
+}
+
+impl NewJob {
+    /// What makes two submits with one idempotency key the same request.
+    fn fingerprint(&self) -> Vec<u8> {
+        use sha2::Digest as _;
+        // serde_json sorts object keys, so the payload's text is canonical.
+        let canonical = format!(
+            "{}\n{}\n{}\n{}\n{}\n{}\n{:?}\n{:?}",
+            self.kind,
+            self.payload,
+            self.priority,
+            self.max_attempts,
+            self.timeout_ms,
+            self.failure_policy,
+            self.parent_id,
+            self.requested,
+        );
+        sha2::Sha256::digest(canonical.as_bytes()).to_vec()
+    }
+}
+
+/// An existing job that holds an idempotency key, with its request's fingerprint.
+#[derive(FromRow)]
+struct Keyed {
+    #[sqlx(flatten)]
+    row: JobRow,
+    request_fingerprint: Option<Vec<u8>>,
 }
 
 pub enum Inserted {
@@ -98,11 +139,15 @@ pub async fn insert(pool: &PgPool, job: &NewJob) -> sqlx::Result<Inserted> {
 pub async fn insert_many(pool: &PgPool, jobs: &[NewJob]) -> sqlx::Result<Vec<Inserted>> {
     let now = OffsetDateTime::now_utc();
     let status = |job: &NewJob| if job.run_at > now { "scheduled" } else { "queued" };
+    let fingerprints: Vec<Option<Vec<u8>>> = jobs
+        .iter()
+        .map(|j| j.idempotency_key.as_ref().map(|_| j.fingerprint()))
+        .collect();
     let created: Vec<JobRow> = sqlx::query_as(&format!(
         "INSERT INTO jobs (id, tenant, kind, status, payload, priority, max_attempts, timeout_ms, \
-             idempotency_key, run_at, failure_policy, parent_id) \
+             idempotency_key, run_at, failure_policy, parent_id, request_fingerprint) \
          SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::jsonb[], $6::smallint[], \
-             $7::integer[], $8::bigint[], $9::text[], $10::timestamptz[], $11::text[], $12::uuid[]) \
+             $7::integer[], $8::bigint[], $9::text[], $10::timestamptz[], $11::text[], $12::uuid[], $13::bytea[]) \
          ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING \
          RETURNING {COLUMNS}"
     ))
@@ -118,6 +163,7 @@ pub async fn insert_many(pool: &PgPool, jobs: &[NewJob]) -> sqlx::Result<Vec<Ins
     .bind(jobs.iter().map(|j| j.run_at).collect::<Vec<_>>())
     .bind(jobs.iter().map(|j| j.failure_policy).collect::<Vec<_>>())
     .bind(jobs.iter().map(|j| j.parent_id).collect::<Vec<_>>())
+    .bind(&fingerprints)
     .fetch_all(pool)
     .await?;
     let mut created: HashMap<Uuid, JobRow> = created.into_iter().map(|row| (row.id, row)).collect();
@@ -128,39 +174,32 @@ pub async fn insert_many(pool: &PgPool, jobs: &[NewJob]) -> sqlx::Result<Vec<Ins
         .filter(|j| !created.contains_key(&j.id))
         .filter_map(|j| j.idempotency_key.as_deref())
         .collect();
-    let mut existing: HashMap<(String, String), JobRow> = HashMap::new();
+    let mut existing: HashMap<(String, String), Keyed> = HashMap::new();
     if !taken.is_empty() {
         let tenants: Vec<&str> = jobs.iter().map(|j| j.tenant.as_str()).collect();
-        let rows: Vec<JobRow> = sqlx::query_as(&format!(
-            "SELECT {COLUMNS} FROM jobs WHERE tenant = ANY($1) AND idempotency_key = ANY($2)"
+        let rows: Vec<Keyed> = sqlx::query_as(&format!(
+            "SELECT {COLUMNS}, request_fingerprint FROM jobs WHERE tenant = ANY($1) AND idempotency_key = ANY($2)"
         ))
         .bind(&tenants)
         .bind(&taken)
         .fetch_all(pool)
         .await?;
-        for row in rows {
-            if let Some(key) = row.idempotency_key.clone() {
-                existing.insert((row.tenant.clone(), key), row);
+        for keyed in rows {
+            if let Some(key) = keyed.row.idempotency_key.clone() {
+                existing.insert((keyed.row.tenant.clone(), key), keyed);
             }
         }
     }
     Ok(jobs
         .iter()
-        .map(|job| {
+        .zip(fingerprints)
+        .map(|(job, fingerprint)| {
             if let Some(row) = created.remove(&job.id) {
                 return Inserted::Created(row);
             }
             let key = (job.tenant.clone(), job.idempotency_key.clone().unwrap_or_default());
             match existing.get(&key) {
-                Some(row)
-                    if row.kind == job.kind
-                        && row.payload == job.payload
-                        && row.priority == job.priority
-                        && row.max_attempts == job.max_attempts
-                        && row.timeout_ms == job.timeout_ms =>
-                {
-                    Inserted::Existing(row.clone())
-                }
+                Some(keyed) if keyed.request_fingerprint == fingerprint => Inserted::Existing(keyed.row.clone()),
                 _ => Inserted::Conflict,
             }
         })

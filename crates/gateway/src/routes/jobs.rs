@@ -40,15 +40,27 @@ enum FailurePolicy {
     Continue,
 }
 
+/// A submit the gateway refuses before the service sees it.
+struct FieldError {
+    field: &'static str,
+    message: &'static str,
+}
+
+impl From<FieldError> for ApiError {
+    fn from(error: FieldError) -> Self {
+        ApiError::new(ErrorCode::InvalidArgument, error.message)
+    }
+}
+
 impl SubmitBody {
-    fn into_request(self, header_key: Option<String>) -> Result<pb::SubmitJobRequest, ApiError> {
+    fn into_request(self, header_key: Option<String>) -> Result<pb::SubmitJobRequest, FieldError> {
         use pb::submit_job_request::Schedule;
         let schedule = match (self.delay_ms, self.run_at) {
             (Some(_), Some(_)) => {
-                return Err(ApiError::new(
-                    ErrorCode::InvalidArgument,
-                    "set delay_ms or run_at, not both",
-                ));
+                return Err(FieldError {
+                    field: "run_at",
+                    message: "set delay_ms or run_at, not both",
+                });
             }
             (Some(ms), None) => Some(Schedule::Delay(duration_ms(ms))),
             (None, Some(at)) => Some(Schedule::RunAt(timestamp(at))),
@@ -118,29 +130,45 @@ pub async fn submit_batch(
     backends: web::Data<Backends>,
     JsonBody(body): JsonBody<BatchBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let jobs = body
-        .jobs
-        .into_iter()
-        .map(|j| j.into_request(None))
-        .collect::<Result<Vec<_>, _>>()?;
-    let response = backends
-        .jobs()
-        .submit_jobs(request(&principal.caller(), pb::SubmitJobsRequest { jobs })?)
-        .await?
-        .into_inner();
-    let items: Vec<Value> = response
-        .items
-        .iter()
-        .map(|item| match &item.outcome {
-            Some(pb::submit_jobs_response::item::Outcome::Accepted(a)) => {
-                json!({ "created": a.created, "job": a.job.as_ref().map(job_json) })
+    // An item the gateway itself refuses fails alone, like any other item
+    // error: the rest go to the service, and the answers are put back in order.
+    let mut items: Vec<Option<Value>> = Vec::with_capacity(body.jobs.len());
+    let mut sent = Vec::new();
+    let mut sent_at = Vec::new();
+    for (index, job) in body.jobs.into_iter().enumerate() {
+        match job.into_request(None) {
+            Ok(request) => {
+                sent.push(request);
+                sent_at.push(index);
+                items.push(None);
             }
-            Some(pb::submit_jobs_response::item::Outcome::Error(e)) => {
-                json!({ "error": { "index": e.index, "code": e.code, "message": e.message, "field": e.field } })
-            }
-            None => json!({ "error": { "code": "internal", "message": "no outcome" } }),
-        })
-        .collect();
+            Err(error) => items.push(Some(json!({ "error": {
+                "index": index,
+                "code": ErrorCode::InvalidArgument.as_str(),
+                "message": error.message,
+                "field": error.field,
+            } }))),
+        }
+    }
+    if !sent.is_empty() || items.is_empty() {
+        let response = backends
+            .jobs()
+            .submit_jobs(request(&principal.caller(), pb::SubmitJobsRequest { jobs: sent })?)
+            .await?
+            .into_inner();
+        for (item, index) in response.items.iter().zip(sent_at) {
+            items[index] = Some(match &item.outcome {
+                Some(pb::submit_jobs_response::item::Outcome::Accepted(a)) => {
+                    json!({ "created": a.created, "job": a.job.as_ref().map(job_json) })
+                }
+                Some(pb::submit_jobs_response::item::Outcome::Error(e)) => {
+                    json!({ "error": { "index": index, "code": e.code, "message": e.message, "field": e.field } })
+                }
+                None => json!({ "error": { "index": index, "code": "internal", "message": "no outcome" } }),
+            });
+        }
+    }
+    let items: Vec<Value> = items.into_iter().map(Option::unwrap_or_default).collect();
     Ok(HttpResponse::Ok().json(json!({ "items": items })))
 }
 
@@ -180,6 +208,9 @@ pub struct ListQuery {
     cursor: Option<String>,
 }
 
+/// The largest page `GET /api/v1/jobs` serves (the jobs service's limit).
+const MAX_PAGE_SIZE: u32 = 500;
+
 fn parse_status(name: &str) -> Result<i32, ApiError> {
     let status = match name {
         "scheduled" => pb::JobStatus::Scheduled,
@@ -215,6 +246,14 @@ pub async fn list(
     query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let query = query.into_inner();
+    if let Some(size) = query.page_size
+        && !(1..=MAX_PAGE_SIZE).contains(&size)
+    {
+        return Err(ApiError::new(
+            ErrorCode::InvalidArgument,
+            format!("page_size must be between 1 and {MAX_PAGE_SIZE}"),
+        ));
+    }
     let message = pb::ListJobsRequest {
         statuses: split(query.status)
             .iter()

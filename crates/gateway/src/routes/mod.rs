@@ -4,23 +4,50 @@ pub(crate) mod jobs;
 mod ops;
 mod session;
 
-use actix_web::web;
+use actix_web::http::Method;
+use actix_web::{HttpResponse, Resource, Route, web};
+use sextant_common::ErrorCode;
+
+use crate::error::ApiError;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(ops::healthz))
-        .route("/readyz", web::get().to(ops::readyz))
-        .route("/metrics", web::get().to(ops::metrics))
+    cfg.service(only("/healthz", [(Method::GET, web::to(ops::healthz))]))
+        .service(only("/readyz", [(Method::GET, web::to(ops::readyz))]))
+        .service(only("/metrics", [(Method::GET, web::to(ops::metrics))]))
         .service(
             web::scope("/api/v1")
-                .route("/openapi.json", web::get().to(ops::openapi))
-                .route("/me", web::get().to(session::me))
-                .route("/jobs", web::post().to(jobs::submit))
-                .route("/jobs", web::get().to(jobs::list))
-                .route("/jobs/batch", web::post().to(jobs::submit_batch))
-                .route("/jobs/stats", web::get().to(jobs::stats))
-                .route("/jobs/{id}", web::get().to(jobs::get))
-                .route("/jobs/{id}/cancel", web::post().to(jobs::cancel))
-                .route("/jobs/{id}/retry", web::post().to(jobs::retry))
-                .route("/ws", web::get().to(crate::ws::connect)),
+                .service(only("/openapi.json", [(Method::GET, web::to(ops::openapi))]))
+                .service(only("/me", [(Method::GET, web::to(session::me))]))
+                .service(only(
+                    "/jobs",
+                    [
+                        (Method::GET, web::to(jobs::list)),
+                        (Method::POST, web::to(jobs::submit)),
+                    ],
+                ))
+                .service(only("/jobs/batch", [(Method::POST, web::to(jobs::submit_batch))]))
+                .service(only("/jobs/stats", [(Method::GET, web::to(jobs::stats))]))
+                .service(only("/jobs/{id}", [(Method::GET, web::to(jobs::get))]))
+                .service(only("/jobs/{id}/cancel", [(Method::POST, web::to(jobs::cancel))]))
+                .service(only("/jobs/{id}/retry", [(Method::POST, web::to(jobs::retry))]))
+                .service(only("/ws", [(Method::GET, web::to(crate::ws::connect))])),
         );
+}
+
+/// A path served for `routes`' methods; any other method is `405` with `Allow`.
+fn only<const N: usize>(path: &str, routes: [(Method, Route); N]) -> Resource {
+    let allow = routes.iter().map(|(m, _)| m.as_str()).collect::<Vec<_>>().join(", ");
+    let resource = routes
+        .into_iter()
+        .fold(web::resource(path), |resource, (method, route)| {
+            resource.route(route.method(method))
+        });
+    resource.default_service(web::to(move || {
+        let allow = allow.clone();
+        async move {
+            Err::<HttpResponse, _>(
+                ApiError::new(ErrorCode::MethodNotAllowed, format!("allowed: {allow}")).with_allow(allow),
+            )
+        }
+    }))
 }
