@@ -1,6 +1,7 @@
 //! gRPC clients to the three backends. Channels connect lazily and reconnect
-//! by themselves; every call has a deadline (the channel's request timeout);
-//! only idempotent calls are retried ([`retry_idempotent`]), with jittered
+//! by themselves; every call has a deadline (the channel's request timeout)
+//! and passes the backend's circuit breaker ([`crate::breaker`]); only
+//! idempotent calls are retried ([`retry_idempotent`]), with jittered
 //! exponential backoff and only on errors that mean "not processed".
 
 use std::time::Duration;
@@ -17,17 +18,26 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
+use crate::breaker::{self, Breaker, Guarded};
 use crate::config::BackendsConfig;
 use crate::error::ApiError;
+use crate::metrics::Metrics;
 
-pub type Authed = InterceptedService<Channel, ClientAuth>;
+/// A client's transport for unary calls: the breaker, then the channel.
+pub type Authed = InterceptedService<Guarded<Channel>, ClientAuth>;
+/// A client's transport for long-lived streams (no deadline, no breaker:
+/// their owners resume them with backoff).
+pub type Streams = InterceptedService<Channel, ClientAuth>;
 
 /// Dependencies a backend may report by name in its health service.
 const DEPENDENCIES: &[&str] = &["postgres", "rabbitmq"];
 
 pub struct Backend {
     pub name: &'static str,
+    /// For health checks, which must see the backend even while its breaker is open.
     channel: Channel,
+    guarded: Guarded<Channel>,
+    pub breaker: Breaker,
 }
 
 pub struct Backends {
@@ -43,7 +53,7 @@ pub struct Backends {
 }
 
 impl Backends {
-    pub fn new(config: &BackendsConfig, auth: ClientAuth) -> anyhow::Result<Self> {
+    pub fn new(config: &BackendsConfig, auth: ClientAuth, metrics: &Metrics) -> anyhow::Result<Self> {
         let endpoint = |url: &str| -> anyhow::Result<Endpoint> {
             Ok(Endpoint::from_shared(url.to_owned())?
                 .connect_timeout(config.connect_timeout)
@@ -53,7 +63,13 @@ impl Backends {
         };
         let backend = |name: &'static str, url: &str| -> anyhow::Result<Backend> {
             let channel = endpoint(url)?.timeout(config.request_timeout).connect_lazy();
-            Ok(Backend { name, channel })
+            let breaker = Breaker::new(name, config.breaker_failures, config.breaker_open_for, metrics);
+            Ok(Backend {
+                name,
+                guarded: Guarded::new(channel.clone(), breaker.clone()),
+                channel,
+                breaker,
+            })
         };
         Ok(Self {
             analytics: backend("analytics", &config.analytics_url)?,
@@ -71,20 +87,20 @@ impl Backends {
     }
 
     pub fn analytics(&self) -> AnalyticsServiceClient<Authed> {
-        AnalyticsServiceClient::with_interceptor(self.analytics.channel.clone(), self.auth.clone())
+        AnalyticsServiceClient::with_interceptor(self.analytics.guarded.clone(), self.auth.clone())
     }
 
     pub fn jobs(&self) -> JobServiceClient<Authed> {
-        JobServiceClient::with_interceptor(self.jobs.channel.clone(), self.auth.clone())
+        JobServiceClient::with_interceptor(self.jobs.guarded.clone(), self.auth.clone())
     }
 
     /// For `WatchJobs`: no deadline, the stream lasts as long as its subscriber.
-    pub fn jobs_streams(&self) -> JobServiceClient<Authed> {
+    pub fn jobs_streams(&self) -> JobServiceClient<Streams> {
         JobServiceClient::with_interceptor(self.jobs_streams.clone(), self.auth.clone())
     }
 
     pub fn exports(&self) -> ExportServiceClient<Authed> {
-        ExportServiceClient::with_interceptor(self.exports.channel.clone(), self.auth.clone())
+        ExportServiceClient::with_interceptor(self.exports.guarded.clone(), self.auth.clone())
     }
 
     pub fn all(&self) -> [&Backend; 3] {
@@ -92,14 +108,17 @@ impl Backends {
     }
 
     /// Retries `call` while it fails with a status that guarantees the backend
-    /// did not act on it. Only for idempotent calls.
+    /// did not act on it (but not while its breaker refuses). Only for
+    /// idempotent calls.
     pub async fn retry_idempotent<T, F, Fut>(&self, call: F) -> Result<T, Status>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, Status>>,
     {
         call.retry(self.retry)
-            .when(|status: &Status| status.code() == Code::Unavailable)
+            .when(|status: &Status| {
+                status.code() == Code::Unavailable && status.metadata().get(breaker::OPEN_BACKEND).is_none()
+            })
             .notify(|status, after| tracing::debug!(code = ?status.code(), ?after, "retrying idempotent call"))
             .await
     }
@@ -127,7 +146,7 @@ impl Backends {
         }
     }
 
-    async fn check(&self, client: &mut HealthClient<Authed>, service: &str) -> Result<ServingStatus, Status> {
+    async fn check(&self, client: &mut HealthClient<Streams>, service: &str) -> Result<ServingStatus, Status> {
         let mut request = Request::new(HealthCheckRequest {
             service: service.to_owned(),
         });
@@ -169,9 +188,11 @@ mod tests {
             readiness_timeout: Duration::from_millis(100),
             retry_attempts: attempts,
             retry_min_delay: Duration::from_millis(1),
+            breaker_failures: 5,
+            breaker_open_for: Duration::from_secs(5),
         };
         let auth = ClientAuth::new(&SecretString::from("0123456789abcdef")).unwrap();
-        Backends::new(&config, auth).unwrap()
+        Backends::new(&config, auth, &Metrics::default()).unwrap()
     }
 
     async fn count_calls(backends: &Backends, fail_first: usize, code: Code) -> (Result<(), Status>, usize) {

@@ -14,6 +14,9 @@ port = 8080
 body_limit = 1048576
 shutdown_grace = "10s"
 workers = 0
+# A request still unanswered after this is answered 504; every backend
+# call's deadline (backends.request_timeout) must be shorter.
+request_timeout = "30s"
 
 [gateway.auth]
 # Development default; every deployment sets SEXTANT_GATEWAY__AUTH__JWT_SECRET.
@@ -36,6 +39,11 @@ request_timeout = "10s"
 readiness_timeout = "1s"
 retry_attempts = 3
 retry_min_delay = "50ms"
+# This many unreachable calls in a row (transport error, deadline) open a
+# backend's circuit breaker: its calls then fail at once with 503 until
+# breaker_open_for has passed and a probe succeeds.
+breaker_failures = 5
+breaker_open_for = "5s"
 
 [gateway.ws]
 heartbeat_interval = "15s"
@@ -81,6 +89,9 @@ pub struct HttpConfig {
     pub shutdown_grace: Duration,
     /// Worker threads; 0 means one per core.
     pub workers: usize,
+    /// A request unanswered for this long gets 504.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -122,6 +133,11 @@ pub struct BackendsConfig {
     pub retry_attempts: usize,
     #[serde(with = "humantime_serde")]
     pub retry_min_delay: Duration,
+    /// Unreachable calls in a row that open the circuit breaker.
+    pub breaker_failures: u32,
+    /// How long an open breaker refuses calls before letting a probe through.
+    #[serde(with = "humantime_serde")]
+    pub breaker_open_for: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -201,14 +217,63 @@ impl Validate for Config {
             "must be at least 1",
         );
         p.check(
+            g.backends.breaker_failures >= 1,
+            "gateway.backends.breaker_failures",
+            "must be at least 1",
+        );
+        p.check(
+            g.backends.breaker_open_for >= Duration::from_millis(100),
+            "gateway.backends.breaker_open_for",
+            "must be at least 100ms",
+        );
+        // The timeout hierarchy: what waits on something must outwait it.
+        let hierarchy = [
+            (
+                "gateway.backends.request_timeout",
+                g.backends.request_timeout,
+                "gateway.http.request_timeout",
+                g.http.request_timeout,
+            ),
+            (
+                "gateway.backends.connect_timeout",
+                g.backends.connect_timeout,
+                "gateway.backends.request_timeout",
+                g.backends.request_timeout,
+            ),
+            (
+                "gateway.backends.readiness_timeout",
+                g.backends.readiness_timeout,
+                "gateway.http.request_timeout",
+                g.http.request_timeout,
+            ),
+            (
+                "gateway.ws.heartbeat_interval",
+                g.ws.heartbeat_interval,
+                "gateway.ws.heartbeat_timeout",
+                g.ws.heartbeat_timeout,
+            ),
+            (
+                "gateway.ws.heartbeat_interval",
+                g.ws.heartbeat_interval,
+                "gateway.ws.idle_timeout",
+                g.ws.idle_timeout,
+            ),
+        ];
+        for (key, value, outer_key, outer) in hierarchy {
+            p.check(
+                value < outer,
+                key,
+                format!(
+                    "must be shorter than {outer_key} ({} is not shorter than {})",
+                    humantime::format_duration(value),
+                    humantime::format_duration(outer)
+                ),
+            );
+        }
+        p.check(
             g.ws.heartbeat_interval >= Duration::from_millis(100),
             "gateway.ws.heartbeat_interval",
             "must be at least 100ms",
-        );
-        p.check(
-            g.ws.heartbeat_timeout > g.ws.heartbeat_interval,
-            "gateway.ws.heartbeat_timeout",
-            "must be longer than gateway.ws.heartbeat_interval",
         );
         p.check(
             g.ws.max_frame_bytes >= 256,
@@ -280,6 +345,41 @@ mod tests {
             err.to_string()
                 .contains("gateway.auth.jwt_secret: must be at least 32 bytes"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn a_backend_deadline_not_shorter_than_the_request_timeout_names_both_keys() {
+        let err = load_with(&[
+            ("SEXTANT_GATEWAY__HTTP__REQUEST_TIMEOUT", "5s"),
+            ("SEXTANT_GATEWAY__BACKENDS__REQUEST_TIMEOUT", "10s"),
+        ])
+        .unwrap_err();
+        assert_eq!(err.problems.len(), 1, "{err}");
+        assert_eq!(
+            err.to_string(),
+            "config error: gateway.backends.request_timeout: must be shorter than \
+             gateway.http.request_timeout (10s is not shorter than 5s) \
+             (set by SEXTANT_GATEWAY__BACKENDS__REQUEST_TIMEOUT)"
+        );
+    }
+
+    #[test]
+    fn every_broken_rung_of_the_hierarchy_is_its_own_line() {
+        let err = load_with(&[
+            ("SEXTANT_GATEWAY__BACKENDS__CONNECT_TIMEOUT", "20s"),
+            ("SEXTANT_GATEWAY__WS__HEARTBEAT_TIMEOUT", "10s"),
+        ])
+        .unwrap_err();
+        let text = err.to_string();
+        assert_eq!(err.problems.len(), 2, "{text}");
+        assert!(
+            text.contains("gateway.backends.connect_timeout: must be shorter than gateway.backends.request_timeout"),
+            "{text}"
+        );
+        assert!(
+            text.contains("gateway.ws.heartbeat_interval: must be shorter than gateway.ws.heartbeat_timeout"),
+            "{text}"
         );
     }
 }

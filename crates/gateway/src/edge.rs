@@ -1,5 +1,6 @@
 //! The edge guard, outermost but for metrics: refuses bodies over the limit
-//! before anything reads them, and makes sure every error response leaving
+//! before anything reads them, answers 504 to a request still unanswered
+//! after the request timeout, and makes sure every error response leaving
 //! the gateway is problem+json with a stable code, including responses from
 //! code that knows nothing of our format (actix's own 4xx, middleware).
 
@@ -13,15 +14,20 @@ use sextant_common::ErrorCode;
 
 use crate::error::ApiError;
 
-/// The largest accepted request body, as app data for the guard.
+/// The guard's limits, as app data.
 #[derive(Clone, Copy)]
-pub struct BodyLimit(pub usize);
+pub struct Edge {
+    /// The largest accepted request body, in bytes.
+    pub body_limit: usize,
+    pub request_timeout: std::time::Duration,
+}
 
 pub async fn guard(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
-    let limit = req.app_data::<web::Data<BodyLimit>>().map(|l| l.0);
+    let edge = req.app_data::<web::Data<Edge>>().map(|e| *e.get_ref());
+    let limit = edge.map(|e| e.body_limit);
     let declared = req
         .headers()
         .get(CONTENT_LENGTH)
@@ -37,7 +43,24 @@ pub async fn guard(
         return Ok(req.into_response(error.error_response()));
     }
 
-    let response = next.call(req).await?.map_into_boxed_body();
+    let response = match edge {
+        // The request went into the call, so a late answer is an error that
+        // actix renders (as problem+json, through `ApiError`).
+        Some(edge) => match tokio::time::timeout(edge.request_timeout, next.call(req)).await {
+            Ok(response) => response?.map_into_boxed_body(),
+            Err(_) => {
+                let error = ApiError::new(
+                    ErrorCode::DeadlineExceeded,
+                    format!(
+                        "no answer within the request timeout ({})",
+                        humantime::format_duration(edge.request_timeout)
+                    ),
+                );
+                return Err(error.into());
+            }
+        },
+        None => next.call(req).await?.map_into_boxed_body(),
+    };
     let status = response.status();
     // Only bodies nobody designed (none, or plain text from a library) are
     // rewritten; a handler's deliberate JSON, like `/readyz`'s 503, stays.
@@ -123,7 +146,10 @@ mod tests {
     async fn a_declared_body_over_the_limit_is_refused() {
         let app = test::init_service(
             App::new()
-                .app_data(web::Data::new(BodyLimit(10)))
+                .app_data(web::Data::new(Edge {
+                    body_limit: 10,
+                    request_timeout: std::time::Duration::from_secs(5),
+                }))
                 .wrap(middleware::from_fn(guard))
                 .route("/", web::post().to(|| async { HttpResponse::Ok().finish() })),
         )

@@ -8,6 +8,8 @@ use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 use sextant_common::ErrorCode;
 
+use crate::breaker;
+
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
 /// An error answered to a client.
@@ -110,6 +112,20 @@ impl From<tonic::Status> for ApiError {
             ErrorCode::Internal => {
                 tracing::error!(grpc_code = ?status.code(), message = status.message(), "backend error");
                 ApiError::new(ErrorCode::Internal, "internal error")
+            }
+            ErrorCode::Unavailable if status.metadata().get(breaker::OPEN_BACKEND).is_some() => {
+                let backend = status
+                    .metadata()
+                    .get(breaker::OPEN_BACKEND)
+                    .and_then(|v| v.to_str().ok());
+                let retry_after = status
+                    .metadata()
+                    .get(breaker::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok()?.parse().ok())
+                    .unwrap_or(1);
+                ApiError::new(code, status.message())
+                    .with_retry_after(retry_after)
+                    .with_extensions(serde_json::json!({ "backend": backend }))
             }
             ErrorCode::Unavailable | ErrorCode::DeadlineExceeded => {
                 tracing::warn!(grpc_code = ?status.code(), message = status.message(), "backend unavailable");

@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod backends;
+pub mod breaker;
 pub mod config;
 pub mod convert;
 pub mod edge;
@@ -61,11 +62,12 @@ impl Application {
         let gateway = &config.gateway;
 
         let authenticator = web::Data::new(Authenticator::new(&gateway.auth));
+        let metrics = web::Data::new(Metrics::default());
         let backends = web::Data::new(Backends::new(
             &gateway.backends,
             ClientAuth::new(&config.internal.secret)?,
+            &metrics,
         )?);
-        let metrics = web::Data::new(Metrics::default());
         let hub = Arc::new(ws::Hub::new(
             Arc::new(ws::BackendUpstream::new(backends.clone())),
             gateway.ws.topic_history,
@@ -75,6 +77,10 @@ impl Application {
         let ws = web::Data::new(WsState::new(gateway.ws.clone(), shutdown.clone(), hub));
         let cors = gateway.cors.clone();
         let body_limit = gateway.http.body_limit;
+        let edge = web::Data::new(edge::Edge {
+            body_limit,
+            request_timeout: gateway.http.request_timeout,
+        });
 
         let mut server = HttpServer::new({
             let ws = ws.clone();
@@ -92,7 +98,7 @@ impl Application {
                     .app_data(web::PayloadConfig::new(body_limit))
                     .app_data(web::QueryConfig::default().error_handler(extractors::query))
                     .app_data(web::PathConfig::default().error_handler(extractors::path))
-                    .app_data(web::Data::new(edge::BodyLimit(body_limit)))
+                    .app_data(edge.clone())
                     .wrap(cors_middleware(&cors))
                     .wrap(middleware::from_fn(edge::guard))
                     .wrap(middleware::from_fn(metrics::middleware))

@@ -30,6 +30,11 @@ pub struct CloseLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BackendLabels {
+    pub backend: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TopicLabels {
     /// The topic's kind (`job`, `jobs`), never its full name.
     pub kind: &'static str,
@@ -58,6 +63,10 @@ pub struct Metrics {
     pub ws_upstreams: Family<StreamLabels, Gauge>,
     /// Frames queued for subscribers by the shared streams.
     pub ws_frames_fanned_out: Family<TopicLabels, Counter>,
+    /// Each backend's circuit breaker: 0 closed, 1 half-open, 2 open.
+    pub breaker_state: Family<BackendLabels, Gauge>,
+    /// Calls a breaker refused without calling the backend.
+    pub breaker_rejected: Family<BackendLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -73,6 +82,8 @@ impl Default for Metrics {
         let ws_subscribers = Family::<TopicLabels, Gauge>::default();
         let ws_upstreams = Family::<StreamLabels, Gauge>::default();
         let ws_frames_fanned_out = Family::<TopicLabels, Counter>::default();
+        let breaker_state = Family::<BackendLabels, Gauge>::default();
+        let breaker_rejected = Family::<BackendLabels, Counter>::default();
         registry.register("http_requests", "HTTP requests answered", http_requests.clone());
         registry.register(
             "http_request_duration_seconds",
@@ -105,6 +116,16 @@ impl Default for Metrics {
             "Frames queued for WebSocket subscribers by shared topic streams",
             ws_frames_fanned_out.clone(),
         );
+        registry.register(
+            "backend_breaker_state",
+            "Circuit breaker per backend: 0 closed, 1 half-open, 2 open",
+            breaker_state.clone(),
+        );
+        registry.register(
+            "backend_breaker_rejected",
+            "Calls refused by a backend's open circuit breaker",
+            breaker_rejected.clone(),
+        );
         Self {
             registry: Mutex::new(registry),
             http_requests,
@@ -115,6 +136,8 @@ impl Default for Metrics {
             ws_subscribers,
             ws_upstreams,
             ws_frames_fanned_out,
+            breaker_state,
+            breaker_rejected,
         }
     }
 }

@@ -49,3 +49,23 @@ fn a_missing_config_file_exits_64() {
     assert_eq!(code, Some(64), "{stderr}");
     assert!(stderr.contains("cannot read config file"), "{stderr}");
 }
+
+#[test]
+fn a_broken_timeout_hierarchy_exits_64_naming_both_keys() {
+    let (code, stderr) = run(
+        "sextant-gateway",
+        &[
+            ("SEXTANT_GATEWAY__HTTP__REQUEST_TIMEOUT", "5s"),
+            ("SEXTANT_GATEWAY__BACKENDS__REQUEST_TIMEOUT", "10s"),
+        ],
+    );
+    assert_eq!(code, Some(64), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{stderr}");
+    assert!(
+        lines[0].starts_with(
+            "config error: gateway.backends.request_timeout: must be shorter than gateway.http.request_timeout"
+        ),
+        "{stderr}"
+    );
+}

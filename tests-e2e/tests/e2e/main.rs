@@ -2,6 +2,7 @@
 //! through the gateway (and, for internal auth, a backend's gRPC port).
 
 mod auth;
+mod breaker;
 mod config;
 mod contract;
 mod edge;

@@ -6,6 +6,7 @@ use actix_web::{HttpResponse, web};
 use serde_json::{Map, Value, json};
 
 use crate::backends::{Backends, Readiness};
+use crate::breaker;
 use crate::metrics::Metrics;
 use crate::ws::WsState;
 
@@ -24,14 +25,14 @@ pub async fn readyz(backends: web::Data<Backends>, ws: web::Data<WsState>) -> Ht
     let checks = futures::future::join_all(
         backends
             .all()
-            .map(|b| async move { (b.name, backends.readiness(b).await) }),
+            .map(|b| async move { (b.name, b.breaker.state(), backends.readiness(b).await) }),
     )
     .await;
 
     let mut down = Vec::new();
     let mut report = Map::new();
-    for (name, readiness) in checks {
-        let entry = match readiness {
+    for (name, breaker, readiness) in checks {
+        let mut entry = match readiness {
             Readiness::Serving => json!({ "status": "serving" }),
             Readiness::NotServing { down: deps } => {
                 if deps.is_empty() {
@@ -45,6 +46,11 @@ pub async fn readyz(backends: web::Data<Backends>, ws: web::Data<WsState>) -> Ht
                 json!({ "status": "unreachable", "error": error })
             }
         };
+        // An open breaker refuses the backend's calls, whatever its health says.
+        if breaker == breaker::State::Open && !down.iter().any(|d| d == name) {
+            down.push(name.to_owned());
+        }
+        entry["breaker"] = json!(breaker.as_str());
         report.insert(name.to_owned(), entry);
     }
     let shutting_down = ws.shutdown.is_cancelled();
