@@ -1,7 +1,7 @@
 # The two commands the README opens with are `make run` and `make test`.
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/sextant/target
 
-.PHONY: run test e2e lint fmt up down bench token
+.PHONY: run test e2e lint fmt up down bench bench-jobs bench-fanout token
 
 TENANT ?= acme
 DEV_USER ?= alice
@@ -28,8 +28,14 @@ up:  ## everything in Docker: PostgreSQL, RabbitMQ, the four services
 down:
 	docker compose down
 
-bench:  ## benchmarks on release builds; record the figures in docs/benchmarks.md
+bench:  ## every benchmark on release builds; record the figures in docs/benchmarks.md
 	@scripts/bench.sh
+
+bench-jobs:  ## the job queue, beside Celery
+	@scripts/bench.sh jobs
+
+bench-fanout:  ## WebSocket fan-out at 1,000-10,000 clients, beside a FastAPI broadcast
+	@scripts/bench.sh fanout
 
 token:  ## print a development token: make token TENANT=acme DEV_USER=alice
 	@cargo build --quiet -p sextant-gateway

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Benchmarks on release builds against local PostgreSQL and RabbitMQ.
-# Record what it prints in docs/benchmarks.md, with the date and machine.
+# `scripts/bench.sh` runs them all; `scripts/bench.sh jobs fanout` some.
+# Record what they print in docs/benchmarks.md, with the date and machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/common.sh
@@ -8,15 +9,42 @@ source scripts/common.sh
 require_servers || exit 1
 export SEXTANT_TEST_DATABASE_URL="${SEXTANT_TEST_DATABASE_URL:-postgres://postgres@$PG_HOST:$PG_PORT/postgres}"
 export SEXTANT_TEST_AMQP_URL="${SEXTANT_TEST_AMQP_URL:-amqp://guest:guest@$AMQP_HOST:$AMQP_PORT/%2f}"
+cache="${SEXTANT_CACHE:-$HOME/.cache/sextant}"
+
+# A virtualenv under the cache with the given packages, made once.
+venv() {
+  local dir="$cache/$1"; shift
+  if [ ! -f "$dir/.ready" ]; then
+    python3 -m venv "$dir"
+    "$dir/bin/pip" install --quiet "$@"
+    touch "$dir/.ready"
+  fi
+  echo "$dir"
+}
+
+bench_jobs() {
+  "$CARGO_TARGET_DIR/release/bench_jobs"
+  # The same load through Celery (RabbitMQ broker, PostgreSQL result backend).
+  local celery
+  celery=$(venv celery-venv "celery==5.*" "sqlalchemy==2.*" psycopg2-binary)
+  "$celery/bin/python" scripts/celery_bench.py
+}
+
+bench_fanout() {
+  # Sockets: the client and each server hold one per connection.
+  ulimit -n "$(ulimit -Hn)"
+  local fastapi
+  fastapi=$(venv fanout-venv "fastapi==0.*" "uvicorn[standard]==0.*")
+  FANOUT_PYTHON="$fastapi/bin/python" "$CARGO_TARGET_DIR/release/bench_fanout"
+}
 
 cargo build --release --quiet --bins
-"$CARGO_TARGET_DIR/release/bench_jobs"
-
-# The same load through Celery (RabbitMQ broker, PostgreSQL result backend),
-# for the side-by-side figures in docs/benchmarks.md.
-venv="${SEXTANT_CACHE:-$HOME/.cache/sextant}/celery-venv"
-if [ ! -x "$venv/bin/celery" ]; then
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet "celery==5.*" "sqlalchemy==2.*" psycopg2-binary
-fi
-"$venv/bin/python" scripts/celery_bench.py
+targets=("$@")
+[ ${#targets[@]} -gt 0 ] || targets=(jobs fanout)
+for target in "${targets[@]}"; do
+  case "$target" in
+    jobs) bench_jobs ;;
+    fanout) bench_fanout ;;
+    *) echo "unknown benchmark: $target (jobs, fanout)" >&2; exit 2 ;;
+  esac
+done

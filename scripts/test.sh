@@ -17,6 +17,19 @@ else
 fi
 rm -f /tmp/sextant-servers.$$
 
+# The contract test fuzzes the served OpenAPI document with schemathesis,
+# from a virtualenv under the cache (made once; pinned, so a seed means the
+# same requests everywhere).
+cache="${SEXTANT_CACHE:-$HOME/.cache/sextant}"
+st_venv="$cache/schemathesis-venv"
+st_version="4.32.5"
+if [ ! -f "$st_venv/.ready-$st_version" ]; then
+  python3 -m venv "$st_venv"
+  "$st_venv/bin/pip" install --quiet "schemathesis==$st_version"
+  touch "$st_venv/.ready-$st_version"
+fi
+export SEXTANT_SCHEMATHESIS="$st_venv/bin/schemathesis"
+
 # The e2e tests run the real binaries: build them first.
 cargo build --bins
 if cargo nextest --version >/dev/null 2>&1; then

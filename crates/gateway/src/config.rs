@@ -252,12 +252,6 @@ impl Validate for Config {
                 "gateway.ws.heartbeat_timeout",
                 g.ws.heartbeat_timeout,
             ),
-            (
-                "gateway.ws.heartbeat_interval",
-                g.ws.heartbeat_interval,
-                "gateway.ws.idle_timeout",
-                g.ws.idle_timeout,
-            ),
         ];
         for (key, value, outer_key, outer) in hierarchy {
             p.check(

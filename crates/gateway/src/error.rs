@@ -168,29 +168,43 @@ impl<T: serde::de::DeserializeOwned + 'static> actix_web::FromRequest for JsonBo
                     413 => ApiError::new(ErrorCode::PayloadTooLarge, "request body too large"),
                     _ => ApiError::new(ErrorCode::MalformedRequest, e.to_string()),
                 })?;
-            let mut deserializer = serde_json::Deserializer::from_slice(&bytes);
-            let value = serde_path_to_error::deserialize(&mut deserializer)
-                .map(JsonBody)
-                .map_err(|e| {
-                    let path = e.path().to_string();
-                    let inner = e.into_inner();
-                    if inner.is_data() {
-                        let field = if path == "." {
-                            String::new()
-                        } else {
-                            format!("{path}: ")
-                        };
-                        ApiError::new(ErrorCode::InvalidArgument, format!("{field}{inner}"))
-                    } else {
-                        ApiError::new(ErrorCode::MalformedRequest, format!("malformed JSON: {inner}"))
-                    }
-                })?;
             // Exactly one document: `{…} x` or `{…}{…}` is not a request body.
-            deserializer
-                .end()
+            let mut document: serde_json::Value = serde_json::from_slice(&bytes)
                 .map_err(|e| ApiError::new(ErrorCode::MalformedRequest, format!("malformed JSON: {e}")))?;
-            Ok(value)
+            integral_floats_as_integers(&mut document);
+            serde_path_to_error::deserialize(document).map(JsonBody).map_err(|e| {
+                let path = e.path().to_string();
+                let inner = e.into_inner();
+                if inner.is_data() {
+                    let field = if path == "." {
+                        String::new()
+                    } else {
+                        format!("{path}: ")
+                    };
+                    ApiError::new(ErrorCode::InvalidArgument, format!("{field}{inner}"))
+                } else {
+                    ApiError::new(ErrorCode::MalformedRequest, format!("malformed JSON: {inner}"))
+                }
+            })
         })
+    }
+}
+
+/// JSON has one number type: `5.0` is the integer 5 (as JSON Schema says),
+/// so whole numbers written with a fraction become integers before typed
+/// fields see them. Only those a double holds exactly (|n| ≤ 2⁵³).
+fn integral_floats_as_integers(value: &mut serde_json::Value) {
+    use serde_json::Value;
+    const EXACT: f64 = 9_007_199_254_740_992.0;
+    match value {
+        Value::Number(n) if n.is_f64() => {
+            if let Some(f) = n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() <= EXACT) {
+                *value = Value::from(f as i64);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(integral_floats_as_integers),
+        Value::Object(fields) => fields.values_mut().for_each(integral_floats_as_integers),
+        _ => {}
     }
 }
 

@@ -135,6 +135,9 @@ impl JobsApi {
             serde_json::from_str(&request.payload_json)
                 .map_err(|e| Invalid::arg("payload", format!("payload is not valid JSON: {e}")))?
         };
+        if json_has_nul(&payload) {
+            return Err(Invalid::arg("payload", NUL_REFUSED));
+        }
         kind.validate(&payload, &self.kinds)
             .map_err(|m| Invalid::arg("payload", m))?;
 
@@ -173,10 +176,16 @@ impl JobsApi {
             }
         };
         let idempotency_key = Some(request.idempotency_key).filter(|k| !k.is_empty());
-        if idempotency_key.as_ref().is_some_and(|k| k.len() > MAX_KEY_LEN) {
+        if idempotency_key.as_ref().is_some_and(|k| k.contains('\0')) {
+            return Err(Invalid::arg("idempotency_key", NUL_REFUSED));
+        }
+        if idempotency_key
+            .as_ref()
+            .is_some_and(|k| k.chars().count() > MAX_KEY_LEN)
+        {
             return Err(Invalid::arg(
                 "idempotency_key",
-                format!("idempotency_key must be at most {MAX_KEY_LEN} bytes"),
+                format!("idempotency_key must be at most {MAX_KEY_LEN} characters"),
             ));
         }
         let failure_policy = match FailurePolicy::try_from(request.failure_policy) {
@@ -461,6 +470,7 @@ impl JobService for JobsApi {
         let bound = |t: Option<prost_types::Timestamp>, field| {
             t.map(|t| timestamp(field, &t)).transpose().map_err(Invalid::status)
         };
+        refuse_nul_in_kinds(&request.kinds)?;
         let filter = ListFilter {
             statuses,
             kinds: request.kinds,
@@ -542,6 +552,7 @@ impl JobService for JobsApi {
             .map(|t| timestamp("created.end", &t))
             .transpose()
             .map_err(Invalid::status)?;
+        refuse_nul_in_kinds(&request.kinds)?;
         let stats = store::stats(&self.pool, &caller.tenant, &request.kinds, after, before)
             .await
             .map_err(internal)?;
@@ -602,4 +613,28 @@ impl JobService for JobsApi {
             receiver,
         ))))
     }
+}
+
+/// PostgreSQL text and jsonb cannot hold U+0000. A request carrying one is
+/// bad input, refused here: left to the store, it would fail as if the store
+/// were down (503), and trip the gateway's circuit breaker.
+const NUL_REFUSED: &str = "strings must not contain U+0000 (NUL)";
+
+fn json_has_nul(value: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match value {
+        Value::String(text) => text.contains('\0'),
+        Value::Array(items) => items.iter().any(json_has_nul),
+        Value::Object(fields) => fields
+            .iter()
+            .any(|(key, value)| key.contains('\0') || json_has_nul(value)),
+        _ => false,
+    }
+}
+
+fn refuse_nul_in_kinds(kinds: &[String]) -> Result<(), Status> {
+    if kinds.iter().any(|kind| kind.contains('\0')) {
+        return Err(ErrorCode::InvalidArgument.status(format!("kinds: {NUL_REFUSED}")));
+    }
+    Ok(())
 }

@@ -280,3 +280,32 @@ async fn a_browser_on_another_origin_can_read_location_retry_after_and_rate_limi
         );
     }
 }
+
+#[tokio::test]
+async fn a_string_with_nul_is_bad_input_not_an_outage() {
+    let system = system!();
+    let api = Api::new(&system, "acme");
+    for body in [
+        json!({"kind": "noop", "payload": {"note": "a\u{0}b"}}),
+        json!({"kind": "noop", "payload": {"a\u{0}": 1}}),
+        json!({"kind": "noop", "idempotency_key": "k\u{0}"}),
+    ] {
+        let (status, problem) = api.post("/api/v1/jobs", body.clone()).await;
+        assert_eq!(status, 400, "{body}: {problem}");
+        assert_eq!(problem["code"], "invalid_argument", "{problem}");
+        assert!(problem["detail"].as_str().unwrap().contains("U+0000"), "{problem}");
+    }
+    for path in ["/api/v1/jobs?kind=a%00b", "/api/v1/jobs?kind=x,%00"] {
+        let (status, problem) = api.get(path).await;
+        assert_eq!(
+            (status, &problem["code"]),
+            (400, &json!("invalid_argument")),
+            "{path}: {problem}"
+        );
+    }
+    // Nothing stored, and the jobs service is not taken for down.
+    assert_eq!(api.count().await, 0);
+    let breaker = r#"sextant_gateway_backend_breaker_state{backend="jobs"}"#;
+    assert_eq!(system.metric(&system.gateway, breaker).await, 0.0);
+    assert_eq!(system.readyz().await.0, 200);
+}

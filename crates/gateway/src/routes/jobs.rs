@@ -19,8 +19,9 @@ use crate::error::{ApiError, JsonBody};
 #[serde(deny_unknown_fields)]
 pub struct SubmitBody {
     kind: String,
+    /// A JSON object (or null: `{}`), checked by the kind in the service.
     #[serde(default)]
-    payload: Option<Value>,
+    payload: Option<serde_json::Map<String, Value>>,
     priority: Option<u32>,
     /// Start no earlier than this many milliseconds from now.
     delay_ms: Option<u64>,
@@ -40,6 +41,9 @@ enum FailurePolicy {
     Continue,
 }
 
+/// The longest idempotency key, in characters (the jobs service's limit).
+const MAX_KEY_CHARS: usize = 200;
+
 /// A submit the gateway refuses before the service sees it.
 struct FieldError {
     field: &'static str,
@@ -55,6 +59,17 @@ impl From<FieldError> for ApiError {
 impl SubmitBody {
     fn into_request(self, header_key: Option<String>) -> Result<pb::SubmitJobRequest, FieldError> {
         use pb::submit_job_request::Schedule;
+        // Checked here as well as in the service: the header may win over it.
+        if self
+            .idempotency_key
+            .as_ref()
+            .is_some_and(|k| k.chars().count() > MAX_KEY_CHARS)
+        {
+            return Err(FieldError {
+                field: "idempotency_key",
+                message: "idempotency_key must be at most 200 characters",
+            });
+        }
         let schedule = match (self.delay_ms, self.run_at) {
             (Some(_), Some(_)) => {
                 return Err(FieldError {
@@ -66,7 +81,7 @@ impl SubmitBody {
             (None, Some(at)) => Some(Schedule::RunAt(timestamp(at))),
             (None, None) => None,
         };
-        let payload = self.payload.unwrap_or_else(|| json!({}));
+        let payload = Value::Object(self.payload.unwrap_or_default());
         Ok(pb::SubmitJobRequest {
             kind: self.kind,
             payload_json: payload.to_string(),
