@@ -2,8 +2,8 @@
 
 One uvicorn worker; a ConnectionManager that keeps every socket in a list
 and, to broadcast, loops over it awaiting each send, as the prototype (and
-FastAPI's own WebSocket guide) does. `POST /publish` broadcasts its JSON body
-to every connected socket.
+FastAPI's own WebSocket guide) does. `POST /publish` broadcasts each event
+of its body to every connected socket, one after the other.
 """
 
 import json
@@ -48,6 +48,8 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
 
 
 @app.post("/publish")
-async def publish(event: dict) -> dict:
-    await manager.broadcast(json.dumps(event, separators=(",", ":"), sort_keys=True))
+async def publish(body: dict) -> dict:
+    """Broadcasts each of `events` in turn: `{"events": [{...}, ...]}`."""
+    for event in body.get("events", []):
+        await manager.broadcast(json.dumps(event, separators=(",", ":"), sort_keys=True))
     return {"sent": len(manager.active)}

@@ -107,6 +107,9 @@ impl Application {
             }
         })
         .listen(self.listener)?
+        // Live frames are small and must leave at once, not wait on Nagle
+        // for the previous one's ACK.
+        .tcp_nodelay(true)
         .disable_signals()
         .shutdown_timeout(gateway.http.shutdown_grace.as_secs().max(1));
         if gateway.http.workers > 0 {

@@ -9,9 +9,13 @@
 //! Beside it, in the same run and with the same client, the prototype's
 //! pattern: a FastAPI server (one uvicorn worker) whose `ConnectionManager`
 //! loops over its sockets (`scripts/fanout_fastapi.py`), started with the
-//! Python named by `FANOUT_PYTHON` (skipped when unset).
+//! Python named by `FANOUT_PYTHON` (skipped when unset). Each round it
+//! broadcasts what a job gives a Sextant client: three frames of about the
+//! same size, the first of them timed.
 //!
 //! `FANOUT_CLIENTS` lists the sizes (default `1000,5000,10000`).
+//! `FANOUT_HELLO_ONLY=1` connects the Sextant clients without subscribing,
+//! to tell what a connection costs from what its subscription adds.
 
 use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
@@ -98,6 +102,9 @@ async fn open(target: Target, url: &str, token: Option<String>) -> anyhow::Resul
     let mut socket = connect(url, token.as_deref()).await?;
     if target == Target::Sextant {
         anyhow::ensure!(text(&mut socket).await?.contains(r#""type":"hello""#));
+        if std::env::var_os("FANOUT_HELLO_ONLY").is_some() {
+            return Ok(socket);
+        }
         let subscribe = json!({"op": "subscribe", "topic": "jobs"}).to_string();
         socket.send(Message::text(subscribe)).await?;
         let subscribed = text(&mut socket).await?;
@@ -165,10 +172,17 @@ struct Publish {
 impl Trigger for Publish {
     async fn fire(&self, round: usize) -> anyhow::Result<String> {
         let id = format!("round-{round}");
+        // What a job gives each Sextant client: three frames of about the
+        // same size (queued, started, succeeded).
+        let job = "x".repeat(600);
+        let events: Vec<_> = ["queued", "started", "succeeded"]
+            .iter()
+            .map(|event| json!({"event": event, "job_id": id, "job": job}))
+            .collect();
         let response = self
             .http
             .post(&self.url)
-            .json(&json!({"event": "queued", "job_id": id}))
+            .json(&json!({ "events": events }))
             .send()
             .await?;
         anyhow::ensure!(response.status() == 200, "publish: {}", response.status());
@@ -261,7 +275,7 @@ fn report(label: &str, outcome: &Outcome, extra: &str) {
 
 async fn sextant(clients: usize, rounds: usize) -> anyhow::Result<()> {
     let system = TestSystem::builder()
-        .env("SEXTANT_TELEMETRY__LOG_FILTER", "warn")
+        .env("SEXTANT_TELEMETRY__LOG_FILTER", "info,sextant_jobs=warn")
         .gateway_env("SEXTANT_GATEWAY__WS__MAX_CONNECTIONS_PER_USER", "1")
         .start()
         .await
