@@ -343,6 +343,19 @@ mod tests {
     }
 
     #[test]
+    fn the_example_config_file_loads_and_matches_the_defaults() {
+        let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/sextant.example.toml");
+        let source = ConfigSource {
+            file: Some(example.into()),
+            env: Vec::new(),
+        };
+        let from_file: Config = load(&format!("{COMMON_DEFAULTS}\n{DEFAULTS}"), &source).unwrap();
+        let defaults = load_with(&[]).unwrap();
+        // Every key is spelled as the binary reads it, with the default value.
+        assert_eq!(format!("{:?}", from_file.gateway), format!("{:?}", defaults.gateway));
+    }
+
+    #[test]
     fn a_backend_deadline_not_shorter_than_the_request_timeout_names_both_keys() {
         let err = load_with(&[
             ("SEXTANT_GATEWAY__HTTP__REQUEST_TIMEOUT", "5s"),
