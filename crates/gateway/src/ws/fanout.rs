@@ -260,11 +260,6 @@ impl Hub {
         }
     }
 
-    /// Topics with an upstream open or opening.
-    pub fn topics(&self) -> usize {
-        self.topics.len()
-    }
-
     fn admit(self: &Arc<Self>, shared: &Arc<Shared>, state: &mut State, id: u64, waiting: Waiting) {
         if !state.confirmed || state.base.is_none() {
             state.waiting.insert(id, waiting);
