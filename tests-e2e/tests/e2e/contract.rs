@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use sextant_e2e::TestSystem;
 
 use crate::jobs::Api;
-use crate::jobs_live::{events_until_final, frame, socket, submit, subscribe};
+use crate::jobs_live::{events_until_final, following_jobs, frame, socket, submit, subscribe};
 use crate::system;
 
 /// A raw request with the caller's token; the status and the JSON body.
@@ -141,9 +141,7 @@ async fn a_subscription_to_an_unknown_topic_is_refused_naming_the_topic() {
 async fn every_event_after_a_retry_lists_every_failed_attempt() {
     let system = system!(TestSystem::builder().jobs_env("SEXTANT_JOBS__WORKER__RETRY_BASE", "100ms"));
     let api = Api::new(&system, "acme");
-    let mut socket = socket(&system, "acme").await;
-    assert_eq!(subscribe(&mut socket, "jobs", None).await["type"], "subscribed");
-    assert_eq!(frame(&mut socket).await["type"], "snapshot");
+    let mut socket = following_jobs(&system, "acme").await;
     let id = submit(
         &api,
         json!({"kind": "fail", "payload": {"times": 1, "message": "flaky disk"}, "max_attempts": 3}),

@@ -22,6 +22,14 @@ pub(crate) async fn socket(system: &TestSystem, tenant: &str) -> Socket {
     socket
 }
 
+/// A socket of `tenant` following its `jobs` topic, past the snapshot.
+pub(crate) async fn following_jobs(system: &TestSystem, tenant: &str) -> Socket {
+    let mut socket = socket(system, tenant).await;
+    assert_eq!(subscribe(&mut socket, "jobs", None).await["type"], "subscribed");
+    assert_eq!(frame(&mut socket).await["type"], "snapshot");
+    socket
+}
+
 /// Subscribes and returns the `subscribed` frame (or the refusal).
 pub(crate) async fn subscribe(socket: &mut Socket, topic: &str, after_version: Option<u64>) -> Value {
     let mut op = json!({"op": "subscribe", "id": topic, "topic": topic});
@@ -153,9 +161,7 @@ async fn a_failing_job_shows_retries_with_growing_delays_then_fails_with_every_e
     let system = system!(TestSystem::builder().jobs_env("SEXTANT_JOBS__WORKER__RETRY_BASE", "400ms"));
     let api = Api::new(&system, "acme");
     // Subscribed before the submit: the first attempt fails at once.
-    let mut socket = socket(&system, "acme").await;
-    assert_eq!(subscribe(&mut socket, "jobs", None).await["type"], "subscribed");
-    assert_eq!(frame(&mut socket).await["type"], "snapshot");
+    let mut socket = following_jobs(&system, "acme").await;
     let id = submit(
         &api,
         json!({"kind": "fail", "payload": {"times": 9, "message": "disk on fire"}, "max_attempts": 3}),
@@ -193,9 +199,7 @@ async fn a_batch_parent_reports_its_childrens_progress() {
     let system = system!();
     let api = Api::new(&system, "acme");
     let child = json!({"kind": "sleep", "payload": {"duration_ms": 200, "steps": 1}});
-    let mut socket = socket(&system, "acme").await;
-    assert_eq!(subscribe(&mut socket, "jobs", None).await["type"], "subscribed");
-    assert_eq!(frame(&mut socket).await["type"], "snapshot");
+    let mut socket = following_jobs(&system, "acme").await;
     let id = submit(
         &api,
         json!({"kind": "batch", "payload": {"children": [child, child, child, child]}}),
@@ -340,9 +344,7 @@ async fn a_client_that_resubscribes_with_its_last_version_misses_nothing_and_get
 #[tokio::test]
 async fn a_subscribed_client_is_not_idle() {
     let system = system!(TestSystem::builder().gateway_env("SEXTANT_GATEWAY__WS__IDLE_TIMEOUT", "1s"));
-    let mut socket = socket(&system, "acme").await;
-    assert_eq!(subscribe(&mut socket, "jobs", None).await["type"], "subscribed");
-    assert_eq!(frame(&mut socket).await["type"], "snapshot");
+    let mut socket = following_jobs(&system, "acme").await;
     tokio::time::sleep(Duration::from_millis(2500)).await;
     ws::send_json(&mut socket, &json!({"op": "unsubscribe", "id": 1, "topic": "jobs"})).await;
     assert_eq!(
@@ -361,9 +363,7 @@ async fn events_of_a_job_run_by_another_replica_reach_the_gateways_replica() {
     let system = system!(TestSystem::builder().jobs_env("SEXTANT_JOBS__WORKER__ROLE", "api"));
     let _worker = system.spawn_jobs("jobs-worker", &[("SEXTANT_JOBS__WORKER__ROLE", "worker")]);
     let api = Api::new(&system, "acme");
-    let mut socket = socket(&system, "acme").await;
-    assert_eq!(subscribe(&mut socket, "jobs", None).await["type"], "subscribed");
-    assert_eq!(frame(&mut socket).await["type"], "snapshot");
+    let mut socket = following_jobs(&system, "acme").await;
     let id = submit(
         &api,
         json!({"kind": "sleep", "payload": {"duration_ms": 300, "steps": 2}}),
