@@ -1,6 +1,9 @@
 //! The analytics service's configuration (`[analytics]`), with its defaults.
 
+use std::time::Duration;
+
 use serde::Deserialize;
+use sextant_common::amqp::AmqpConfig;
 use sextant_common::app::{CommonSections, GrpcServerConfig};
 use sextant_common::config::{InternalConfig, Problems, TelemetryConfig, Validate};
 use sextant_common::db::DatabaseConfig;
@@ -19,6 +22,58 @@ url = "postgres://postgres@127.0.0.1:5432/sextant_analytics"
 max_connections = 16
 acquire_timeout = "5s"
 startup_timeout = "30s"
+
+[analytics.amqp]
+url = "amqp://guest:guest@127.0.0.1:5672/%2f"
+prefix = "sextant"
+reconnect_max_delay = "5s"
+
+[analytics.ingest]
+# Events per IngestEvents call.
+max_batch = 10000
+# How far ahead of the server's clock an event may be.
+max_future = "5m"
+# Series (distinct label sets) per metric and tenant; a new series beyond
+# this is refused with `cardinality_limit`.
+max_series_per_metric = 10000
+max_labels = 16
+max_label_value_len = 200
+# How long the answer to an Idempotency-Key is kept.
+idempotency_ttl = "24h"
+
+[analytics.query]
+# Buckets one series may have (the range divided by the bucket).
+max_buckets = 10000
+# Groups (values of the group_by label) one query may have.
+max_groups = 1000
+# Buckets across all groups.
+max_points = 200000
+# Raw events a query with a bucket finer than the rollups may read.
+max_raw_events = 2000000
+
+[analytics.retention]
+# Raw events: kept this long, in partitions this wide. Events older than
+# `raw` are refused at ingest.
+raw = "30days"
+raw_partition = "1day"
+# One-minute rollups: kept this long, in partitions this wide.
+rollup = "400days"
+rollup_partition = "30days"
+# Partitions are created this many ahead of the present.
+partitions_ahead = 2
+# How often expired partitions, idempotency keys and change-log rows go.
+check_interval = "10m"
+
+[analytics.live]
+# Updates for one watch are sent at most this often (a hot metric is
+# coalesced into one update per interval).
+coalesce = "20ms"
+# Watches also check for changes this often, in case a broker message was lost.
+poll = "2s"
+# Changes are kept this long; a resume from an older version gets a snapshot.
+change_log = "1h"
+# The longest trailing window a watch may follow.
+max_window = "24h"
 "#;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -33,12 +88,171 @@ pub struct Config {
 pub struct AnalyticsConfig {
     pub grpc: GrpcServerConfig,
     pub database: DatabaseConfig,
+    pub amqp: AmqpConfig,
+    pub ingest: IngestConfig,
+    pub query: QueryConfig,
+    pub retention: RetentionConfig,
+    pub live: LiveConfig,
 }
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestConfig {
+    pub max_batch: usize,
+    #[serde(with = "humantime_serde")]
+    pub max_future: Duration,
+    pub max_series_per_metric: u32,
+    pub max_labels: usize,
+    pub max_label_value_len: usize,
+    #[serde(with = "humantime_serde")]
+    pub idempotency_ttl: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueryConfig {
+    pub max_buckets: u64,
+    pub max_groups: usize,
+    pub max_points: u64,
+    pub max_raw_events: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionConfig {
+    #[serde(with = "humantime_serde")]
+    pub raw: Duration,
+    #[serde(with = "humantime_serde")]
+    pub raw_partition: Duration,
+    #[serde(with = "humantime_serde")]
+    pub rollup: Duration,
+    #[serde(with = "humantime_serde")]
+    pub rollup_partition: Duration,
+    pub partitions_ahead: u32,
+    #[serde(with = "humantime_serde")]
+    pub check_interval: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LiveConfig {
+    #[serde(with = "humantime_serde")]
+    pub coalesce: Duration,
+    #[serde(with = "humantime_serde")]
+    pub poll: Duration,
+    #[serde(with = "humantime_serde")]
+    pub change_log: Duration,
+    #[serde(with = "humantime_serde")]
+    pub max_window: Duration,
+}
+
+const MINUTE: Duration = Duration::from_secs(60);
 
 impl Validate for Config {
     fn validate(&self, problems: &mut Problems) {
-        self.analytics.grpc.validate_at("analytics.grpc", problems);
-        self.analytics.database.validate_at("analytics.database", problems);
+        let a = &self.analytics;
+        a.grpc.validate_at("analytics.grpc", problems);
+        a.database.validate_at("analytics.database", problems);
+        a.amqp.validate_at("analytics.amqp", problems);
+        problems.check(
+            (1..=100_000).contains(&a.ingest.max_batch),
+            "analytics.ingest.max_batch",
+            "must be between 1 and 100000",
+        );
+        problems.check(
+            a.ingest.max_future <= Duration::from_secs(24 * 3600),
+            "analytics.ingest.max_future",
+            "must be at most 24h",
+        );
+        problems.check(
+            a.ingest.max_series_per_metric >= 1,
+            "analytics.ingest.max_series_per_metric",
+            "must be at least 1",
+        );
+        problems.check(
+            (1..=64).contains(&a.ingest.max_labels),
+            "analytics.ingest.max_labels",
+            "must be between 1 and 64",
+        );
+        problems.check(
+            (1..=4096).contains(&a.ingest.max_label_value_len),
+            "analytics.ingest.max_label_value_len",
+            "must be between 1 and 4096",
+        );
+        problems.check(
+            a.ingest.idempotency_ttl >= Duration::from_secs(60),
+            "analytics.ingest.idempotency_ttl",
+            "must be at least 1m",
+        );
+        for (value, key) in [
+            (a.query.max_buckets, "analytics.query.max_buckets"),
+            (a.query.max_points, "analytics.query.max_points"),
+            (a.query.max_raw_events, "analytics.query.max_raw_events"),
+        ] {
+            problems.check(value >= 1, key, "must be at least 1");
+        }
+        problems.check(
+            a.query.max_groups >= 1,
+            "analytics.query.max_groups",
+            "must be at least 1",
+        );
+        let r = &a.retention;
+        for (value, key) in [
+            (r.raw_partition, "analytics.retention.raw_partition"),
+            (r.rollup_partition, "analytics.retention.rollup_partition"),
+        ] {
+            problems.check(
+                value >= MINUTE && value.as_secs() % 60 == 0 && value.subsec_nanos() == 0,
+                key,
+                "must be a whole number of minutes, at least 1m",
+            );
+        }
+        problems.check(
+            r.raw >= r.raw_partition,
+            "analytics.retention.raw",
+            "must be at least analytics.retention.raw_partition",
+        );
+        problems.check(
+            r.rollup >= r.raw,
+            "analytics.retention.rollup",
+            "must be at least analytics.retention.raw",
+        );
+        problems.check(
+            (1..=100).contains(&r.partitions_ahead),
+            "analytics.retention.partitions_ahead",
+            "must be between 1 and 100",
+        );
+        problems.check(
+            r.check_interval >= Duration::from_secs(1) && r.check_interval <= r.raw_partition,
+            "analytics.retention.check_interval",
+            "must be between 1s and analytics.retention.raw_partition",
+        );
+        problems.check(
+            a.ingest.max_future < r.raw_partition * r.partitions_ahead,
+            "analytics.ingest.max_future",
+            "must be shorter than the partitions made ahead (raw_partition × partitions_ahead)",
+        );
+        let l = &a.live;
+        problems.check(
+            l.coalesce <= Duration::from_secs(10),
+            "analytics.live.coalesce",
+            "must be at most 10s",
+        );
+        problems.check(
+            l.poll >= Duration::from_millis(100),
+            "analytics.live.poll",
+            "must be at least 100ms",
+        );
+        problems.check(
+            l.change_log >= Duration::from_secs(1),
+            "analytics.live.change_log",
+            "must be at least 1s",
+        );
+        problems.check(
+            l.max_window >= MINUTE,
+            "analytics.live.max_window",
+            "must be at least 1m",
+        );
         self.internal.validate(problems);
         self.telemetry.validate(problems);
     }

@@ -1,43 +1,135 @@
 //! The analytics service: ingests metric events, answers time-bucketed
-//! queries, streams live metric updates, evaluates alert rules and produces
-//! analysis reports. Owns the `sextant_analytics` database.
+//! queries and streams live metric updates (alert rules and analyses come
+//! next). Owns the `sextant_analytics` database.
+//!
+//! - `model`: events, queries and their checks; `aggregate`: bucket state
+//!   (exact count/sum/min/max, a DDSketch for percentiles);
+//! - `store`: the ingest transaction, reads, and partition upkeep;
+//! - `live`: change hints over RabbitMQ and the `WatchMetric` streams;
+//! - `convert`: protobuf ↔ domain; `api`: the gRPC service.
 //!
 //! This crate is a library so tests can start it on port 0; `main.rs` only
 //! wires config and signals to [`Application`].
 
+pub mod aggregate;
+pub mod api;
 pub mod config;
+pub mod convert;
+pub mod live;
+pub mod metrics;
+pub mod model;
+pub mod store;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
+use sextant_common::amqp::Amqp;
 use sextant_common::db;
 use sextant_common::grpc::{BackendServer, Dependency};
-use sextant_common::metrics::Registry;
+use sextant_proto::analytics::v1::analytics_service_server::AnalyticsServiceServer;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 
 pub use config::Config;
 
+use crate::api::AnalyticsApi;
+use crate::live::{Live, LiveTasks, WatchSettings};
+use crate::store::partitions::{self, Layout, micros};
+use crate::store::read::Limits;
+
 pub const SERVICE: &str = "sextant-analytics";
+
+/// Series ids kept in memory per replica.
+const SERIES_CACHE: usize = 200_000;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
-/// A started (bound and migrated) analytics service.
+/// A started (bound, migrated, partitioned) analytics service.
 pub struct Application {
     server: BackendServer,
     pool: PgPool,
+    amqp: Amqp,
+    amqp_stop: CancellationToken,
+    api: AnalyticsApi,
+    live_tasks: LiveTasks,
+    upkeep: Upkeep,
+    metrics: metrics::Metrics,
 }
 
 impl Application {
     pub async fn build(config: &Config) -> anyhow::Result<Self> {
-        let pool = db::connect(&config.analytics.database, &MIGRATOR).await?;
+        let a = &config.analytics;
+        let pool = db::connect(&a.database, &MIGRATOR).await?;
+        let amqp_stop = CancellationToken::new();
+        let amqp = Amqp::start(a.amqp.clone(), SERVICE, amqp_stop.clone());
+        let r = &a.retention;
+        let raw = Layout {
+            parent: "events",
+            width: micros(r.raw_partition),
+            retention: micros(r.raw),
+        };
+        let rollups = Layout {
+            parent: "rollups_1m",
+            width: micros(r.rollup_partition),
+            retention: micros(r.rollup),
+        };
+        let upkeep = Upkeep {
+            pool: pool.clone(),
+            layouts: vec![raw, rollups],
+            ahead: r.partitions_ahead,
+            interval: r.check_interval,
+            idempotency_ttl: a.ingest.idempotency_ttl,
+            change_log: a.live.change_log,
+        };
+        // Partitions for the present exist before the first event arrives.
+        upkeep.pass().await?;
         let server = BackendServer::bind(
             sextant_proto::service_names::ANALYTICS,
-            &config.analytics.grpc,
+            &a.grpc,
             config.internal.secret.clone(),
         )
         .await?;
-        Ok(Self { server, pool })
+        let limits = Limits {
+            max_buckets: a.query.max_buckets,
+            max_groups: a.query.max_groups,
+            max_points: a.query.max_points,
+            max_raw_events: a.query.max_raw_events,
+        };
+        let metrics = metrics::Metrics::default();
+        let (live, live_tasks) = Live::new(
+            pool.clone(),
+            &a.amqp.prefix,
+            WatchSettings {
+                coalesce: a.live.coalesce,
+                poll: a.live.poll,
+                max_window: micros(a.live.max_window),
+                max_future: micros(a.ingest.max_future),
+                limits,
+            },
+            metrics.clone(),
+        );
+        let api = AnalyticsApi {
+            pool: pool.clone(),
+            cache: Arc::new(store::SeriesCache::new(SERIES_CACHE)),
+            ingest: a.ingest.clone(),
+            limits,
+            raw,
+            rollups,
+            live,
+            shutdown: CancellationToken::new(),
+        };
+        Ok(Self {
+            server,
+            pool,
+            amqp,
+            amqp_stop,
+            api,
+            live_tasks,
+            upkeep,
+            metrics,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -45,17 +137,81 @@ impl Application {
     }
 
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let dependencies = vec![Dependency::postgres(self.pool.clone())];
+        let dependencies = vec![
+            Dependency::postgres(self.pool.clone()),
+            Dependency::rabbitmq(self.amqp.clone()),
+        ];
+        let tasks_stop = CancellationToken::new();
+        let live = tokio::spawn(self.live_tasks.run(self.amqp.clone(), tasks_stop.clone()));
+        let upkeep = tokio::spawn(self.upkeep.run(tasks_stop.clone()));
+        // Watch streams end as soon as shutdown starts, so the server can drain.
+        let watches = self.api.shutdown.clone();
+        let stop_watches = shutdown.clone();
+        tokio::spawn(async move {
+            stop_watches.cancelled().await;
+            watches.cancel();
+        });
+        let routes = Routes::new(AnalyticsServiceServer::new(self.api));
         let result = self
             .server
-            .serve(
-                Routes::default(),
-                dependencies,
-                Registry::with_prefix("sextant_analytics"),
-                shutdown,
-            )
+            .serve(routes, dependencies, self.metrics.registry(), shutdown)
             .await;
+        tasks_stop.cancel();
+        let _ = live.await;
+        let _ = upkeep.await;
+        self.amqp_stop.cancel();
         self.pool.close().await;
         result
     }
+}
+
+/// Periodic upkeep: partitions ahead and past retention, expired
+/// idempotency keys, old change-log rows.
+struct Upkeep {
+    pool: PgPool,
+    layouts: Vec<Layout>,
+    ahead: u32,
+    interval: Duration,
+    idempotency_ttl: Duration,
+    change_log: Duration,
+}
+
+impl Upkeep {
+    async fn pass(&self) -> anyhow::Result<()> {
+        let report = partitions::maintain(&self.pool, &self.layouts, self.ahead, model::now_micros()).await?;
+        if !report.created.is_empty() || !report.dropped.is_empty() {
+            tracing::info!(created = ?report.created, dropped = ?report.dropped, "partitions maintained");
+        }
+        let keys = sqlx::query("DELETE FROM ingest_requests WHERE created_at < now() - $1::interval")
+            .bind(interval(self.idempotency_ttl))
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        let changes = sqlx::query("DELETE FROM metric_changes WHERE created_at < now() - $1::interval")
+            .bind(interval(self.change_log))
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        tracing::debug!(keys, changes, "expired idempotency keys and change-log rows deleted");
+        Ok(())
+    }
+
+    async fn run(self, shutdown: CancellationToken) {
+        // The change log is swept more often than partitions need checking.
+        let every = self.interval.min(self.change_log).max(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+            if let Err(error) = self.pass().await {
+                tracing::warn!(error = %format!("{error:#}"), "analytics upkeep failed; retrying next pass");
+            }
+        }
+    }
+}
+
+/// A duration as a PostgreSQL interval literal.
+fn interval(d: Duration) -> String {
+    format!("{} milliseconds", d.as_millis())
 }

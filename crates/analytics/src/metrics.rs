@@ -1,0 +1,54 @@
+//! The analytics service's Prometheus metrics, served on
+//! `analytics.grpc.metrics_port`.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use sextant_common::metrics::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RejectLabels {
+    /// The rejection's code, e.g. `cardinality_limit`.
+    pub code: String,
+}
+
+/// Handles to the metrics; clones update the same series.
+#[derive(Clone, Default)]
+pub struct Metrics {
+    pub events_accepted: Counter,
+    pub events_rejected: Family<RejectLabels, Counter>,
+    pub batches_replayed: Counter,
+    /// Open `WatchMetric` streams (a gateway shares one per distinct query).
+    pub watches: Gauge,
+    /// Snapshots and updates sent on watch streams.
+    pub updates: Counter,
+}
+
+impl Metrics {
+    pub fn registry(&self) -> Registry {
+        let mut registry = Registry::with_prefix("sextant_analytics");
+        registry.register(
+            "events_accepted",
+            "Events stored by IngestEvents",
+            self.events_accepted.clone(),
+        );
+        registry.register(
+            "events_rejected",
+            "Events refused by IngestEvents, by code",
+            self.events_rejected.clone(),
+        );
+        registry.register(
+            "batches_replayed",
+            "Ingest batches answered from their idempotency key",
+            self.batches_replayed.clone(),
+        );
+        registry.register("watch_streams", "Open WatchMetric streams", self.watches.clone());
+        registry.register(
+            "watch_messages",
+            "Messages sent on WatchMetric streams",
+            self.updates.clone(),
+        );
+        registry
+    }
+}

@@ -1,0 +1,523 @@
+//! The ingest transaction. One batch commits whole or not at all:
+//!
+//! 1. the idempotency key is claimed (a concurrent retry waits on it, then
+//!    gets the stored answer);
+//! 2. each event's series is found or made (new series under the metric's
+//!    lock, within the cardinality limit);
+//! 3. events are `COPY`ed (binary) into the time-partitioned `events`;
+//! 4. under a per-(tenant, metric) advisory lock, the touched one-minute
+//!    rollups are read, merged with the batch, and written back;
+//! 5. each metric's version rises by one (the `metrics` row lock orders
+//!    versions by commit) and the minutes it touched go to `metric_changes`;
+//! 6. the answer is stored with the key, and the transaction commits.
+//!
+//! So when the caller hears "accepted", the events, their rollups and the
+//! change record are all committed: the next query sees them.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use serde::{Deserialize, Serialize};
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
+
+use super::partitions::{self, Layout};
+use super::{SeriesCache, canonical_labels, parse_labels};
+use crate::aggregate::{Agg, decode_sketch, encode_sketch};
+use crate::model::{Event, MINUTE, Micros, Rejection, codes, datetime, floor_to};
+
+/// What a committed batch changed, per metric: the live watchers' cue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub metric: String,
+    pub version: u64,
+}
+
+/// A batch's answer, as stored for its idempotency key.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Answer {
+    pub accepted: u32,
+    pub rejected: Vec<StoredRejection>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StoredRejection {
+    pub index: u32,
+    pub code: String,
+    pub field: String,
+    pub message: String,
+}
+
+impl From<&Rejection> for StoredRejection {
+    fn from(r: &Rejection) -> Self {
+        Self {
+            index: r.index,
+            code: r.code.to_owned(),
+            field: r.field.clone(),
+            message: r.message.clone(),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub enum Outcome {
+    Stored {
+        answer: Answer,
+        changes: Vec<Change>,
+    },
+    /// The key's first answer, stored earlier.
+    Replayed(Answer),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("idempotency key already used for a different batch")]
+    KeyReused,
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+/// The key and the batch's fingerprint (see `model::fingerprint`).
+#[derive(Debug, Clone)]
+pub struct Idempotency {
+    pub key: String,
+    pub fingerprint: Vec<u8>,
+}
+
+pub struct Ingest<'a> {
+    pub pool: &'a PgPool,
+    pub cache: &'a SeriesCache,
+    pub max_series_per_metric: u32,
+    pub raw: Layout,
+    pub rollups: Layout,
+}
+
+impl Ingest<'_> {
+    /// Stores `events` (each with its index in the request); `rejected` are
+    /// the request's events already refused, reported with the answer.
+    pub async fn run(
+        &self,
+        tenant: &str,
+        events: Vec<(u32, Event)>,
+        rejected: Vec<Rejection>,
+        key: Option<Idempotency>,
+    ) -> Result<Outcome, IngestError> {
+        let mut made_partitions = false;
+        loop {
+            match self.attempt(tenant, &events, &rejected, key.as_ref()).await {
+                Err(IngestError::Db(e)) if is_missing_partition(&e) && !made_partitions => {
+                    // A late event (or a pass of upkeep still to come): make its partitions.
+                    made_partitions = true;
+                    let (lo, hi) = span(&events);
+                    partitions::ensure(self.pool, self.raw, lo, hi + 1).await?;
+                    partitions::ensure(self.pool, self.rollups, lo, hi + 1).await?;
+                }
+                Err(IngestError::Db(e)) if is_deadlock(&e) => {
+                    tracing::debug!("ingest deadlocked; retrying");
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn attempt(
+        &self,
+        tenant: &str,
+        events: &[(u32, Event)],
+        rejected: &[Rejection],
+        key: Option<&Idempotency>,
+    ) -> Result<Outcome, IngestError> {
+        let mut tx = self.pool.begin().await?;
+        if let Some(key) = key
+            && let Some(answer) = claim_key(&mut tx, tenant, key).await?
+        {
+            return Ok(Outcome::Replayed(answer));
+        }
+        let mut rejected = rejected.to_vec();
+
+        // Per metric, the distinct label sets and the events using each.
+        let mut by_metric: BTreeMap<&str, BTreeMap<String, Vec<usize>>> = BTreeMap::new();
+        for (i, (_, event)) in events.iter().enumerate() {
+            by_metric
+                .entry(event.metric.as_str())
+                .or_default()
+                .entry(canonical_labels(&event.labels))
+                .or_default()
+                .push(i);
+        }
+        let metrics: Vec<&str> = by_metric.keys().copied().collect();
+        let mut series_of: Vec<Option<i64>> = vec![None; events.len()];
+        let mut fresh: Vec<(&str, Vec<(String, i64)>)> = Vec::new();
+        let mut locked = false;
+        for (&metric, sets) in &by_metric {
+            let mut missing: Vec<&String> = Vec::new();
+            for (labels, uses) in sets {
+                match self.cache.get(tenant, metric, labels) {
+                    Some(id) => uses.iter().for_each(|&i| series_of[i] = Some(id)),
+                    None => missing.push(labels),
+                }
+            }
+            if missing.is_empty() {
+                continue;
+            }
+            if !locked {
+                // New series are counted against the limit under the metrics' locks.
+                lock_metrics(&mut tx, tenant, &metrics).await?;
+                locked = true;
+            }
+            let (found, refused) = self.resolve(&mut tx, tenant, metric, &missing).await?;
+            for (labels, id) in &found {
+                sets[labels].iter().for_each(|&i| series_of[i] = Some(*id));
+            }
+            for labels in refused {
+                for &i in &sets[labels] {
+                    let (index, _) = events[i];
+                    rejected.push(Rejection {
+                        index,
+                        code: codes::CARDINALITY_LIMIT,
+                        field: "labels".into(),
+                        message: format!(
+                            "metric {metric:?} already has {} series, the most a tenant may have per metric",
+                            self.max_series_per_metric
+                        ),
+                    });
+                }
+            }
+            fresh.push((metric, found));
+        }
+
+        let stored: Vec<(i64, &Event)> = events
+            .iter()
+            .zip(&series_of)
+            .filter_map(|((_, event), id)| id.map(|id| (id, event)))
+            .collect();
+        let mut changes = Vec::new();
+        if !stored.is_empty() {
+            copy_events(&mut tx, tenant, &stored).await?;
+            if !locked {
+                lock_metrics(&mut tx, tenant, &metrics).await?;
+            }
+            let touched = merge_rollups(&mut tx, tenant, &stored).await?;
+            changes = bump_versions(&mut tx, tenant, &stored, touched).await?;
+        }
+        rejected.sort_by_key(|r| r.index);
+        let answer = Answer {
+            accepted: u32::try_from(stored.len()).unwrap_or(u32::MAX),
+            rejected: rejected.iter().map(StoredRejection::from).collect(),
+        };
+        if let Some(key) = key {
+            sqlx::query("UPDATE ingest_requests SET response = $3 WHERE tenant = $1 AND key = $2")
+                .bind(tenant)
+                .bind(&key.key)
+                .bind(sqlx::types::Json(&answer))
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        for (metric, found) in fresh {
+            self.cache.put_all(tenant, metric, found);
+        }
+        Ok(Outcome::Stored { answer, changes })
+    }
+
+    /// Finds or makes the series of `missing` label sets; the second list is
+    /// the sets refused by the cardinality limit.
+    async fn resolve<'l>(
+        &self,
+        tx: &mut PgConnection,
+        tenant: &str,
+        metric: &str,
+        missing: &[&'l String],
+    ) -> Result<(Vec<(String, i64)>, Vec<&'l String>), IngestError> {
+        let texts: Vec<&str> = missing.iter().map(|s| s.as_str()).collect();
+        let rows: Vec<(i64, serde_json::Value)> = sqlx::query_as(
+            "SELECT id, labels FROM series
+             WHERE tenant = $1 AND metric = $2 AND labels = ANY($3::text[]::jsonb[])",
+        )
+        .bind(tenant)
+        .bind(metric)
+        .bind(&texts)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut found: Vec<(String, i64)> = rows
+            .into_iter()
+            .map(|(id, labels)| (canonical_labels(&parse_labels(labels)), id))
+            .collect();
+        let known: BTreeSet<&str> = found.iter().map(|(l, _)| l.as_str()).collect();
+        let new: Vec<&'l String> = missing
+            .iter()
+            .copied()
+            .filter(|l| !known.contains(l.as_str()))
+            .collect();
+        if new.is_empty() {
+            return Ok((found, Vec::new()));
+        }
+        let count: i64 = sqlx::query_scalar("SELECT count(*) FROM series WHERE tenant = $1 AND metric = $2")
+            .bind(tenant)
+            .bind(metric)
+            .fetch_one(&mut *tx)
+            .await?;
+        let room = usize::try_from(i64::from(self.max_series_per_metric) - count).unwrap_or(0);
+        let (admitted, refused) = new.split_at(room.min(new.len()));
+        if !admitted.is_empty() {
+            let texts: Vec<&str> = admitted.iter().map(|s| s.as_str()).collect();
+            let rows: Vec<(i64, serde_json::Value)> = sqlx::query_as(
+                "INSERT INTO series (tenant, metric, labels)
+                 SELECT $1, $2, l::jsonb FROM unnest($3::text[]) AS l
+                 RETURNING id, labels",
+            )
+            .bind(tenant)
+            .bind(metric)
+            .bind(&texts)
+            .fetch_all(&mut *tx)
+            .await?;
+            found.extend(
+                rows.into_iter()
+                    .map(|(id, labels)| (canonical_labels(&parse_labels(labels)), id)),
+            );
+        }
+        Ok((found, refused.to_vec()))
+    }
+}
+
+/// Claims `key` for this batch; `Some` answer when an earlier batch holds it.
+async fn claim_key(
+    tx: &mut Transaction<'_, Postgres>,
+    tenant: &str,
+    key: &Idempotency,
+) -> Result<Option<Answer>, IngestError> {
+    let claimed = sqlx::query(
+        "INSERT INTO ingest_requests (tenant, key, fingerprint) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+    )
+    .bind(tenant)
+    .bind(&key.key)
+    .bind(&key.fingerprint)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected()
+        == 1;
+    if claimed {
+        return Ok(None);
+    }
+    let (fingerprint, response): (Vec<u8>, Option<sqlx::types::Json<Answer>>) =
+        sqlx::query_as("SELECT fingerprint, response FROM ingest_requests WHERE tenant = $1 AND key = $2")
+            .bind(tenant)
+            .bind(&key.key)
+            .fetch_one(&mut **tx)
+            .await?;
+    if fingerprint != key.fingerprint {
+        return Err(IngestError::KeyReused);
+    }
+    Ok(Some(response.map(|r| r.0).unwrap_or_default()))
+}
+
+/// Takes the per-(tenant, metric) locks, always in the same order.
+async fn lock_metrics(tx: &mut PgConnection, tenant: &str, metrics: &[&str]) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "SELECT count(pg_advisory_xact_lock(k)) FROM (
+           SELECT hashtextextended($1 || '/' || m, 0) AS k FROM unnest($2::text[]) AS m ORDER BY 1
+         ) AS keys",
+    )
+    .bind(tenant)
+    .bind(metrics)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+/// PostgreSQL's binary COPY epoch, 2000-01-01, in Unix microseconds.
+const PG_EPOCH: Micros = 946_684_800_000_000;
+
+async fn copy_events(tx: &mut PgConnection, tenant: &str, events: &[(i64, &Event)]) -> Result<(), sqlx::Error> {
+    let tenant = tenant.as_bytes();
+    let row_len = 2 + 4 + tenant.len() + 3 * (4 + 8);
+    let mut buf = Vec::with_capacity(19 + events.len() * row_len + 2);
+    buf.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
+    buf.extend_from_slice(&0i32.to_be_bytes());
+    buf.extend_from_slice(&0i32.to_be_bytes());
+    let tenant_len = i32::try_from(tenant.len()).unwrap_or(i32::MAX);
+    for (series, event) in events {
+        buf.extend_from_slice(&4i16.to_be_bytes());
+        buf.extend_from_slice(&tenant_len.to_be_bytes());
+        buf.extend_from_slice(tenant);
+        buf.extend_from_slice(&8i32.to_be_bytes());
+        buf.extend_from_slice(&series.to_be_bytes());
+        buf.extend_from_slice(&8i32.to_be_bytes());
+        buf.extend_from_slice(&(event.ts - PG_EPOCH).to_be_bytes());
+        buf.extend_from_slice(&8i32.to_be_bytes());
+        buf.extend_from_slice(&event.value.to_be_bytes());
+    }
+    buf.extend_from_slice(&(-1i16).to_be_bytes());
+    let mut copy = tx
+        .copy_in_raw("COPY events (tenant, series_id, ts, value) FROM STDIN (FORMAT binary)")
+        .await?;
+    copy.send(buf).await?;
+    copy.finish().await?;
+    Ok(())
+}
+
+/// Merges the batch into its one-minute rollups; returns the minutes touched
+/// per series.
+async fn merge_rollups(
+    tx: &mut PgConnection,
+    tenant: &str,
+    events: &[(i64, &Event)],
+) -> Result<BTreeMap<i64, BTreeSet<Micros>>, IngestError> {
+    let mut batch: BTreeMap<(i64, Micros), Agg> = BTreeMap::new();
+    for (series, event) in events {
+        batch
+            .entry((*series, floor_to(event.ts, MINUTE)))
+            .or_insert_with(|| Agg::new(true))
+            .add(event.value);
+    }
+    let series: Vec<i64> = batch.keys().map(|(s, _)| *s).collect();
+    let buckets: Vec<time::OffsetDateTime> = batch.keys().map(|(_, b)| datetime(*b)).collect();
+    let existing: Vec<(i64, time::OffsetDateTime, i64, f64, f64, f64, Vec<u8>)> = sqlx::query_as(
+        "SELECT r.series_id, r.bucket, r.count, r.sum, r.min, r.max, r.sketch
+         FROM rollups_1m r JOIN unnest($2::int8[], $3::timestamptz[]) AS k(series_id, bucket)
+           ON r.series_id = k.series_id AND r.bucket = k.bucket
+         WHERE r.tenant = $1",
+    )
+    .bind(tenant)
+    .bind(&series)
+    .bind(&buckets)
+    .fetch_all(&mut *tx)
+    .await?;
+    for (series, bucket, count, sum, min, max, sketch) in existing {
+        let key = (series, crate::model::micros_of(bucket));
+        if let Some(agg) = batch.get_mut(&key) {
+            let sketch = decode_sketch(&sketch)?;
+            agg.merge_parts(u64::try_from(count).unwrap_or(0), sum, min, max, Some(&sketch));
+        }
+    }
+    let mut counts = Vec::with_capacity(batch.len());
+    let mut sums = Vec::with_capacity(batch.len());
+    let mut mins = Vec::with_capacity(batch.len());
+    let mut maxs = Vec::with_capacity(batch.len());
+    let mut sketches = Vec::with_capacity(batch.len());
+    let mut touched: BTreeMap<i64, BTreeSet<Micros>> = BTreeMap::new();
+    for ((series, bucket), agg) in &batch {
+        counts.push(i64::try_from(agg.count).unwrap_or(i64::MAX));
+        sums.push(agg.sum);
+        mins.push(agg.min);
+        maxs.push(agg.max);
+        sketches.push(encode_sketch(agg.sketch.as_ref().expect("rollups keep sketches")));
+        touched.entry(*series).or_default().insert(*bucket);
+    }
+    sqlx::query(
+        "INSERT INTO rollups_1m (tenant, series_id, bucket, count, sum, min, max, sketch)
+         SELECT $1, * FROM unnest($2::int8[], $3::timestamptz[], $4::int8[], $5::float8[], $6::float8[],
+                                  $7::float8[], $8::bytea[])
+         ON CONFLICT (tenant, series_id, bucket) DO UPDATE SET
+           count = excluded.count, sum = excluded.sum, min = excluded.min, max = excluded.max,
+           sketch = excluded.sketch",
+    )
+    .bind(tenant)
+    .bind(&series)
+    .bind(&buckets)
+    .bind(&counts)
+    .bind(&sums)
+    .bind(&mins)
+    .bind(&maxs)
+    .bind(&sketches)
+    .execute(&mut *tx)
+    .await?;
+    Ok(touched)
+}
+
+/// Raises each touched metric's version and records the minutes it touched.
+async fn bump_versions(
+    tx: &mut PgConnection,
+    tenant: &str,
+    events: &[(i64, &Event)],
+    touched: BTreeMap<i64, BTreeSet<Micros>>,
+) -> Result<Vec<Change>, IngestError> {
+    let mut per_metric: BTreeMap<&str, (Micros, Micros, BTreeSet<Micros>)> = BTreeMap::new();
+    let mut metric_of: HashMap<i64, &str> = HashMap::new();
+    for (series, event) in events {
+        let entry = per_metric
+            .entry(event.metric.as_str())
+            .or_insert((event.ts, event.ts, BTreeSet::new()));
+        entry.0 = entry.0.min(event.ts);
+        entry.1 = entry.1.max(event.ts);
+        metric_of.insert(*series, event.metric.as_str());
+    }
+    for (series, minutes) in touched {
+        if let Some(metric) = metric_of.get(&series)
+            && let Some(entry) = per_metric.get_mut(metric)
+        {
+            entry.2.extend(minutes);
+        }
+    }
+    let names: Vec<&str> = per_metric.keys().copied().collect();
+    let firsts: Vec<time::OffsetDateTime> = per_metric.values().map(|v| datetime(v.0)).collect();
+    let lasts: Vec<time::OffsetDateTime> = per_metric.values().map(|v| datetime(v.1)).collect();
+    let versions: Vec<(String, i64)> = sqlx::query_as(
+        "INSERT INTO metrics (tenant, name, version, first_seen, last_seen)
+         SELECT $1, n, 1, f, l FROM unnest($2::text[], $3::timestamptz[], $4::timestamptz[]) AS t(n, f, l)
+         ORDER BY n
+         ON CONFLICT (tenant, name) DO UPDATE SET
+           version = metrics.version + 1,
+           first_seen = least(metrics.first_seen, excluded.first_seen),
+           last_seen = greatest(metrics.last_seen, excluded.last_seen)
+         RETURNING name, version",
+    )
+    .bind(tenant)
+    .bind(&names)
+    .bind(&firsts)
+    .bind(&lasts)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut change_metrics = Vec::new();
+    let mut change_versions = Vec::new();
+    let mut minute_metrics = Vec::new();
+    let mut minute_values = Vec::new();
+    for (name, version) in &versions {
+        change_metrics.push(name.as_str());
+        change_versions.push(*version);
+        for minute in &per_metric[name.as_str()].2 {
+            minute_metrics.push(name.as_str());
+            minute_values.push(minute.div_euclid(crate::model::SECOND));
+        }
+    }
+    sqlx::query(
+        "INSERT INTO metric_changes (tenant, metric, version, minutes)
+         SELECT $1, c.metric, c.version, array_agg(m.minute ORDER BY m.minute)
+         FROM unnest($2::text[], $3::int8[]) AS c(metric, version)
+         JOIN unnest($4::text[], $5::int8[]) AS m(metric, minute) ON m.metric = c.metric
+         GROUP BY c.metric, c.version",
+    )
+    .bind(tenant)
+    .bind(&change_metrics)
+    .bind(&change_versions)
+    .bind(&minute_metrics)
+    .bind(&minute_values)
+    .execute(&mut *tx)
+    .await?;
+    Ok(versions
+        .into_iter()
+        .map(|(metric, version)| Change {
+            metric,
+            version: u64::try_from(version).unwrap_or(0),
+        })
+        .collect())
+}
+
+fn span(events: &[(u32, Event)]) -> (Micros, Micros) {
+    let lo = events.iter().map(|(_, e)| e.ts).min().unwrap_or(0);
+    let hi = events.iter().map(|(_, e)| e.ts).max().unwrap_or(0);
+    (lo, hi)
+}
+
+/// "no partition of relation … found for row".
+fn is_missing_partition(error: &sqlx::Error) -> bool {
+    error
+        .as_database_error()
+        .is_some_and(|e| e.code().as_deref() == Some("23514") && e.message().contains("no partition"))
+}
+
+fn is_deadlock(error: &sqlx::Error) -> bool {
+    error
+        .as_database_error()
+        .is_some_and(|e| e.code().as_deref() == Some("40P01"))
+}

@@ -1,0 +1,438 @@
+//! Reads: time-bucketed queries, the metric list, a label's values, and the
+//! change log that live watchers follow.
+//!
+//! A query whose bucket is a whole number of minutes reads the one-minute
+//! rollups for the minute-aligned part of its range and raw events only for
+//! the partial minutes at either end (when the range is not minute-aligned);
+//! any other bucket reads raw events. Both build the same per-bucket state
+//! ([`Agg`]), so the answers agree.
+
+use std::collections::{BTreeMap, HashMap};
+
+use futures::TryStreamExt;
+use sqlx::PgPool;
+use time::OffsetDateTime;
+
+use super::parse_labels;
+use crate::aggregate::{Agg, decode_sketch};
+use crate::model::{BucketResult, MINUTE, Micros, Query, SECOND, SeriesResult, datetime, floor_to, micros_of};
+
+/// A query's limits (`analytics.query`).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_buckets: u64,
+    pub max_groups: usize,
+    pub max_points: u64,
+    pub max_raw_events: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    /// A documented limit, named in the message.
+    #[error("{0}")]
+    Limit(String),
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+/// The series of a metric that a query's filters select, with their groups.
+#[derive(Debug, Clone)]
+pub struct Selection {
+    /// Series id → index into `groups`.
+    pub group_of: HashMap<i64, usize>,
+    /// Group names, sorted.
+    pub groups: Vec<String>,
+}
+
+impl Selection {
+    pub fn series_ids(&self) -> Vec<i64> {
+        let mut ids: Vec<i64> = self.group_of.keys().copied().collect();
+        ids.sort_unstable();
+        ids
+    }
+}
+
+/// Finds the series a query covers and checks the group limits.
+pub async fn select(pool: &PgPool, tenant: &str, query: &Query, limits: &Limits) -> Result<Selection, QueryError> {
+    if query.bucket_count() > limits.max_buckets {
+        return Err(QueryError::Limit(format!(
+            "the range holds {} buckets of {} s; max_buckets is {} per series: use a wider bucket or a shorter range",
+            query.bucket_count(),
+            query.bucket / SECOND,
+            limits.max_buckets
+        )));
+    }
+    let rows: Vec<(i64, serde_json::Value)> =
+        sqlx::query_as("SELECT id, labels FROM series WHERE tenant = $1 AND metric = $2")
+            .bind(tenant)
+            .bind(&query.metric)
+            .fetch_all(pool)
+            .await?;
+    let mut by_group: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    for (id, labels) in rows {
+        let labels = parse_labels(labels);
+        if !query.filters.iter().all(|m| m.matches(&labels)) {
+            continue;
+        }
+        let group = query
+            .group_by
+            .as_ref()
+            .and_then(|g| labels.get(g).cloned())
+            .unwrap_or_default();
+        by_group.entry(group).or_default().push(id);
+    }
+    if by_group.len() > limits.max_groups {
+        return Err(QueryError::Limit(format!(
+            "group_by {:?} has {} values; max_groups is {}: add a filter",
+            query.group_by.as_deref().unwrap_or(""),
+            by_group.len(),
+            limits.max_groups
+        )));
+    }
+    let points = query.bucket_count().saturating_mul(by_group.len() as u64);
+    if points > limits.max_points {
+        return Err(QueryError::Limit(format!(
+            "{} groups × {} buckets is {points} points; max_points is {}: use a wider bucket, a shorter range or a filter",
+            by_group.len(),
+            query.bucket_count(),
+            limits.max_points
+        )));
+    }
+    let mut group_of = HashMap::new();
+    let mut groups = Vec::with_capacity(by_group.len());
+    for (index, (group, ids)) in by_group.into_iter().enumerate() {
+        ids.into_iter().for_each(|id| {
+            group_of.insert(id, index);
+        });
+        groups.push(group);
+    }
+    Ok(Selection { group_of, groups })
+}
+
+/// Per (group, bucket start) state.
+pub type Cells = HashMap<(usize, Micros), Agg>;
+
+/// Aggregates `[start, end)` of the selection into `cells`.
+pub async fn accumulate(
+    pool: &PgPool,
+    tenant: &str,
+    query: &Query,
+    selection: &Selection,
+    start: Micros,
+    end: Micros,
+    limits: &Limits,
+    cells: &mut Cells,
+) -> Result<(), QueryError> {
+    if start >= end || selection.group_of.is_empty() {
+        return Ok(());
+    }
+    let sketch = query.needs_sketch();
+    if query.bucket % MINUTE == 0 {
+        let inner_start = floor_to(start + MINUTE - 1, MINUTE);
+        let inner_end = floor_to(end, MINUTE);
+        if inner_start < inner_end {
+            let mut raw_budget = limits.max_raw_events;
+            raw(
+                pool,
+                tenant,
+                query,
+                selection,
+                start,
+                inner_start,
+                &mut raw_budget,
+                sketch,
+                cells,
+            )
+            .await?;
+            rollups(pool, tenant, query, selection, inner_start, inner_end, sketch, cells).await?;
+            raw(
+                pool,
+                tenant,
+                query,
+                selection,
+                inner_end,
+                end,
+                &mut raw_budget,
+                sketch,
+                cells,
+            )
+            .await?;
+            return Ok(());
+        }
+    }
+    let mut raw_budget = limits.max_raw_events;
+    raw(
+        pool,
+        tenant,
+        query,
+        selection,
+        start,
+        end,
+        &mut raw_budget,
+        sketch,
+        cells,
+    )
+    .await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn raw(
+    pool: &PgPool,
+    tenant: &str,
+    query: &Query,
+    selection: &Selection,
+    start: Micros,
+    end: Micros,
+    budget: &mut u64,
+    sketch: bool,
+    cells: &mut Cells,
+) -> Result<(), QueryError> {
+    if start >= end {
+        return Ok(());
+    }
+    let ids = selection.series_ids();
+    let mut rows = sqlx::query_as::<_, (i64, OffsetDateTime, f64)>(
+        "SELECT series_id, ts, value FROM events
+         WHERE tenant = $1 AND series_id = ANY($2) AND ts >= $3 AND ts < $4",
+    )
+    .bind(tenant)
+    .bind(&ids)
+    .bind(datetime(start))
+    .bind(datetime(end))
+    .fetch(pool);
+    let limit = *budget;
+    while let Some((series, ts, value)) = rows.try_next().await? {
+        if *budget == 0 {
+            return Err(QueryError::Limit(format!(
+                "the query reads more than max_raw_events ({limit}) raw events: use a bucket that is a \
+                 whole number of minutes (read from rollups), a shorter range or a filter"
+            )));
+        }
+        *budget -= 1;
+        let group = selection.group_of[&series];
+        cells
+            .entry((group, floor_to(micros_of(ts), query.bucket)))
+            .or_insert_with(|| Agg::new(sketch))
+            .add(value);
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn rollups(
+    pool: &PgPool,
+    tenant: &str,
+    query: &Query,
+    selection: &Selection,
+    start: Micros,
+    end: Micros,
+    sketch: bool,
+    cells: &mut Cells,
+) -> Result<(), QueryError> {
+    let ids = selection.series_ids();
+    let sql = if sketch {
+        "SELECT series_id, bucket, count, sum, min, max, sketch FROM rollups_1m
+         WHERE tenant = $1 AND series_id = ANY($2) AND bucket >= $3 AND bucket < $4"
+    } else {
+        "SELECT series_id, bucket, count, sum, min, max, NULL::bytea FROM rollups_1m
+         WHERE tenant = $1 AND series_id = ANY($2) AND bucket >= $3 AND bucket < $4"
+    };
+    let mut rows = sqlx::query_as::<_, (i64, OffsetDateTime, i64, f64, f64, f64, Option<Vec<u8>>)>(sql)
+        .bind(tenant)
+        .bind(&ids)
+        .bind(datetime(start))
+        .bind(datetime(end))
+        .fetch(pool);
+    while let Some((series, bucket, count, sum, min, max, bytes)) = rows.try_next().await? {
+        let group = selection.group_of[&series];
+        let decoded = match bytes {
+            Some(bytes) => Some(decode_sketch(&bytes)?),
+            None => None,
+        };
+        cells
+            .entry((group, floor_to(micros_of(bucket), query.bucket)))
+            .or_insert_with(|| Agg::new(sketch))
+            .merge_parts(u64::try_from(count).unwrap_or(0), sum, min, max, decoded.as_ref());
+    }
+    Ok(())
+}
+
+/// Renders cells as series: groups sorted, buckets oldest first, one value
+/// per aggregation in the query's order.
+pub fn render(query: &Query, selection: &Selection, cells: &Cells) -> Vec<SeriesResult> {
+    let mut per_group: Vec<Vec<BucketResult>> = vec![Vec::new(); selection.groups.len()];
+    for ((group, start), agg) in cells {
+        per_group[*group].push(bucket_result(query, *start, agg));
+    }
+    per_group
+        .into_iter()
+        .zip(&selection.groups)
+        .filter(|(buckets, _)| !buckets.is_empty())
+        .map(|(mut buckets, group)| {
+            buckets.sort_by_key(|b| b.start);
+            SeriesResult {
+                group: group.clone(),
+                buckets,
+            }
+        })
+        .collect()
+}
+
+pub fn bucket_result(query: &Query, start: Micros, agg: &Agg) -> BucketResult {
+    BucketResult {
+        start,
+        values: query.aggregations.iter().map(|a| agg.value(*a)).collect(),
+        count: agg.count,
+    }
+}
+
+/// Runs a query over its range.
+pub async fn query(
+    pool: &PgPool,
+    tenant: &str,
+    query: &Query,
+    limits: &Limits,
+) -> Result<Vec<SeriesResult>, QueryError> {
+    let selection = select(pool, tenant, query, limits).await?;
+    let mut cells = Cells::new();
+    accumulate(
+        pool,
+        tenant,
+        query,
+        &selection,
+        query.start,
+        query.end,
+        limits,
+        &mut cells,
+    )
+    .await?;
+    Ok(render(query, &selection, &cells))
+}
+
+/// A metric as listed.
+#[derive(Debug, Clone)]
+pub struct MetricRow {
+    pub name: String,
+    pub label_keys: Vec<String>,
+    pub first_seen: OffsetDateTime,
+    pub last_seen: OffsetDateTime,
+}
+
+/// Metrics named after `after`, starting with `prefix`, in name order.
+pub async fn list_metrics(
+    pool: &PgPool,
+    tenant: &str,
+    prefix: &str,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Vec<MetricRow>, sqlx::Error> {
+    let rows: Vec<(String, OffsetDateTime, OffsetDateTime)> = sqlx::query_as(
+        "SELECT name, first_seen, last_seen FROM metrics
+         WHERE tenant = $1 AND starts_with(name, $2) AND ($3::text IS NULL OR name > $3)
+         ORDER BY name LIMIT $4",
+    )
+    .bind(tenant)
+    .bind(prefix)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    let names: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
+    let keys: Vec<(String, Vec<String>)> = sqlx::query_as(
+        "SELECT metric, array_agg(DISTINCT k ORDER BY k)
+         FROM series, jsonb_object_keys(labels) AS k
+         WHERE tenant = $1 AND metric = ANY($2)
+         GROUP BY metric",
+    )
+    .bind(tenant)
+    .bind(&names)
+    .fetch_all(pool)
+    .await?;
+    let mut keys: HashMap<String, Vec<String>> = keys.into_iter().collect();
+    Ok(rows
+        .into_iter()
+        .map(|(name, first_seen, last_seen)| MetricRow {
+            label_keys: keys.remove(&name).unwrap_or_default(),
+            name,
+            first_seen,
+            last_seen,
+        })
+        .collect())
+}
+
+/// Values of `label` across the metric's series, after `after`, in order.
+pub async fn label_values(
+    pool: &PgPool,
+    tenant: &str,
+    metric: &str,
+    label: &str,
+    prefix: &str,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT DISTINCT labels ->> $3 AS v FROM series
+         WHERE tenant = $1 AND metric = $2 AND labels ? $3
+           AND starts_with(labels ->> $3, $4) AND ($5::text IS NULL OR labels ->> $3 > $5)
+         ORDER BY v LIMIT $6",
+    )
+    .bind(tenant)
+    .bind(metric)
+    .bind(label)
+    .bind(prefix)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// A metric's current version (0 when it has none yet).
+pub async fn metric_version<'e>(
+    executor: impl sqlx::PgExecutor<'e>,
+    tenant: &str,
+    metric: &str,
+) -> Result<u64, sqlx::Error> {
+    let version: Option<i64> = sqlx::query_scalar("SELECT version FROM metrics WHERE tenant = $1 AND name = $2")
+        .bind(tenant)
+        .bind(metric)
+        .fetch_optional(executor)
+        .await?;
+    Ok(version.and_then(|v| u64::try_from(v).ok()).unwrap_or(0))
+}
+
+/// The changes of a metric after `after`: `None` when the log no longer holds
+/// all of them (the caller sends a snapshot instead); else the newest version
+/// and the minutes (starts, µs) they touched.
+pub async fn changes_after(
+    pool: &PgPool,
+    tenant: &str,
+    metric: &str,
+    after: u64,
+) -> Result<Option<(u64, Vec<Micros>)>, sqlx::Error> {
+    let after = i64::try_from(after).unwrap_or(i64::MAX);
+    let rows: Vec<(i64, Vec<i64>)> = sqlx::query_as(
+        "SELECT version, minutes FROM metric_changes
+         WHERE tenant = $1 AND metric = $2 AND version > $3 ORDER BY version",
+    )
+    .bind(tenant)
+    .bind(metric)
+    .bind(after)
+    .fetch_all(pool)
+    .await?;
+    let Some(first) = rows.first() else {
+        // Nothing after `after`: fine if the metric is not ahead of it.
+        let current = metric_version(pool, tenant, metric).await?;
+        let after = u64::try_from(after).unwrap_or(0);
+        return Ok((current == after).then_some((after, Vec::new())));
+    };
+    if first.0 != after + 1 {
+        return Ok(None);
+    }
+    let newest = rows.last().map_or(after, |r| r.0);
+    let mut minutes: Vec<Micros> = rows.into_iter().flat_map(|(_, m)| m).map(|s| s * SECOND).collect();
+    minutes.sort_unstable();
+    minutes.dedup();
+    Ok(Some((u64::try_from(newest).unwrap_or(0), minutes)))
+}
