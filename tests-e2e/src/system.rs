@@ -15,6 +15,7 @@ use crate::tokens;
 pub struct TestSystemBuilder {
     gateway_env: Vec<(String, String)>,
     jobs_env: Vec<(String, String)>,
+    analytics_env: Vec<(String, String)>,
     common_env: Vec<(String, String)>,
     database_url: Option<String>,
     amqp_url: Option<String>,
@@ -30,6 +31,12 @@ impl TestSystemBuilder {
     /// Extra jobs-service setting, e.g. `("SEXTANT_JOBS__WORKER__ROLE", "api")`.
     pub fn jobs_env(mut self, key: &str, value: &str) -> Self {
         self.jobs_env.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Extra analytics-service setting, e.g. `("SEXTANT_ANALYTICS__LIVE__POLL", "1s")`.
+    pub fn analytics_env(mut self, key: &str, value: &str) -> Self {
+        self.analytics_env.push((key.to_owned(), value.to_owned()));
         self
     }
 
@@ -84,6 +91,10 @@ pub struct TestSystem {
     pub http: reqwest::Client,
     /// The jobs service's environment, for starting more replicas of it.
     jobs_env: Vec<(String, String)>,
+    /// The analytics service's environment, likewise.
+    analytics_env: Vec<(String, String)>,
+    /// The gateway's environment, likewise.
+    gateway_env: Vec<(String, String)>,
     databases: Vec<String>,
     _infra: Option<Infra>,
 }
@@ -134,7 +145,16 @@ impl TestSystem {
                 .unwrap_or_else(|e| panic!("starting {service}: {e:#}"));
             (process, env)
         };
-        let (analytics, _) = backend("analytics", vec![]);
+        let mut analytics_extra = vec![
+            ("SEXTANT_ANALYTICS__AMQP__URL".to_owned(), amqp_url.clone()),
+            ("SEXTANT_ANALYTICS__AMQP__PREFIX".to_owned(), format!("e2e-{id}")),
+            (
+                "SEXTANT_ANALYTICS__AMQP__RECONNECT_MAX_DELAY".to_owned(),
+                "500ms".to_owned(),
+            ),
+        ];
+        analytics_extra.extend(builder.analytics_env.iter().cloned());
+        let (analytics, analytics_env) = backend("analytics", analytics_extra);
         let mut jobs_extra = builder.jobs_env.clone();
         jobs_extra.splice(
             0..0,
@@ -168,6 +188,7 @@ impl TestSystem {
             ),
         ]);
         env.extend(builder.gateway_env);
+        let gateway_env = env.clone();
         let gateway = ServiceProcess::spawn("gateway", "sextant-gateway", &env)
             .unwrap_or_else(|e| panic!("starting the gateway: {e:#}"));
 
@@ -182,6 +203,8 @@ impl TestSystem {
             jobs,
             exports,
             jobs_env,
+            analytics_env,
+            gateway_env,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
                 .build()
@@ -202,6 +225,24 @@ impl TestSystem {
         let mut env = self.jobs_env.clone();
         env.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
         ServiceProcess::spawn(name, "sextant-jobs", &env).unwrap_or_else(|e| panic!("starting {name}: {e:#}"))
+    }
+
+    /// Another analytics replica on the same database and broker.
+    pub fn spawn_analytics(&self, name: &str, extra: &[(&str, &str)]) -> ServiceProcess {
+        let mut env = self.analytics_env.clone();
+        env.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        ServiceProcess::spawn(name, "sextant-analytics", &env).unwrap_or_else(|e| panic!("starting {name}: {e:#}"))
+    }
+
+    /// Another gateway with the same secrets, in front of the analytics
+    /// service at `analytics` (and the same jobs and exports services).
+    pub fn spawn_gateway(&self, name: &str, analytics: &ServiceProcess) -> ServiceProcess {
+        let mut env = self.gateway_env.clone();
+        env.push((
+            "SEXTANT_GATEWAY__BACKENDS__ANALYTICS_URL".to_owned(),
+            format!("http://{}", analytics.addr),
+        ));
+        ServiceProcess::spawn(name, "sextant-gateway", &env).unwrap_or_else(|e| panic!("starting {name}: {e:#}"))
     }
 
     /// A gRPC client straight to the jobs service, calling as `tenant`.

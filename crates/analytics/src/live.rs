@@ -186,8 +186,10 @@ async fn declare(channel: &lapin::Channel, exchange: &str) -> lapin::Result<()> 
         .exchange_declare(
             exchange.into(),
             lapin::ExchangeKind::Fanout,
+            // Hints are only cues (the change log is the record): the
+            // exchange lives while some replica listens, and goes with the last.
             ExchangeDeclareOptions {
-                durable: true,
+                auto_delete: true,
                 ..Default::default()
             },
             FieldTable::default(),

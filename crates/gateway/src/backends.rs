@@ -42,6 +42,8 @@ pub struct Backend {
 
 pub struct Backends {
     pub analytics: Backend,
+    /// The analytics channel without a request deadline, for `WatchMetric`.
+    analytics_streams: Channel,
     pub jobs: Backend,
     /// The jobs channel without a request deadline, for watch streams that
     /// live as long as a WebSocket subscription.
@@ -73,6 +75,7 @@ impl Backends {
         };
         Ok(Self {
             analytics: backend("analytics", &config.analytics_url)?,
+            analytics_streams: endpoint(&config.analytics_url)?.connect_lazy(),
             jobs: backend("jobs", &config.jobs_url)?,
             jobs_streams: endpoint(&config.jobs_url)?.connect_lazy(),
             exports: backend("exports", &config.exports_url)?,
@@ -88,6 +91,11 @@ impl Backends {
 
     pub fn analytics(&self) -> AnalyticsServiceClient<Authed> {
         AnalyticsServiceClient::with_interceptor(self.analytics.guarded.clone(), self.auth.clone())
+    }
+
+    /// For `WatchMetric`: no deadline, the stream lasts as long as its subscribers.
+    pub fn analytics_streams(&self) -> AnalyticsServiceClient<Streams> {
+        AnalyticsServiceClient::with_interceptor(self.analytics_streams.clone(), self.auth.clone())
     }
 
     pub fn jobs(&self) -> JobServiceClient<Authed> {

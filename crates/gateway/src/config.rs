@@ -12,6 +12,8 @@ pub const DEFAULTS: &str = r#"
 host = "127.0.0.1"
 port = 8080
 body_limit = 1048576
+# POST /api/v1/events only: a full batch (10,000 events) needs more.
+ingest_body_limit = 8388608
 shutdown_grace = "10s"
 workers = 0
 # A request still unanswered after this is answered 504; every backend
@@ -85,6 +87,8 @@ pub struct HttpConfig {
     pub port: u16,
     /// Largest accepted request body, in bytes.
     pub body_limit: usize,
+    /// Largest accepted body of `POST /api/v1/events`, in bytes.
+    pub ingest_body_limit: usize,
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
     /// Worker threads; 0 means one per core.
@@ -176,6 +180,11 @@ impl Validate for Config {
             g.http.body_limit >= 1024,
             "gateway.http.body_limit",
             "must be at least 1024 bytes",
+        );
+        p.check(
+            g.http.ingest_body_limit >= g.http.body_limit,
+            "gateway.http.ingest_body_limit",
+            "must be at least gateway.http.body_limit",
         );
         p.check(
             g.http.shutdown_grace <= Duration::from_secs(300),

@@ -19,15 +19,25 @@ use crate::error::ApiError;
 pub struct Edge {
     /// The largest accepted request body, in bytes.
     pub body_limit: usize,
+    /// The body limit of `POST /api/v1/events`.
+    pub ingest_body_limit: usize,
     pub request_timeout: std::time::Duration,
 }
+
+const INGEST_PATH: &str = "/api/v1/events";
 
 pub async fn guard(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
     let edge = req.app_data::<web::Data<Edge>>().map(|e| *e.get_ref());
-    let limit = edge.map(|e| e.body_limit);
+    let limit = edge.map(|e| {
+        if req.path() == INGEST_PATH {
+            e.ingest_body_limit
+        } else {
+            e.body_limit
+        }
+    });
     let declared = req
         .headers()
         .get(CONTENT_LENGTH)
@@ -148,6 +158,7 @@ mod tests {
             App::new()
                 .app_data(web::Data::new(Edge {
                     body_limit: 10,
+                    ingest_body_limit: 10,
                     request_timeout: std::time::Duration::from_secs(5),
                 }))
                 .wrap(middleware::from_fn(guard))

@@ -77,8 +77,10 @@ impl Application {
         let ws = web::Data::new(WsState::new(gateway.ws.clone(), shutdown.clone(), hub));
         let cors = gateway.cors.clone();
         let body_limit = gateway.http.body_limit;
+        let ingest_body_limit = gateway.http.ingest_body_limit;
         let edge = web::Data::new(edge::Edge {
             body_limit,
+            ingest_body_limit,
             request_timeout: gateway.http.request_timeout,
         });
 
@@ -102,7 +104,7 @@ impl Application {
                     .wrap(cors_middleware(&cors))
                     .wrap(middleware::from_fn(edge::guard))
                     .wrap(middleware::from_fn(metrics::middleware))
-                    .configure(routes::configure)
+                    .configure(|cfg| routes::configure(cfg, ingest_body_limit))
                     .default_service(web::to(not_found))
             }
         })

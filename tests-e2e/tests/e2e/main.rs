@@ -13,6 +13,7 @@ mod jobs;
 mod jobs_faults;
 mod jobs_live;
 mod lifecycle;
+mod metrics;
 mod openapi_fuzz;
 mod readiness;
 mod tracing;

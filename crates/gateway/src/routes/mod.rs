@@ -1,6 +1,7 @@
 //! HTTP routes. Each module owns one area; `configure` mounts them all.
 
 pub(crate) mod jobs;
+pub(crate) mod metrics;
 mod ops;
 mod session;
 
@@ -10,7 +11,9 @@ use sextant_common::ErrorCode;
 
 use crate::error::ApiError;
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
+/// Mounts every route; `ingest_body_limit` is the larger body limit of
+/// `POST /api/v1/events`.
+pub fn configure(cfg: &mut web::ServiceConfig, ingest_body_limit: usize) {
     cfg.service(only("/healthz", [(Method::GET, web::to(ops::healthz))]))
         .service(only("/readyz", [(Method::GET, web::to(ops::readyz))]))
         .service(only("/metrics", [(Method::GET, web::to(ops::metrics))]))
@@ -30,6 +33,16 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .service(only("/jobs/{id}", [(Method::GET, web::to(jobs::get))]))
                 .service(only("/jobs/{id}/cancel", [(Method::POST, web::to(jobs::cancel))]))
                 .service(only("/jobs/{id}/retry", [(Method::POST, web::to(jobs::retry))]))
+                .service(
+                    only("/events", [(Method::POST, web::to(metrics::ingest))])
+                        .app_data(web::PayloadConfig::new(ingest_body_limit)),
+                )
+                .service(only("/metrics", [(Method::GET, web::to(metrics::list))]))
+                .service(only("/metrics/query", [(Method::POST, web::to(metrics::query))]))
+                .service(only(
+                    "/metrics/{name}/labels/{label}/values",
+                    [(Method::GET, web::to(metrics::label_values))],
+                ))
                 .service(only("/ws", [(Method::GET, web::to(crate::ws::connect))])),
         );
 }

@@ -43,6 +43,9 @@ pub enum ClientFrame {
         /// Resume after this version (the `version` of the last frame seen on the topic).
         #[serde(default)]
         after_version: Option<u64>,
+        /// The query of a `metric` subscription.
+        #[serde(default)]
+        query: Option<serde_json::Value>,
     },
     Unsubscribe {
         #[serde(default)]

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::fanout::{Outbound, Sink, Subscribe, Subscription};
 use super::protocol::{self, ClientFrame, Limits, Reconnect, ServerFrame, close};
-use super::topic::{self, Topic};
+use super::topic::{self, Refusal, Topic};
 use super::{ConnectionSlot, WsState};
 use crate::auth::Principal;
 use crate::metrics::{CloseLabels, Metrics};
@@ -272,6 +272,7 @@ fn handle(frame: ClientFrame, live: &mut Live, state: &WsState) -> Option<Server
             id,
             topic: name,
             after_version,
+            query,
         } => {
             let refuse = |id, code, message| {
                 Some(ServerFrame::Error {
@@ -281,12 +282,16 @@ fn handle(frame: ClientFrame, live: &mut Live, state: &WsState) -> Option<Server
                     topic: Some(name.clone()),
                 })
             };
-            let Some(topic) = Topic::parse(&name) else {
-                return refuse(
-                    id,
-                    ErrorCode::NotFound.as_str(),
-                    format!("unknown topic {name:?}; {}", topic::KNOWN),
-                );
+            let (topic, name) = match Topic::parse(&name, query) {
+                Ok(parsed) => parsed,
+                Err(Refusal::Unknown) => {
+                    return refuse(
+                        id,
+                        ErrorCode::NotFound.as_str(),
+                        format!("unknown topic {name:?}; {}", topic::KNOWN),
+                    );
+                }
+                Err(Refusal::Invalid(message)) => return refuse(id, ErrorCode::InvalidArgument.as_str(), message),
             };
             let max = state.config.max_subscriptions;
             if !live.subscriptions.contains_key(name.as_str()) && live.subscriptions.len() >= max {

@@ -1,6 +1,7 @@
 //! The backend streams behind topics, rendered as frames: `job:<id>` and
-//! `jobs` follow the jobs service's `WatchJobs`. Each message becomes one
-//! [`Frame`], serialised here once for every subscriber that will get it.
+//! `jobs` follow the jobs service's `WatchJobs`, `metric:<query>` the
+//! analytics service's `WatchMetric`. Each message becomes one [`Frame`],
+//! serialised here once for every subscriber that will get it.
 
 use std::sync::Arc;
 
@@ -17,7 +18,9 @@ use tonic::Status;
 use super::fanout::{Frame, FrameStream, Upstream};
 use super::topic::Topic;
 use crate::backends::{self, Backends};
+use crate::convert::metrics::{WatchSpec, query_json, update_json};
 use crate::convert::{event_json, job_json};
+use sextant_proto::analytics::v1::{WatchMetricResponse, watch_metric_response};
 
 /// Opens topics on the backends over gRPC.
 pub struct BackendUpstream {
@@ -42,6 +45,7 @@ impl Upstream for BackendUpstream {
         let target = match topic {
             Topic::Job(id) => Target::JobId(id.clone()),
             Topic::Jobs => Target::All(true),
+            Topic::Metric(spec) => return self.open_metric(caller, spec.clone(), name, after),
         };
         let request = WatchJobsRequest {
             target: Some(target),
@@ -62,6 +66,46 @@ impl Upstream for BackendUpstream {
     }
 }
 
+impl BackendUpstream {
+    fn open_metric(
+        &self,
+        caller: &Caller,
+        spec: Arc<WatchSpec>,
+        name: &Arc<str>,
+        after: u64,
+    ) -> BoxFuture<'static, Result<FrameStream, Status>> {
+        let request = backends::request(caller, spec.request(after)).map_err(|e| Status::internal(e.to_string()));
+        let mut client = self.backends.analytics_streams();
+        let name = name.clone();
+        Box::pin(async move {
+            let stream = client.watch_metric(request?).await?.into_inner();
+            let frames = stream.filter_map(move |message| {
+                let frame = message.map(|m| metric_frame(&spec, &name, m)).transpose();
+                std::future::ready(frame)
+            });
+            Ok(frames.boxed())
+        })
+    }
+}
+
+/// A `WatchMetric` message as a frame: a `snapshot` of the window, or an
+/// `update` with the buckets that changed.
+fn metric_frame(spec: &WatchSpec, name: &str, message: WatchMetricResponse) -> Option<Frame> {
+    let (snapshot, mut frame) = match message.message? {
+        watch_metric_response::Message::Snapshot(snapshot) => (true, query_json(&snapshot, spec.group_by.is_some())),
+        watch_metric_response::Message::Updates(update) => (false, update_json(&update, spec)),
+        watch_metric_response::Message::Update(_) => return None,
+    };
+    frame.insert("type".into(), json!(if snapshot { "snapshot" } else { "update" }));
+    frame.insert("topic".into(), json!(name));
+    frame.insert("version".into(), json!(message.version));
+    Some(Frame {
+        version: message.version,
+        snapshot,
+        text: Value::Object(frame).to_string().into(),
+    })
+}
+
 /// A `WatchJobs` message as a frame; `None` for a message with nothing to show.
 fn jobs_frame(topic: &Topic, name: &str, message: WatchJobsResponse) -> Option<Frame> {
     let (snapshot, version, body) = match message.message? {
@@ -76,7 +120,7 @@ fn jobs_frame(topic: &Topic, name: &str, message: WatchJobsResponse) -> Option<F
         Message::Event(event) => {
             let version = match topic {
                 Topic::Job(_) => event.version,
-                Topic::Jobs => message.sequence,
+                Topic::Jobs | Topic::Metric(_) => message.sequence,
             };
             (false, version, event_json(&event))
         }

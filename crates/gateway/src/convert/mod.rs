@@ -1,6 +1,8 @@
-//! Proto ⇄ JSON conversions for the jobs API, in one place: the HTTP routes
-//! and the WebSocket topics both render jobs and events through here, so the
-//! two can never disagree on a field.
+//! Proto ⇄ JSON conversions, in one place: the HTTP routes and the WebSocket
+//! topics both render through here, so the two can never disagree on a field.
+//! Jobs live here; metrics in [`metrics`].
+
+pub mod metrics;
 
 use serde_json::{Value, json};
 use sextant_proto::jobs::v1 as pb;

@@ -1,0 +1,316 @@
+//! Metrics: JSON ⇄ the analytics service's protobuf. The HTTP routes
+//! (`/api/v1/events`, `/api/v1/metrics…`) and the `metric:` WebSocket topic
+//! both go through here.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+use sextant_proto::analytics::v1 as pb;
+use sextant_proto::common::v1::{LabelMatcher, TimeRange, label_matcher::Op};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use super::{rfc3339, timestamp};
+
+/// One event of `POST /api/v1/events`, read leniently so that a bad item is
+/// refused alone: `Err((field, message))` for an item of the wrong shape.
+pub fn event(item: &Value) -> Result<pb::MetricEvent, (String, String)> {
+    let err = |field: &str, message: &str| Err((field.to_owned(), message.to_owned()));
+    let Some(fields) = item.as_object() else {
+        return err("", "each event must be a JSON object");
+    };
+    if let Some(unknown) = fields
+        .keys()
+        .find(|k| !matches!(k.as_str(), "name" | "ts" | "value" | "labels"))
+    {
+        return Err((unknown.clone(), format!("unknown field {unknown:?}")));
+    }
+    let Some(name) = fields.get("name").and_then(Value::as_str) else {
+        return err("name", "name is required and must be a string");
+    };
+    let ts = match fields.get("ts") {
+        Some(Value::String(text)) => match OffsetDateTime::parse(text, &Rfc3339) {
+            Ok(t) => t,
+            Err(_) => return err("ts", "ts must be an RFC 3339 date-time, e.g. 2026-11-22T10:00:00.250Z"),
+        },
+        _ => return err("ts", "ts is required and must be an RFC 3339 date-time string"),
+    };
+    let Some(value) = fields.get("value").and_then(Value::as_f64) else {
+        return err("value", "value is required and must be a number");
+    };
+    let labels = match fields.get("labels") {
+        None | Some(Value::Null) => Default::default(),
+        Some(Value::Object(labels)) => {
+            let mut out = std::collections::HashMap::with_capacity(labels.len());
+            for (key, value) in labels {
+                let Some(value) = value.as_str() else {
+                    return Err((format!("labels.{key}"), "label values must be strings".into()));
+                };
+                out.insert(key.clone(), value.to_owned());
+            }
+            out
+        }
+        Some(_) => return err("labels", "labels must be an object of strings"),
+    };
+    Ok(pb::MetricEvent {
+        name: name.to_owned(),
+        ts: Some(timestamp(ts)),
+        value,
+        labels,
+    })
+}
+
+pub fn rejection_json(r: &pb::Rejection) -> Value {
+    json!({ "index": r.index, "code": r.code, "field": r.field, "message": r.message })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AggregationName {
+    Count,
+    Sum,
+    Avg,
+    Min,
+    Max,
+    P50,
+    P90,
+    P95,
+    P99,
+}
+
+impl AggregationName {
+    fn pb(self) -> pb::Aggregation {
+        match self {
+            Self::Count => pb::Aggregation::Count,
+            Self::Sum => pb::Aggregation::Sum,
+            Self::Avg => pb::Aggregation::Avg,
+            Self::Min => pb::Aggregation::Min,
+            Self::Max => pb::Aggregation::Max,
+            Self::P50 => pb::Aggregation::P50,
+            Self::P90 => pb::Aggregation::P90,
+            Self::P95 => pb::Aggregation::P95,
+            Self::P99 => pb::Aggregation::P99,
+        }
+    }
+}
+
+pub fn aggregation_name(a: pb::Aggregation) -> &'static str {
+    match a {
+        pb::Aggregation::Count => "count",
+        pb::Aggregation::Sum => "sum",
+        pb::Aggregation::Avg => "avg",
+        pb::Aggregation::Min => "min",
+        pb::Aggregation::Max => "max",
+        pb::Aggregation::P50 => "p50",
+        pb::Aggregation::P90 => "p90",
+        pb::Aggregation::P95 => "p95",
+        pb::Aggregation::P99 => "p99",
+        pb::Aggregation::Unspecified => "unknown",
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OpName {
+    Eq,
+    Neq,
+    In,
+    NotIn,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Filter {
+    pub label: String,
+    pub op: OpName,
+    pub values: Vec<String>,
+}
+
+impl Filter {
+    fn pb(&self) -> LabelMatcher {
+        LabelMatcher {
+            label: self.label.clone(),
+            op: match self.op {
+                OpName::Eq => Op::Eq,
+                OpName::Neq => Op::Neq,
+                OpName::In => Op::In,
+                OpName::NotIn => Op::NotIn,
+            } as i32,
+            values: self.values.clone(),
+        }
+    }
+}
+
+/// The body of `POST /api/v1/metrics/query`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueryBody {
+    pub metric: String,
+    pub aggregations: Vec<AggregationName>,
+    pub bucket_seconds: u64,
+    #[serde(with = "time::serde::rfc3339")]
+    pub start: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub end: OffsetDateTime,
+    #[serde(default)]
+    pub filters: Vec<Filter>,
+    #[serde(default)]
+    pub group_by: Option<String>,
+}
+
+fn seconds(s: u64) -> prost_types::Duration {
+    prost_types::Duration {
+        seconds: i64::try_from(s).unwrap_or(i64::MAX),
+        nanos: 0,
+    }
+}
+
+fn query_message(
+    metric: &str,
+    aggregations: &[AggregationName],
+    bucket_seconds: u64,
+    filters: &[Filter],
+    group_by: Option<&str>,
+    range: Option<TimeRange>,
+) -> pb::MetricQuery {
+    pb::MetricQuery {
+        metric: metric.to_owned(),
+        aggregations: aggregations.iter().map(|a| a.pb() as i32).collect(),
+        bucket: Some(seconds(bucket_seconds)),
+        range,
+        filters: filters.iter().map(Filter::pb).collect(),
+        group_by: group_by.unwrap_or_default().to_owned(),
+    }
+}
+
+impl QueryBody {
+    pub fn message(&self) -> pb::MetricQuery {
+        query_message(
+            &self.metric,
+            &self.aggregations,
+            self.bucket_seconds,
+            &self.filters,
+            self.group_by.as_deref(),
+            Some(TimeRange {
+                start: Some(timestamp(self.start)),
+                end: Some(timestamp(self.end)),
+            }),
+        )
+    }
+}
+
+/// A live metric query: the `query` of a `metric` subscription. Its
+/// canonical JSON (this field order, filters sorted) names the topic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WatchSpec {
+    pub metric: String,
+    pub aggregations: Vec<AggregationName>,
+    pub bucket_seconds: u64,
+    pub window_seconds: u64,
+    #[serde(default)]
+    pub filters: Vec<Filter>,
+    #[serde(default)]
+    pub group_by: Option<String>,
+}
+
+impl WatchSpec {
+    /// The same query in its one written form.
+    pub fn canonical(mut self) -> Self {
+        for filter in &mut self.filters {
+            filter.values.sort();
+            filter.values.dedup();
+        }
+        self.filters.sort();
+        self.filters.dedup();
+        self
+    }
+
+    pub fn name(&self) -> String {
+        format!("metric:{}", serde_json::to_string(self).expect("specs serialise"))
+    }
+
+    pub fn request(&self, after_version: u64) -> pb::WatchMetricRequest {
+        pb::WatchMetricRequest {
+            query: Some(query_message(
+                &self.metric,
+                &self.aggregations,
+                self.bucket_seconds,
+                &self.filters,
+                self.group_by.as_deref(),
+                None,
+            )),
+            after_version,
+            window: Some(seconds(self.window_seconds)),
+        }
+    }
+}
+
+fn number(v: f64) -> Value {
+    serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number)
+}
+
+fn bucket_json(names: &[&'static str], bucket: &pb::Bucket) -> Value {
+    let values: Map<String, Value> = names
+        .iter()
+        .zip(&bucket.values)
+        .map(|(name, v)| ((*name).to_owned(), number(*v)))
+        .collect();
+    json!({ "start": rfc3339(&bucket.start), "count": bucket.count, "values": values })
+}
+
+fn names(aggregations: &[i32]) -> Vec<&'static str> {
+    aggregations
+        .iter()
+        .map(|a| aggregation_name(pb::Aggregation::try_from(*a).unwrap_or_default()))
+        .collect()
+}
+
+fn series_json(names: &[&'static str], group: &str, grouped: bool, buckets: &[pb::Bucket]) -> Value {
+    json!({
+        "group": if grouped { Value::from(group) } else { Value::Null },
+        "buckets": buckets.iter().map(|b| bucket_json(names, b)).collect::<Vec<_>>(),
+    })
+}
+
+/// A query's answer: `aggregations`, and per group its buckets.
+pub fn query_json(response: &pb::QueryMetricsResponse, grouped: bool) -> Map<String, Value> {
+    let names = names(&response.aggregations);
+    let mut body = Map::new();
+    body.insert("aggregations".into(), json!(names));
+    body.insert(
+        "series".into(),
+        response
+            .series
+            .iter()
+            .map(|s| series_json(&names, &s.group, grouped, &s.buckets))
+            .collect::<Vec<_>>()
+            .into(),
+    );
+    body
+}
+
+/// An update frame's `series`: the changed buckets per group.
+pub fn update_json(update: &pb::MetricUpdate, spec: &WatchSpec) -> Map<String, Value> {
+    let names: Vec<&'static str> = spec.aggregations.iter().map(|a| aggregation_name(a.pb())).collect();
+    let grouped = spec.group_by.is_some();
+    let mut body = Map::new();
+    body.insert(
+        "series".into(),
+        update
+            .series
+            .iter()
+            .map(|s| series_json(&names, &s.group, grouped, &s.buckets))
+            .collect::<Vec<_>>()
+            .into(),
+    );
+    body
+}
+
+pub fn metric_info_json(m: &pb::MetricInfo) -> Value {
+    json!({
+        "name": m.name,
+        "label_keys": m.label_keys,
+        "first_seen": rfc3339(&m.first_seen),
+        "last_seen": rfc3339(&m.last_seen),
+    })
+}

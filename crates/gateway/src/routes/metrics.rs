@@ -1,0 +1,215 @@
+//! `/api/v1/events` and `/api/v1/metrics…`: ingest, queries and the lists a
+//! dashboard's pickers need. Checks live in the analytics service; the
+//! gateway only refuses what cannot be put into a request (an item of the
+//! wrong shape is refused alone, like any other item).
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sextant_common::ErrorCode;
+use sextant_proto::analytics::v1 as pb;
+use sextant_proto::common::v1::PageRequest;
+
+use crate::auth::Principal;
+use crate::backends::{Backends, request};
+use crate::convert::metrics::{QueryBody, event, metric_info_json, query_json, rejection_json};
+use crate::error::{ApiError, JsonBody};
+
+/// Events per `POST /api/v1/events` (the analytics service's default).
+pub const MAX_EVENTS: usize = 10_000;
+/// The longest idempotency key, in bytes.
+const MAX_KEY_BYTES: usize = 200;
+/// The largest page of the lists.
+const MAX_PAGE_SIZE: u32 = 1000;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestBody {
+    events: Vec<Value>,
+}
+
+pub async fn ingest(
+    req: HttpRequest,
+    principal: Principal,
+    backends: web::Data<Backends>,
+    JsonBody(body): JsonBody<IngestBody>,
+) -> Result<HttpResponse, ApiError> {
+    if body.events.len() > MAX_EVENTS {
+        return Err(ApiError::new(
+            ErrorCode::InvalidArgument,
+            format!(
+                "events holds {} events; a batch holds at most {MAX_EVENTS}",
+                body.events.len()
+            ),
+        ));
+    }
+    let key = match req.headers().get("idempotency-key") {
+        None => String::new(),
+        Some(value) => {
+            let key = value
+                .to_str()
+                .ok()
+                .filter(|k| !k.is_empty() && k.len() <= MAX_KEY_BYTES)
+                .ok_or_else(|| {
+                    ApiError::new(
+                        ErrorCode::InvalidArgument,
+                        format!("Idempotency-Key must be 1 to {MAX_KEY_BYTES} visible ASCII characters"),
+                    )
+                })?;
+            key.to_owned()
+        }
+    };
+    // Items of the wrong shape are answered here; the rest go to the service,
+    // and its answers are put back at their places in the request.
+    let mut rejected = Vec::new();
+    let mut events = Vec::with_capacity(body.events.len());
+    let mut index_of = Vec::with_capacity(body.events.len());
+    for (index, item) in body.events.iter().enumerate() {
+        match event(item) {
+            Ok(e) => {
+                events.push(e);
+                index_of.push(index);
+            }
+            Err((field, message)) => rejected.push(json!({
+                "index": index,
+                "code": ErrorCode::InvalidArgument.as_str(),
+                "field": field,
+                "message": message,
+            })),
+        }
+    }
+    let message = pb::IngestEventsRequest {
+        events,
+        idempotency_key: key,
+    };
+    let response = backends
+        .analytics()
+        .ingest_events(request(&principal.caller(), message)?)
+        .await?
+        .into_inner();
+    for r in &response.rejected {
+        let mut item = rejection_json(r);
+        let index = usize::try_from(r.index).ok().and_then(|i| index_of.get(i)).copied();
+        item["index"] = json!(index.unwrap_or(usize::MAX));
+        rejected.push(item);
+    }
+    rejected.sort_by_key(|r| r["index"].as_u64());
+    Ok(HttpResponse::Ok().json(json!({
+        "accepted": response.accepted,
+        "rejected": rejected,
+        "replayed": response.replayed,
+    })))
+}
+
+pub async fn query(
+    principal: Principal,
+    backends: web::Data<Backends>,
+    JsonBody(body): JsonBody<QueryBody>,
+) -> Result<HttpResponse, ApiError> {
+    let message = pb::QueryMetricsRequest {
+        query: Some(body.message()),
+    };
+    let caller = principal.caller();
+    let response = backends
+        .retry_idempotent(|| {
+            let (caller, message) = (caller.clone(), message.clone());
+            let mut client = backends.analytics();
+            async move {
+                let message = request(&caller, message).map_err(|e| ErrorCode::InvalidArgument.status(e.detail))?;
+                client.query_metrics(message).await
+            }
+        })
+        .await?
+        .into_inner();
+    let mut answer = query_json(&response, body.group_by.is_some());
+    answer.insert("metric".into(), json!(body.metric));
+    answer.insert("bucket_seconds".into(), json!(body.bucket_seconds));
+    Ok(HttpResponse::Ok().json(answer))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    prefix: Option<String>,
+    page_size: Option<u32>,
+    cursor: Option<String>,
+}
+
+impl ListQuery {
+    fn page(&self) -> Result<PageRequest, ApiError> {
+        if let Some(size) = self.page_size
+            && !(1..=MAX_PAGE_SIZE).contains(&size)
+        {
+            return Err(ApiError::new(
+                ErrorCode::InvalidArgument,
+                format!("page_size must be between 1 and {MAX_PAGE_SIZE}"),
+            ));
+        }
+        Ok(PageRequest {
+            page_size: self.page_size.unwrap_or(0),
+            cursor: self.cursor.clone().unwrap_or_default(),
+        })
+    }
+}
+
+fn next(page: Option<sextant_proto::common::v1::PageResponse>) -> Option<String> {
+    page.map(|p| p.next_cursor).filter(|c| !c.is_empty())
+}
+
+pub async fn list(
+    principal: Principal,
+    backends: web::Data<Backends>,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let message = pb::ListMetricsRequest {
+        prefix: query.prefix.clone().unwrap_or_default(),
+        page: Some(query.page()?),
+    };
+    let caller = principal.caller();
+    let response = backends
+        .retry_idempotent(|| {
+            let (caller, message) = (caller.clone(), message.clone());
+            let mut client = backends.analytics();
+            async move {
+                let message = request(&caller, message).map_err(|e| ErrorCode::InvalidArgument.status(e.detail))?;
+                client.list_metrics(message).await
+            }
+        })
+        .await?
+        .into_inner();
+    Ok(HttpResponse::Ok().json(json!({
+        "metrics": response.metrics.iter().map(metric_info_json).collect::<Vec<_>>(),
+        "next_cursor": next(response.page),
+    })))
+}
+
+pub async fn label_values(
+    principal: Principal,
+    backends: web::Data<Backends>,
+    path: web::Path<(String, String)>,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let (metric, label) = path.into_inner();
+    let message = pb::ListLabelValuesRequest {
+        metric,
+        label,
+        prefix: query.prefix.clone().unwrap_or_default(),
+        page: Some(query.page()?),
+    };
+    let caller = principal.caller();
+    let response = backends
+        .retry_idempotent(|| {
+            let (caller, message) = (caller.clone(), message.clone());
+            let mut client = backends.analytics();
+            async move {
+                let message = request(&caller, message).map_err(|e| ErrorCode::InvalidArgument.status(e.detail))?;
+                client.list_label_values(message).await
+            }
+        })
+        .await?
+        .into_inner();
+    Ok(HttpResponse::Ok().json(json!({
+        "values": response.values,
+        "next_cursor": next(response.page),
+    })))
+}

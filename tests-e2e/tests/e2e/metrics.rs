@@ -1,0 +1,446 @@
+//! Metrics through the gateway, as a dashboard uses them: ingest batches
+//! (with per-item rejections), time-bucketed queries checked against values
+//! computed here from the same events, the metric and label-value lists,
+//! and tenant isolation.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Value, json};
+use sextant_e2e::TestSystem;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::system;
+
+/// The sketch's documented relative error.
+pub(crate) const RELATIVE_ERROR: f64 = 0.01;
+
+pub(crate) struct Client<'a> {
+    pub system: &'a TestSystem,
+    pub token: String,
+}
+
+impl<'a> Client<'a> {
+    pub fn new(system: &'a TestSystem, tenant: &str) -> Self {
+        Self {
+            system,
+            token: system.token(tenant, "alice"),
+        }
+    }
+
+    pub async fn post(&self, path: &str, body: &Value, key: Option<&str>) -> (u16, Value) {
+        let mut request = self
+            .system
+            .http
+            .post(self.system.url(path))
+            .bearer_auth(&self.token)
+            .json(body);
+        if let Some(key) = key {
+            request = request.header("Idempotency-Key", key);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let response = self
+            .system
+            .http
+            .get(self.system.url(path))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Ingests and expects a 200; returns the answer.
+    pub async fn ingest(&self, events: &[Value]) -> Value {
+        let (status, body) = self.post("/api/v1/events", &json!({ "events": events }), None).await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    pub async fn query(&self, query: &Value) -> Value {
+        let (status, body) = self.post("/api/v1/metrics/query", query, None).await;
+        assert_eq!(status, 200, "{query} → {body}");
+        body
+    }
+
+    /// Count of every stored event of `metric` in `[start, end)` (one bucket).
+    pub async fn stored(&self, metric: &str, start: OffsetDateTime, end: OffsetDateTime) -> u64 {
+        let body = self
+            .query(&json!({
+                "metric": metric, "aggregations": ["count"],
+                "bucket_seconds": (end - start).whole_seconds(),
+                "start": rfc3339(start), "end": rfc3339(end),
+            }))
+            .await;
+        body["series"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|s| s["buckets"].as_array().unwrap().iter())
+            .map(|b| b["count"].as_u64().unwrap())
+            .sum()
+    }
+}
+
+pub(crate) fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&Rfc3339).unwrap()
+}
+
+/// The top of the hour three hours ago: a base every ingest window accepts.
+pub(crate) fn base() -> OffsetDateTime {
+    let now = OffsetDateTime::now_utc();
+    let hour = now.unix_timestamp() / 3600 * 3600;
+    OffsetDateTime::from_unix_timestamp(hour - 3 * 3600).unwrap()
+}
+
+/// An event as the test keeps it.
+#[derive(Debug, Clone)]
+pub(crate) struct Ev {
+    pub metric: String,
+    pub ts: OffsetDateTime,
+    pub value: f64,
+    pub labels: BTreeMap<String, String>,
+}
+
+impl Ev {
+    pub fn json(&self) -> Value {
+        json!({ "name": self.metric, "ts": rfc3339(self.ts), "value": self.value, "labels": self.labels })
+    }
+
+    fn label(&self, key: &str) -> &str {
+        self.labels.get(key).map_or("", String::as_str)
+    }
+}
+
+/// `n` events of `metric` from `start`, spread over `span_s` seconds at
+/// irregular instants, hosts a–c and regions eu/us, values over three decades.
+pub(crate) fn events(metric: &str, start: OffsetDateTime, span_s: i64, n: usize) -> Vec<Ev> {
+    (0..n)
+        .map(|i| {
+            let k = i as i64;
+            let offset_ms = (k * span_s * 1000) / n as i64 + (k * 7919) % 997;
+            let host = ["a", "b", "c"][i % 3];
+            let region = ["eu", "us"][(i / 3) % 2];
+            Ev {
+                metric: metric.to_owned(),
+                ts: start + time::Duration::milliseconds(offset_ms),
+                value: ((k * 7907) % 1000) as f64 * 0.731 + 0.5 + (i % 7) as f64 * 100.0,
+                labels: BTreeMap::from([("host".into(), host.into()), ("region".into(), region.into())]),
+            }
+        })
+        .collect()
+}
+
+pub(crate) fn to_json(events: &[Ev]) -> Vec<Value> {
+    events.iter().map(Ev::json).collect()
+}
+
+/// What a query must answer, computed from the events: per (group, bucket
+/// start) the sorted values.
+pub(crate) fn expected(
+    events: &[Ev],
+    start: OffsetDateTime,
+    end: OffsetDateTime,
+    bucket_s: i64,
+    keep: impl Fn(&Ev) -> bool,
+    group_by: Option<&str>,
+) -> BTreeMap<(String, i64), Vec<f64>> {
+    let mut out: BTreeMap<(String, i64), Vec<f64>> = BTreeMap::new();
+    for e in events.iter().filter(|e| e.ts >= start && e.ts < end && keep(e)) {
+        let micros = (e.ts.unix_timestamp_nanos() / 1000) as i64;
+        let bucket = micros.div_euclid(bucket_s * 1_000_000) * bucket_s;
+        let group = group_by.map(|g| e.label(g).to_owned()).unwrap_or_default();
+        out.entry((group, bucket)).or_default().push(e.value);
+    }
+    for values in out.values_mut() {
+        values.sort_by(f64::total_cmp);
+    }
+    out
+}
+
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    sorted[(q * (sorted.len() - 1) as f64) as usize]
+}
+
+/// Checks an answer against the expectation: same buckets, counts, sums,
+/// mins and maxes exact (sums to float rounding), percentiles within the
+/// documented error.
+pub(crate) fn check(answer: &Value, want: &BTreeMap<(String, i64), Vec<f64>>) {
+    let mut got = BTreeMap::new();
+    for series in answer["series"].as_array().unwrap() {
+        let group = series["group"].as_str().unwrap_or("").to_owned();
+        for bucket in series["buckets"].as_array().unwrap() {
+            let start = OffsetDateTime::parse(bucket["start"].as_str().unwrap(), &Rfc3339).unwrap();
+            got.insert((group.clone(), start.unix_timestamp()), bucket.clone());
+        }
+    }
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        want.keys().collect::<Vec<_>>(),
+        "buckets differ: {answer}"
+    );
+    for (key, values) in want {
+        let bucket = &got[key];
+        let v = &bucket["values"];
+        let n = values.len() as f64;
+        let sum: f64 = values.iter().sum();
+        assert_eq!(bucket["count"].as_u64().unwrap(), values.len() as u64, "{key:?}");
+        let close = |name: &str, want: f64, rel: f64| {
+            if v.get(name).is_none() {
+                return;
+            }
+            let got = v[name].as_f64().unwrap_or_else(|| panic!("{name} missing in {bucket}"));
+            assert!(
+                (got - want).abs() <= want.abs() * rel + 1e-9,
+                "{key:?} {name}: got {got}, want {want} (±{rel})"
+            );
+        };
+        close("count", n, 0.0);
+        close("sum", sum, 1e-12);
+        close("avg", sum / n, 1e-12);
+        close("min", values[0], 0.0);
+        close("max", values[values.len() - 1], 0.0);
+        for (name, q) in [("p50", 0.5), ("p90", 0.9), ("p95", 0.95), ("p99", 0.99)] {
+            close(name, percentile(values, q), RELATIVE_ERROR);
+        }
+    }
+}
+
+const ALL: [&str; 9] = ["count", "sum", "avg", "min", "max", "p50", "p90", "p95", "p99"];
+
+#[tokio::test]
+async fn a_batch_with_bad_items_stores_the_good_ones_and_queries_answer_exactly() {
+    let system = system!();
+    let client = Client::new(&system, "acme");
+    let base = base();
+    let good = events("http.latency", base, 30 * 60, 900);
+    let now = OffsetDateTime::now_utc();
+    // Bad items, each with the rejection it must get (field, code).
+    let bad: Vec<(Value, &str, &str)> = vec![
+        (
+            json!({"name": "9bad", "ts": rfc3339(base), "value": 1}),
+            "name",
+            "invalid_argument",
+        ),
+        (
+            json!({"name": "ok", "ts": rfc3339(base), "value": "abc"}),
+            "value",
+            "invalid_argument",
+        ),
+        (json!({"name": "ok", "value": 1}), "ts", "invalid_argument"),
+        (
+            json!({"name": "ok", "ts": "yesterday", "value": 1}),
+            "ts",
+            "invalid_argument",
+        ),
+        (
+            json!({"name": "ok", "ts": rfc3339(now - time::Duration::days(31)), "value": 1}),
+            "ts",
+            "out_of_range",
+        ),
+        (
+            json!({"name": "ok", "ts": rfc3339(now + time::Duration::hours(1)), "value": 1}),
+            "ts",
+            "out_of_range",
+        ),
+        (
+            json!({"name": "ok", "ts": rfc3339(base), "value": 1, "labels": {"bad-key": "x"}}),
+            "labels",
+            "invalid_argument",
+        ),
+        (
+            json!({"name": "ok", "ts": rfc3339(base), "value": 1, "labels": {"host": ""}}),
+            "labels.host",
+            "invalid_argument",
+        ),
+        (
+            json!({"name": "ok", "ts": rfc3339(base), "value": 1, "labels": {"host": "x".repeat(201)}}),
+            "labels.host",
+            "invalid_argument",
+        ),
+        (
+            json!({"name": "ok", "ts": rfc3339(base), "value": 1,
+                   "labels": (0..17).map(|i| (format!("k{i}"), json!("v"))).collect::<serde_json::Map<_, _>>()}),
+            "labels",
+            "invalid_argument",
+        ),
+        (
+            json!({"name": "ok", "ts": rfc3339(base), "value": 1, "labels": {"host": 5}}),
+            "labels.host",
+            "invalid_argument",
+        ),
+        (
+            json!({"name": "ok", "ts": rfc3339(base), "value": 1, "extra": true}),
+            "extra",
+            "invalid_argument",
+        ),
+        (json!("not an object"), "", "invalid_argument"),
+    ];
+    // Interleave: a bad item after every 60 good ones.
+    let mut batch = Vec::new();
+    let mut want_rejected = Vec::new();
+    let mut bad_items = bad.iter();
+    for (i, e) in good.iter().enumerate() {
+        if i % 60 == 0
+            && let Some((item, field, code)) = bad_items.next()
+        {
+            want_rejected.push((batch.len(), *field, *code));
+            batch.push(item.clone());
+        }
+        batch.push(e.json());
+    }
+    assert!(bad_items.next().is_none(), "every bad item is in the batch");
+    let answer = client.ingest(&batch).await;
+    assert_eq!(answer["accepted"], 900, "{answer}");
+    assert_eq!(answer["replayed"], false);
+    let rejected: Vec<(usize, String, String)> = answer["rejected"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            assert!(!r["message"].as_str().unwrap().is_empty(), "{r}");
+            (
+                r["index"].as_u64().unwrap() as usize,
+                r["field"].as_str().unwrap().to_owned(),
+                r["code"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let want: Vec<(usize, String, String)> = want_rejected
+        .iter()
+        .map(|(i, f, c)| (*i, (*f).to_owned(), (*c).to_owned()))
+        .collect();
+    assert_eq!(rejected, want);
+    // Nothing of the bad items was stored: the metric `ok` does not exist.
+    let (_, metrics) = client.get("/api/v1/metrics").await;
+    let names: Vec<&str> = metrics["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["http.latency"]);
+    assert_eq!(metrics["metrics"][0]["label_keys"], json!(["host", "region"]));
+
+    let end = base + time::Duration::minutes(30);
+    let query = |extra: Value| {
+        let mut q = json!({
+            "metric": "http.latency", "aggregations": ALL, "bucket_seconds": 60,
+            "start": rfc3339(base), "end": rfc3339(end),
+        });
+        q.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        q
+    };
+    // Every aggregation, one series, from the rollups.
+    let answer = client.query(&query(json!({}))).await;
+    assert_eq!(answer["aggregations"], json!(ALL));
+    assert_eq!(answer["series"].as_array().unwrap().len(), 1);
+    assert_eq!(answer["series"][0]["group"], Value::Null);
+    check(&answer, &expected(&good, base, end, 60, |_| true, None));
+
+    // Each filter op, and a group-by.
+    let cases: Vec<(Value, Box<dyn Fn(&Ev) -> bool>)> = vec![
+        (
+            json!({"label": "host", "op": "eq", "values": ["a"]}),
+            Box::new(|e| e.label("host") == "a"),
+        ),
+        (
+            json!({"label": "host", "op": "neq", "values": ["a"]}),
+            Box::new(|e| e.label("host") != "a"),
+        ),
+        (
+            json!({"label": "host", "op": "in", "values": ["a", "c"]}),
+            Box::new(|e| ["a", "c"].contains(&e.label("host"))),
+        ),
+        (
+            json!({"label": "region", "op": "not_in", "values": ["eu"]}),
+            Box::new(|e| e.label("region") != "eu"),
+        ),
+        // A label no series has matches as "".
+        (json!({"label": "zone", "op": "eq", "values": [""]}), Box::new(|_| true)),
+    ];
+    for (filter, keep) in cases {
+        let answer = client
+            .query(&query(json!({"filters": [filter], "group_by": "host"})))
+            .await;
+        check(&answer, &expected(&good, base, end, 60, keep, Some("host")));
+    }
+    let answer = client
+        .query(&query(json!({
+            "filters": [{"label": "region", "op": "eq", "values": ["us"]}], "group_by": "host"
+        })))
+        .await;
+    let groups: Vec<&str> = answer["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["group"].as_str().unwrap())
+        .collect();
+    assert_eq!(groups, ["a", "b", "c"]);
+
+    // Finer than the rollups: read from raw events.
+    let (from, to) = (base + time::Duration::minutes(1), base + time::Duration::minutes(4));
+    let answer = client
+        .query(&json!({
+            "metric": "http.latency", "aggregations": ALL, "bucket_seconds": 10,
+            "start": rfc3339(from), "end": rfc3339(to), "group_by": "region",
+        }))
+        .await;
+    check(&answer, &expected(&good, from, to, 10, |_| true, Some("region")));
+
+    // A range off the minute: partial minutes at the ends read raw events.
+    let (from, to) = (
+        base + time::Duration::seconds(95),
+        base + time::Duration::seconds(7 * 60 + 20),
+    );
+    let answer = client
+        .query(&json!({
+            "metric": "http.latency", "aggregations": ALL, "bucket_seconds": 120,
+            "start": rfc3339(from), "end": rfc3339(to),
+        }))
+        .await;
+    check(&answer, &expected(&good, from, to, 120, |_| true, None));
+
+    // A late event lands in its bucket, and only there.
+    let late = Ev {
+        metric: "http.latency".into(),
+        ts: base + time::Duration::seconds(5 * 60 + 1),
+        value: 1e6,
+        labels: BTreeMap::from([("host".into(), "b".into()), ("region".into(), "eu".into())]),
+    };
+    client.ingest(&[late.json()]).await;
+    let mut all = good.clone();
+    all.push(late);
+    let answer = client.query(&query(json!({}))).await;
+    check(&answer, &expected(&all, base, end, 60, |_| true, None));
+    let late_bucket = answer["series"][0]["buckets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["values"]["max"] == json!(1e6))
+        .expect("the late event's bucket");
+    assert_eq!(late_bucket["start"], json!(rfc3339(base + time::Duration::minutes(5))));
+
+    // Label values for a filter dropdown.
+    let (status, values) = client.get("/api/v1/metrics/http.latency/labels/host/values").await;
+    assert_eq!(status, 200);
+    assert_eq!(values["values"], json!(["a", "b", "c"]));
+    let (_, page) = client
+        .get("/api/v1/metrics/http.latency/labels/host/values?page_size=2")
+        .await;
+    assert_eq!(page["values"], json!(["a", "b"]));
+    let cursor = page["next_cursor"].as_str().unwrap();
+    let (_, rest) = client
+        .get(&format!(
+            "/api/v1/metrics/http.latency/labels/host/values?page_size=2&cursor={cursor}"
+        ))
+        .await;
+    assert_eq!(rest["values"], json!(["c"]));
+    assert_eq!(rest["next_cursor"], Value::Null);
+}
