@@ -149,6 +149,13 @@ pub fn query_shape(q: pb::MetricQuery) -> Result<Query, Status> {
         .iter()
         .map(|a| aggregation(*a).ok_or_else(|| invalid(format!("query.aggregations: unknown aggregation {a}"))))
         .collect::<Result<Vec<_>, _>>()?;
+    if aggregations
+        .iter()
+        .enumerate()
+        .any(|(i, a)| aggregations[..i].contains(a))
+    {
+        return Err(invalid("query.aggregations must not name an aggregation twice"));
+    }
     let bucket = q
         .bucket
         .as_ref()

@@ -444,3 +444,180 @@ async fn a_batch_with_bad_items_stores_the_good_ones_and_queries_answer_exactly(
     assert_eq!(rest["values"], json!(["c"]));
     assert_eq!(rest["next_cursor"], Value::Null);
 }
+
+#[tokio::test]
+async fn bad_requests_get_a_clear_problem_and_change_nothing() {
+    let system = system!(
+        TestSystem::builder()
+            .analytics_env("SEXTANT_ANALYTICS__INGEST__MAX_SERIES_PER_METRIC", "3")
+            .analytics_env("SEXTANT_ANALYTICS__QUERY__MAX_GROUPS", "2")
+            .analytics_env("SEXTANT_ANALYTICS__QUERY__MAX_RAW_EVENTS", "20")
+    );
+    let client = Client::new(&system, "acme");
+    let base = base();
+    let end = base + time::Duration::hours(1);
+    let seed: Vec<Ev> = events("cpu", base, 600, 60)
+        .into_iter()
+        .filter(|e| e.labels["region"] == "eu")
+        .collect();
+    assert_eq!(client.ingest(&to_json(&seed)).await["accepted"], 30);
+    let stored = || client.stored("cpu", base, end);
+    assert_eq!(stored().await, 30);
+
+    // Bodies that are not a batch: problem+json, nothing stored.
+    let http = &system.http;
+    let post_raw = |body: &'static str, content_type: &'static str| {
+        http.post(system.url("/api/v1/events"))
+            .bearer_auth(&client.token)
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+    };
+    for (body, content_type, status, code) in [
+        ("{\"events\": [", "application/json", 400, "malformed_request"),
+        ("[]", "application/json", 400, "invalid_argument"),
+        ("{\"events\": [], \"x\": 1}", "application/json", 400, "invalid_argument"),
+        ("{\"events\": {}}", "application/json", 400, "invalid_argument"),
+        ("{\"events\": []}", "text/plain", 415, "unsupported_media_type"),
+    ] {
+        let response = post_raw(body, content_type).await.unwrap();
+        assert_eq!(response.status().as_u16(), status, "{body}");
+        assert_eq!(
+            response.headers()["content-type"].to_str().unwrap(),
+            "application/problem+json"
+        );
+        let problem: Value = response.json().await.unwrap();
+        assert_eq!(problem["code"], code, "{body}: {problem}");
+    }
+    let too_many: Vec<Value> = (0..10_001).map(|_| seed[0].json()).collect();
+    let (status, problem) = client.post("/api/v1/events", &json!({ "events": too_many }), None).await;
+    assert_eq!((status, problem["code"].as_str()), (400, Some("invalid_argument")), "{problem}");
+    assert!(problem["detail"].as_str().unwrap().contains("10000"), "{problem}");
+    let huge = format!("{{\"events\": [], \"pad\": \"{}\"}}", "x".repeat(9 << 20));
+    let response = http
+        .post(system.url("/api/v1/events"))
+        .bearer_auth(&client.token)
+        .header("content-type", "application/json")
+        .body(huge)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 413);
+    let (status, problem) = client
+        .post("/api/v1/events", &json!({"events": [seed[0].json()]}), Some(&"k".repeat(201)))
+        .await;
+    assert_eq!((status, problem["code"].as_str()), (400, Some("invalid_argument")));
+    assert_eq!(stored().await, 30);
+
+    // The cardinality limit refuses new series only; known ones still go in.
+    let mut mixed = Vec::new();
+    for (i, host) in ["a", "b", "c", "d", "e"].iter().enumerate() {
+        let mut e = seed[0].clone();
+        e.labels.insert("host".into(), (*host).into());
+        e.ts = base + time::Duration::seconds(700 + i as i64);
+        mixed.push(e.json());
+    }
+    let answer = client.ingest(&mixed).await;
+    // a, b and c exist (eu): d and e would be series 4 and 5.
+    assert_eq!(answer["accepted"], 3, "{answer}");
+    let codes: Vec<(u64, &str, &str)> = answer["rejected"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["index"].as_u64().unwrap(), r["code"].as_str().unwrap(), r["field"].as_str().unwrap()))
+        .collect();
+    assert_eq!(codes, [(3, "cardinality_limit", "labels"), (4, "cardinality_limit", "labels")]);
+    assert_eq!(stored().await, 33);
+
+    // Queries that cannot be answered name the problem or the limit.
+    let q = |extra: Value| {
+        let mut q = json!({
+            "metric": "cpu", "aggregations": ["avg"], "bucket_seconds": 60,
+            "start": rfc3339(base), "end": rfc3339(end),
+        });
+        q.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        q
+    };
+    for (query, needle) in [
+        (q(json!({"aggregations": ["median"]})), "aggregations"),
+        (q(json!({"aggregations": []})), "aggregation"),
+        (q(json!({"aggregations": ["avg", "avg"]})), "twice"),
+        (q(json!({"bucket_seconds": 0})), "bucket"),
+        (q(json!({"bucket_seconds": 1.5})), "bucket_seconds"),
+        (q(json!({"start": rfc3339(end)})), "before"),
+        (q(json!({"metric": "no such name!"})), "metric"),
+        (q(json!({"filters": [{"label": "host", "op": "eq", "values": ["a", "b"]}]})), "exactly one"),
+        (q(json!({"filters": [{"label": "host", "op": "in", "values": []}]})), "empty"),
+        (q(json!({"filters": [{"label": "host", "op": "like", "values": ["a"]}]})), "op"),
+        (q(json!({"group_by": "bad-label"})), "group_by"),
+        (q(json!({"bucket_seconds": 1, "end": rfc3339(base + time::Duration::days(1))})), "max_buckets"),
+        (q(json!({"group_by": "host"})), "max_groups"),
+        (q(json!({"bucket_seconds": 10})), "max_raw_events"),
+        (q(json!({"extra": 1})), "extra"),
+    ] {
+        let (status, problem) = client.post("/api/v1/metrics/query", &query, None).await;
+        assert_eq!(status, 400, "{query} → {problem}");
+        assert_eq!(problem["code"], "invalid_argument", "{problem}");
+        assert!(
+            problem["detail"].as_str().unwrap().contains(needle),
+            "{needle} not in {problem}"
+        );
+    }
+    // A metric with no events is an empty answer, not an error.
+    let answer = client.query(&q(json!({"metric": "never.seen"}))).await;
+    assert_eq!(answer["series"], json!([]));
+    assert_eq!(stored().await, 33);
+}
+
+#[tokio::test]
+async fn a_retried_batch_with_its_idempotency_key_is_stored_once() {
+    let system = system!();
+    let client = Client::new(&system, "acme");
+    let base = base();
+    let batch = json!({ "events": to_json(&events("orders", base, 60, 20)) });
+    let (status, first) = client.post("/api/v1/events", &batch, Some("batch-1")).await;
+    assert_eq!((status, &first["accepted"], &first["replayed"]), (200, &json!(20), &json!(false)));
+    let (status, again) = client.post("/api/v1/events", &batch, Some("batch-1")).await;
+    assert_eq!(status, 200);
+    assert_eq!((&again["accepted"], &again["replayed"]), (&json!(20), &json!(true)));
+    let end = base + time::Duration::minutes(5);
+    assert_eq!(client.stored("orders", base, end).await, 20);
+    // The same key for other events is refused, and stores nothing.
+    let other = json!({ "events": to_json(&events("orders", base, 60, 5)) });
+    let (status, problem) = client.post("/api/v1/events", &other, Some("batch-1")).await;
+    assert_eq!((status, problem["code"].as_str()), (409, Some("already_exists")), "{problem}");
+    assert_eq!(client.stored("orders", base, end).await, 20);
+    // Keys are per tenant: another tenant's batch under the same key is its own.
+    let other_tenant = Client::new(&system, "globex");
+    let (status, answer) = other_tenant.post("/api/v1/events", &other, Some("batch-1")).await;
+    assert_eq!((status, &answer["replayed"]), (200, &json!(false)));
+}
+
+#[tokio::test]
+async fn a_tenant_never_sees_another_tenants_metrics_series_or_label_values() {
+    let system = system!();
+    let acme = Client::new(&system, "acme");
+    let globex = Client::new(&system, "globex");
+    let base = base();
+    acme.ingest(&to_json(&events("shared.name", base, 60, 30))).await;
+    let mut theirs = events("shared.name", base, 60, 10);
+    for e in &mut theirs {
+        e.labels.insert("host".into(), "globex-host".into());
+    }
+    globex.ingest(&to_json(&theirs)).await;
+    globex.ingest(&to_json(&events("globex.only", base, 60, 5))).await;
+
+    let end = base + time::Duration::minutes(5);
+    assert_eq!(acme.stored("shared.name", base, end).await, 30);
+    assert_eq!(globex.stored("shared.name", base, end).await, 10);
+    assert_eq!(acme.stored("globex.only", base, end).await, 0);
+    let (_, list) = acme.get("/api/v1/metrics").await;
+    assert_eq!(list["metrics"].as_array().unwrap().len(), 1, "{list}");
+    assert_eq!(list["metrics"][0]["name"], "shared.name");
+    let (_, values) = acme.get("/api/v1/metrics/shared.name/labels/host/values").await;
+    assert_eq!(values["values"], json!(["a", "b", "c"]));
+    let (_, values) = globex.get("/api/v1/metrics/shared.name/labels/host/values").await;
+    assert_eq!(values["values"], json!(["globex-host"]));
+    let (_, values) = acme.get("/api/v1/metrics/globex.only/labels/host/values").await;
+    assert_eq!(values["values"], json!([]));
+}
