@@ -476,7 +476,12 @@ async fn bad_requests_get_a_clear_problem_and_change_nothing() {
     for (body, content_type, status, code) in [
         ("{\"events\": [", "application/json", 400, "malformed_request"),
         ("[]", "application/json", 400, "invalid_argument"),
-        ("{\"events\": [], \"x\": 1}", "application/json", 400, "invalid_argument"),
+        (
+            "{\"events\": [], \"x\": 1}",
+            "application/json",
+            400,
+            "invalid_argument",
+        ),
         ("{\"events\": {}}", "application/json", 400, "invalid_argument"),
         ("{\"events\": []}", "text/plain", 415, "unsupported_media_type"),
     ] {
@@ -490,8 +495,14 @@ async fn bad_requests_get_a_clear_problem_and_change_nothing() {
         assert_eq!(problem["code"], code, "{body}: {problem}");
     }
     let too_many: Vec<Value> = (0..10_001).map(|_| seed[0].json()).collect();
-    let (status, problem) = client.post("/api/v1/events", &json!({ "events": too_many }), None).await;
-    assert_eq!((status, problem["code"].as_str()), (400, Some("invalid_argument")), "{problem}");
+    let (status, problem) = client
+        .post("/api/v1/events", &json!({ "events": too_many }), None)
+        .await;
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (400, Some("invalid_argument")),
+        "{problem}"
+    );
     assert!(problem["detail"].as_str().unwrap().contains("10000"), "{problem}");
     let huge = format!("{{\"events\": [], \"pad\": \"{}\"}}", "x".repeat(9 << 20));
     let response = http
@@ -504,7 +515,11 @@ async fn bad_requests_get_a_clear_problem_and_change_nothing() {
         .unwrap();
     assert_eq!(response.status().as_u16(), 413);
     let (status, problem) = client
-        .post("/api/v1/events", &json!({"events": [seed[0].json()]}), Some(&"k".repeat(201)))
+        .post(
+            "/api/v1/events",
+            &json!({"events": [seed[0].json()]}),
+            Some(&"k".repeat(201)),
+        )
         .await;
     assert_eq!((status, problem["code"].as_str()), (400, Some("invalid_argument")));
     assert_eq!(stored().await, 30);
@@ -524,9 +539,18 @@ async fn bad_requests_get_a_clear_problem_and_change_nothing() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|r| (r["index"].as_u64().unwrap(), r["code"].as_str().unwrap(), r["field"].as_str().unwrap()))
+        .map(|r| {
+            (
+                r["index"].as_u64().unwrap(),
+                r["code"].as_str().unwrap(),
+                r["field"].as_str().unwrap(),
+            )
+        })
         .collect();
-    assert_eq!(codes, [(3, "cardinality_limit", "labels"), (4, "cardinality_limit", "labels")]);
+    assert_eq!(
+        codes,
+        [(3, "cardinality_limit", "labels"), (4, "cardinality_limit", "labels")]
+    );
     assert_eq!(stored().await, 33);
 
     // Queries that cannot be answered name the problem or the limit.
@@ -546,11 +570,23 @@ async fn bad_requests_get_a_clear_problem_and_change_nothing() {
         (q(json!({"bucket_seconds": 1.5})), "bucket_seconds"),
         (q(json!({"start": rfc3339(end)})), "before"),
         (q(json!({"metric": "no such name!"})), "metric"),
-        (q(json!({"filters": [{"label": "host", "op": "eq", "values": ["a", "b"]}]})), "exactly one"),
-        (q(json!({"filters": [{"label": "host", "op": "in", "values": []}]})), "empty"),
-        (q(json!({"filters": [{"label": "host", "op": "like", "values": ["a"]}]})), "op"),
+        (
+            q(json!({"filters": [{"label": "host", "op": "eq", "values": ["a", "b"]}]})),
+            "exactly one",
+        ),
+        (
+            q(json!({"filters": [{"label": "host", "op": "in", "values": []}]})),
+            "empty",
+        ),
+        (
+            q(json!({"filters": [{"label": "host", "op": "like", "values": ["a"]}]})),
+            "op",
+        ),
         (q(json!({"group_by": "bad-label"})), "group_by"),
-        (q(json!({"bucket_seconds": 1, "end": rfc3339(base + time::Duration::days(1))})), "max_buckets"),
+        (
+            q(json!({"bucket_seconds": 1, "end": rfc3339(base + time::Duration::days(1))})),
+            "max_buckets",
+        ),
         (q(json!({"group_by": "host"})), "max_groups"),
         (q(json!({"bucket_seconds": 10})), "max_raw_events"),
         (q(json!({"extra": 1})), "extra"),
@@ -576,7 +612,10 @@ async fn a_retried_batch_with_its_idempotency_key_is_stored_once() {
     let base = base();
     let batch = json!({ "events": to_json(&events("orders", base, 60, 20)) });
     let (status, first) = client.post("/api/v1/events", &batch, Some("batch-1")).await;
-    assert_eq!((status, &first["accepted"], &first["replayed"]), (200, &json!(20), &json!(false)));
+    assert_eq!(
+        (status, &first["accepted"], &first["replayed"]),
+        (200, &json!(20), &json!(false))
+    );
     let (status, again) = client.post("/api/v1/events", &batch, Some("batch-1")).await;
     assert_eq!(status, 200);
     assert_eq!((&again["accepted"], &again["replayed"]), (&json!(20), &json!(true)));
@@ -585,7 +624,11 @@ async fn a_retried_batch_with_its_idempotency_key_is_stored_once() {
     // The same key for other events is refused, and stores nothing.
     let other = json!({ "events": to_json(&events("orders", base, 60, 5)) });
     let (status, problem) = client.post("/api/v1/events", &other, Some("batch-1")).await;
-    assert_eq!((status, problem["code"].as_str()), (409, Some("already_exists")), "{problem}");
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (409, Some("already_exists")),
+        "{problem}"
+    );
     assert_eq!(client.stored("orders", base, end).await, 20);
     // Keys are per tenant: another tenant's batch under the same key is its own.
     let other_tenant = Client::new(&system, "globex");

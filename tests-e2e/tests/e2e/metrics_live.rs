@@ -1,0 +1,295 @@
+//! Live metric queries over the WebSocket, as a dashboard chart follows
+//! them: a snapshot of the trailing window, then an update for each bucket
+//! that changes; an exact resume from the last version; across replicas of
+//! the analytics service and of the gateway; never another tenant's data.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use sextant_e2e::TestSystem;
+use sextant_e2e::ws::{self, Auth, Socket};
+use time::OffsetDateTime;
+
+use crate::metrics::{Client, Ev, rfc3339};
+use crate::system;
+
+const AGGS: [&str; 4] = ["count", "sum", "max", "p95"];
+
+fn spec(metric: &str) -> Value {
+    json!({
+        "metric": metric, "aggregations": AGGS, "bucket_seconds": 60, "window_seconds": 3600,
+        "group_by": "host",
+    })
+}
+
+pub(crate) async fn socket_at(url: &str, token: &str) -> Socket {
+    let mut socket = ws::connect(url, Auth::Header(token)).await.expect("upgrade accepted");
+    assert_eq!(ws::next_json(&mut socket).await["type"], "hello");
+    socket
+}
+
+/// Subscribes to a metric query; returns the topic name from `subscribed`.
+pub(crate) async fn subscribe(socket: &mut Socket, query: &Value, after: Option<u64>) -> String {
+    let mut op = json!({"op": "subscribe", "id": "m", "topic": "metric", "query": query});
+    if let Some(after) = after {
+        op["after_version"] = json!(after);
+    }
+    ws::send_json(socket, &op).await;
+    let reply = ws::next_json(socket).await;
+    assert_eq!(reply["type"], "subscribed", "{reply}");
+    assert_eq!(reply["id"], "m");
+    reply["topic"].as_str().unwrap().to_owned()
+}
+
+pub(crate) async fn frame(socket: &mut Socket) -> Value {
+    match ws::next(socket, Duration::from_secs(15)).await {
+        ws::Frame::Json(value) => value,
+        ws::Frame::Close(close) => panic!("closed: {close:?}"),
+        ws::Frame::Broken(error) => panic!("broken: {error}"),
+    }
+}
+
+/// No frame arrives for `wait`.
+async fn quiet(socket: &mut Socket, wait: Duration) {
+    use futures::StreamExt;
+    if let Ok(Some(Ok(message))) = tokio::time::timeout(wait, socket.next()).await
+        && message.is_text()
+    {
+        panic!("unexpected frame: {message}");
+    }
+}
+
+/// A chart's state: per (group, bucket start) the bucket as last sent.
+type Chart = BTreeMap<(String, String), Value>;
+
+fn apply(chart: &mut Chart, frame: &Value) {
+    if frame["type"] == "snapshot" {
+        chart.clear();
+    }
+    for series in frame["series"].as_array().unwrap() {
+        let group = series["group"].as_str().unwrap_or("").to_owned();
+        for bucket in series["buckets"].as_array().unwrap() {
+            chart.insert(
+                (group.clone(), bucket["start"].as_str().unwrap().to_owned()),
+                bucket.clone(),
+            );
+        }
+    }
+}
+
+/// The buckets a frame carries.
+fn keys(frame: &Value) -> Vec<(String, String)> {
+    let mut chart = Chart::new();
+    for series in frame["series"].as_array().unwrap() {
+        for bucket in series["buckets"].as_array().unwrap() {
+            chart.insert(
+                (
+                    series["group"].as_str().unwrap_or("").to_owned(),
+                    bucket["start"].as_str().unwrap().to_owned(),
+                ),
+                Value::Null,
+            );
+        }
+    }
+    chart.into_keys().collect()
+}
+
+/// What a fresh query says now about the last hour, as a chart.
+async fn fresh(client: &Client<'_>, metric: &str) -> Chart {
+    let now = OffsetDateTime::now_utc();
+    let answer = client
+        .query(&json!({
+            "metric": metric, "aggregations": AGGS, "bucket_seconds": 60, "group_by": "host",
+            "start": rfc3339(now - time::Duration::hours(2)), "end": rfc3339(now + time::Duration::hours(1)),
+        }))
+        .await;
+    let mut chart = Chart::new();
+    apply(&mut chart, &answer);
+    chart
+}
+
+/// One event per host in the minute starting `minute` (after now - 50 min).
+fn batch(metric: &str, minute: OffsetDateTime, value: f64) -> Vec<Value> {
+    ["a", "b"]
+        .iter()
+        .enumerate()
+        .map(|(i, host)| {
+            Ev {
+                metric: metric.into(),
+                ts: minute + time::Duration::seconds(10 + i as i64),
+                value: value + i as f64,
+                labels: BTreeMap::from([("host".into(), (*host).into())]),
+            }
+            .json()
+        })
+        .collect()
+}
+
+fn minute(back: i64) -> OffsetDateTime {
+    let now = OffsetDateTime::now_utc().unix_timestamp();
+    OffsetDateTime::from_unix_timestamp(now / 60 * 60 - back * 60).unwrap()
+}
+
+#[tokio::test]
+async fn a_chart_gets_a_snapshot_then_updates_and_resumes_exactly_after_a_disconnect() {
+    let system = system!();
+    let client = Client::new(&system, "acme");
+    let token = system.token("acme", "alice");
+    let url = system.ws_url("/api/v1/ws");
+    client.ingest(&batch("live.cpu", minute(30), 10.0)).await;
+
+    let mut socket = socket_at(&url, &token).await;
+    let topic = subscribe(&mut socket, &spec("live.cpu"), None).await;
+    assert!(topic.starts_with("metric:{"), "{topic}");
+    let snapshot = frame(&mut socket).await;
+    assert_eq!(snapshot["type"], "snapshot", "{snapshot}");
+    assert_eq!(snapshot["topic"], topic.as_str());
+    assert_eq!(snapshot["version"], 1);
+    assert_eq!(snapshot["aggregations"], json!(AGGS));
+    let mut chart = Chart::new();
+    apply(&mut chart, &snapshot);
+    assert_eq!(chart, fresh(&client, "live.cpu").await);
+
+    // Events arrive: an update with exactly the buckets they changed.
+    client.ingest(&batch("live.cpu", minute(20), 20.0)).await;
+    let update = frame(&mut socket).await;
+    assert_eq!(
+        (update["type"].as_str(), update["version"].as_u64()),
+        (Some("update"), Some(2)),
+        "{update}"
+    );
+    let m20 = rfc3339(minute(20));
+    assert_eq!(keys(&update), [("a".into(), m20.clone()), ("b".into(), m20.clone())]);
+    apply(&mut chart, &update);
+    assert_eq!(chart, fresh(&client, "live.cpu").await);
+    let last_seen = update["version"].as_u64().unwrap();
+
+    // Gone for a while: two batches go by, on other minutes.
+    drop(socket);
+    client.ingest(&batch("live.cpu", minute(10), 30.0)).await;
+    client.ingest(&batch("live.cpu", minute(5), 40.0)).await;
+    let mut socket = socket_at(&url, &token).await;
+    let again = subscribe(&mut socket, &spec("live.cpu"), Some(last_seen)).await;
+    assert_eq!(again, topic, "one query, one topic name");
+    // What was missed — and only that — whether the gateway answers from its
+    // history (one update per batch) or the service catches up (one update).
+    let mut seen = Vec::new();
+    let mut version = last_seen;
+    while version < 4 {
+        let update = frame(&mut socket).await;
+        assert_eq!(update["type"], "update", "no snapshot on an exact resume: {update}");
+        let v = update["version"].as_u64().unwrap();
+        assert!(v > version, "versions rise: {v} after {version}");
+        version = v;
+        seen.extend(keys(&update));
+        apply(&mut chart, &update);
+    }
+    seen.sort();
+    let (m10, m5) = (rfc3339(minute(10)), rfc3339(minute(5)));
+    let mut want = vec![
+        ("a".to_owned(), m10.clone()),
+        ("b".to_owned(), m10),
+        ("a".to_owned(), m5.clone()),
+        ("b".to_owned(), m5),
+    ];
+    want.sort();
+    assert_eq!(seen, want, "each missed bucket once, nothing already seen");
+    assert_eq!(chart, fresh(&client, "live.cpu").await);
+    quiet(&mut socket, Duration::from_millis(500)).await;
+
+    // A query the service refuses ends the subscription with an error frame.
+    let mut bad = spec("live.cpu");
+    bad["bucket_seconds"] = json!(0);
+    ws::send_json(
+        &mut socket,
+        &json!({"op": "subscribe", "id": 7, "topic": "metric", "query": bad}),
+    )
+    .await;
+    let mut refusal = frame(&mut socket).await;
+    if refusal["type"] == "subscribed" {
+        refusal = frame(&mut socket).await;
+    }
+    assert_eq!(
+        (refusal["type"].as_str(), refusal["code"].as_str()),
+        (Some("error"), Some("invalid_argument")),
+        "{refusal}"
+    );
+    // A malformed query never reaches the service.
+    ws::send_json(
+        &mut socket,
+        &json!({"op": "subscribe", "id": 8, "topic": "metric", "query": {"metric": 1}}),
+    )
+    .await;
+    let refusal = frame(&mut socket).await;
+    assert_eq!(
+        (
+            refusal["type"].as_str(),
+            refusal["code"].as_str(),
+            refusal["id"].as_i64()
+        ),
+        (Some("error"), Some("invalid_argument"), Some(8)),
+        "{refusal}"
+    );
+}
+
+#[tokio::test]
+async fn an_event_ingested_through_one_gateway_reaches_a_chart_on_another_replica() {
+    let system = system!();
+    let analytics_2 = system.spawn_analytics("analytics-2", &[]);
+    let gateway_2 = system.spawn_gateway("gateway-2", &analytics_2);
+    let token = system.token("acme", "alice");
+    let client = Client::new(&system, "acme");
+
+    // Gateway 2 reaches analytics 2; the event goes in through gateway 1 (analytics 1).
+    let mut socket = socket_at(&format!("ws://{}/api/v1/ws", gateway_2.addr), &token).await;
+    subscribe(&mut socket, &spec("replicated"), None).await;
+    assert_eq!(frame(&mut socket).await["type"], "snapshot");
+    client.ingest(&batch("replicated", minute(3), 5.0)).await;
+    let update = frame(&mut socket).await;
+    assert_eq!(update["type"], "update", "{update}");
+    let m3 = rfc3339(minute(3));
+    assert_eq!(keys(&update), [("a".into(), m3.clone()), ("b".into(), m3)]);
+
+    // And the other way round.
+    let mut socket_1 = socket_at(&system.ws_url("/api/v1/ws"), &token).await;
+    subscribe(&mut socket_1, &spec("replicated"), None).await;
+    assert_eq!(frame(&mut socket_1).await["type"], "snapshot");
+    let status = system
+        .http
+        .post(format!("http://{}/api/v1/events", gateway_2.addr))
+        .bearer_auth(&token)
+        .json(&json!({ "events": batch("replicated", minute(2), 6.0) }))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 200);
+    let update = frame(&mut socket_1).await;
+    assert_eq!(update["type"], "update", "{update}");
+    assert_eq!(keys(&update)[0].1, rfc3339(minute(2)));
+}
+
+#[tokio::test]
+async fn a_tenant_never_sees_another_tenants_live_updates() {
+    let system = system!(TestSystem::builder().analytics_env("SEXTANT_ANALYTICS__LIVE__POLL", "200ms"));
+    let acme = Client::new(&system, "acme");
+    let globex = Client::new(&system, "globex");
+    acme.ingest(&batch("same.name", minute(9), 1.0)).await;
+    let mut watcher = socket_at(&system.ws_url("/api/v1/ws"), &system.token("globex", "bob")).await;
+    subscribe(&mut watcher, &spec("same.name"), None).await;
+    let snapshot = frame(&mut watcher).await;
+    assert_eq!(snapshot["type"], "snapshot");
+    assert_eq!(
+        snapshot["series"],
+        json!([]),
+        "acme's events are not globex's: {snapshot}"
+    );
+    acme.ingest(&batch("same.name", minute(8), 2.0)).await;
+    quiet(&mut watcher, Duration::from_millis(800)).await;
+    globex.ingest(&batch("same.name", minute(7), 3.0)).await;
+    let update = frame(&mut watcher).await;
+    let m7 = rfc3339(minute(7));
+    assert_eq!(keys(&update), [("a".into(), m7.clone()), ("b".into(), m7)]);
+    assert_eq!(update["series"][0]["buckets"][0]["count"], 1);
+}
