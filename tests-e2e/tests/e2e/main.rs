@@ -14,6 +14,7 @@ mod jobs_faults;
 mod jobs_live;
 mod lifecycle;
 mod metrics;
+mod metrics_faults;
 mod metrics_live;
 mod openapi_fuzz;
 mod readiness;
