@@ -7,56 +7,32 @@ use serde_json::{Map, Value, json};
 use sextant_proto::analytics::v1 as pb;
 use sextant_proto::common::v1::{LabelMatcher, TimeRange, label_matcher::Op};
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 use super::{rfc3339, timestamp};
 
-/// One event of `POST /api/v1/events`, read leniently so that a bad item is
-/// refused alone: `Err((field, message))` for an item of the wrong shape.
-pub fn event(item: &Value) -> Result<pb::MetricEvent, (String, String)> {
-    let err = |field: &str, message: &str| Err((field.to_owned(), message.to_owned()));
-    let Some(fields) = item.as_object() else {
-        return err("", "each event must be a JSON object");
-    };
-    if let Some(unknown) = fields
-        .keys()
-        .find(|k| !matches!(k.as_str(), "name" | "ts" | "value" | "labels"))
-    {
-        return Err((unknown.clone(), format!("unknown field {unknown:?}")));
-    }
-    let Some(name) = fields.get("name").and_then(Value::as_str) else {
-        return err("name", "name is required and must be a string");
-    };
-    let ts = match fields.get("ts") {
-        Some(Value::String(text)) => match OffsetDateTime::parse(text, &Rfc3339) {
-            Ok(t) => t,
-            Err(_) => return err("ts", "ts must be an RFC 3339 date-time, e.g. 2026-11-22T10:00:00.250Z"),
-        },
-        _ => return err("ts", "ts is required and must be an RFC 3339 date-time string"),
-    };
-    let Some(value) = fields.get("value").and_then(Value::as_f64) else {
-        return err("value", "value is required and must be a number");
-    };
-    let labels = match fields.get("labels") {
-        None | Some(Value::Null) => Default::default(),
-        Some(Value::Object(labels)) => {
-            let mut out = std::collections::HashMap::with_capacity(labels.len());
-            for (key, value) in labels {
-                let Some(value) = value.as_str() else {
-                    return Err((format!("labels.{key}"), "label values must be strings".into()));
-                };
-                out.insert(key.clone(), value.to_owned());
-            }
-            out
+/// One event of `POST /api/v1/events`. Its shape is checked here (a body
+/// that does not match the schema is a 400); everything else about it is
+/// checked by the analytics service, per event.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventBody {
+    pub name: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub ts: OffsetDateTime,
+    pub value: f64,
+    #[serde(default)]
+    pub labels: std::collections::HashMap<String, String>,
+}
+
+impl EventBody {
+    pub fn message(self) -> pb::MetricEvent {
+        pb::MetricEvent {
+            name: self.name,
+            ts: Some(timestamp(self.ts)),
+            value: self.value,
+            labels: self.labels,
         }
-        Some(_) => return err("labels", "labels must be an object of strings"),
-    };
-    Ok(pb::MetricEvent {
-        name: name.to_owned(),
-        ts: Some(timestamp(ts)),
-        value,
-        labels,
-    })
+    }
 }
 
 pub fn rejection_json(r: &pb::Rejection) -> Value {

@@ -1,18 +1,18 @@
 //! `/api/v1/events` and `/api/v1/metrics…`: ingest, queries and the lists a
-//! dashboard's pickers need. Checks live in the analytics service; the
-//! gateway only refuses what cannot be put into a request (an item of the
-//! wrong shape is refused alone, like any other item).
+//! dashboard's pickers need. The gateway checks the JSON's shape (a body
+//! that does not match the OpenAPI schema is a 400 and stores nothing); the
+//! analytics service checks the rest, each event on its own.
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 use sextant_common::ErrorCode;
 use sextant_proto::analytics::v1 as pb;
 use sextant_proto::common::v1::PageRequest;
 
 use crate::auth::Principal;
 use crate::backends::{Backends, request};
-use crate::convert::metrics::{QueryBody, event, metric_info_json, query_json, rejection_json};
+use crate::convert::metrics::{EventBody, QueryBody, metric_info_json, query_json, rejection_json};
 use crate::error::{ApiError, JsonBody};
 
 /// Events per `POST /api/v1/events` (the analytics service's default).
@@ -25,7 +25,7 @@ const MAX_PAGE_SIZE: u32 = 1000;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IngestBody {
-    events: Vec<Value>,
+    events: Vec<EventBody>,
 }
 
 pub async fn ingest(
@@ -45,41 +45,20 @@ pub async fn ingest(
     }
     let key = match req.headers().get("idempotency-key") {
         None => String::new(),
-        Some(value) => {
-            let key = value
-                .to_str()
-                .ok()
-                .filter(|k| !k.is_empty() && k.len() <= MAX_KEY_BYTES)
-                .ok_or_else(|| {
-                    ApiError::new(
-                        ErrorCode::InvalidArgument,
-                        format!("Idempotency-Key must be 1 to {MAX_KEY_BYTES} visible ASCII characters"),
-                    )
-                })?;
-            key.to_owned()
-        }
+        Some(value) => value
+            .to_str()
+            .ok()
+            .filter(|k| !k.is_empty() && k.len() <= MAX_KEY_BYTES)
+            .ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::InvalidArgument,
+                    format!("Idempotency-Key must be 1 to {MAX_KEY_BYTES} visible ASCII characters"),
+                )
+            })?
+            .to_owned(),
     };
-    // Items of the wrong shape are answered here; the rest go to the service,
-    // and its answers are put back at their places in the request.
-    let mut rejected = Vec::new();
-    let mut events = Vec::with_capacity(body.events.len());
-    let mut index_of = Vec::with_capacity(body.events.len());
-    for (index, item) in body.events.iter().enumerate() {
-        match event(item) {
-            Ok(e) => {
-                events.push(e);
-                index_of.push(index);
-            }
-            Err((field, message)) => rejected.push(json!({
-                "index": index,
-                "code": ErrorCode::InvalidArgument.as_str(),
-                "field": field,
-                "message": message,
-            })),
-        }
-    }
     let message = pb::IngestEventsRequest {
-        events,
+        events: body.events.into_iter().map(EventBody::message).collect(),
         idempotency_key: key,
     };
     let response = backends
@@ -87,16 +66,9 @@ pub async fn ingest(
         .ingest_events(request(&principal.caller(), message)?)
         .await?
         .into_inner();
-    for r in &response.rejected {
-        let mut item = rejection_json(r);
-        let index = usize::try_from(r.index).ok().and_then(|i| index_of.get(i)).copied();
-        item["index"] = json!(index.unwrap_or(usize::MAX));
-        rejected.push(item);
-    }
-    rejected.sort_by_key(|r| r["index"].as_u64());
     Ok(HttpResponse::Ok().json(json!({
         "accepted": response.accepted,
-        "rejected": rejected,
+        "rejected": response.rejected.iter().map(rejection_json).collect::<Vec<_>>(),
         "replayed": response.replayed,
     })))
 }
