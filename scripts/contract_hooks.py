@@ -30,11 +30,41 @@ def _jobs(body):
     return [body]
 
 
+# A metric query's range must hold at most this many buckets (`max_buckets`).
+MAX_BUCKETS = 10_000
+
+
+def _instant(text):
+    if not isinstance(text, str):
+        return None
+    try:
+        at = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return at if at.tzinfo is not None else None
+
+
+def _unanswerable_query(body) -> bool:
+    """`start` not before `end`, or more buckets than `max_buckets`: limits
+    the MetricQuery description states and JSON Schema cannot."""
+    if not isinstance(body, dict) or "bucket_seconds" not in body:
+        return False
+    start, end, bucket = _instant(body.get("start")), _instant(body.get("end")), body.get("bucket_seconds")
+    if start is None or end is None or not isinstance(bucket, int) or bucket < 1:
+        return False
+    if start >= end:
+        return True
+    first = int(start.timestamp()) // bucket
+    last = (int(end.timestamp() * 1_000_000) - 1) // 1_000_000 // bucket
+    return last - first + 1 > MAX_BUCKETS
+
+
 @schemathesis.hook
 def filter_body(ctx, body):
-    """A `run_at` beyond the horizon, or a string anywhere holding U+0000
-    (PostgreSQL text cannot), is a negative case the schema cannot mark."""
-    if _has_nul(body):
+    """A `run_at` beyond the horizon, a metric query whose range cannot be
+    answered, or a string anywhere holding U+0000 (PostgreSQL text cannot),
+    is a negative case the schema cannot mark."""
+    if _has_nul(body) or _unanswerable_query(body):
         return False
     return not any(isinstance(job, dict) and _too_far(job.get("run_at")) for job in _jobs(body))
 

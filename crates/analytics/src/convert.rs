@@ -10,6 +10,9 @@ use crate::model::{
 };
 use crate::store::ingest::StoredRejection;
 
+/// The widest bucket: 366 days.
+pub const MAX_BUCKET: Micros = 366 * 24 * 3600 * SECOND;
+
 pub fn invalid(message: impl Into<String>) -> Status {
     ErrorCode::InvalidArgument.status(message)
 }
@@ -161,8 +164,10 @@ pub fn query_shape(q: pb::MetricQuery) -> Result<Query, Status> {
         .as_ref()
         .and_then(duration)
         .ok_or_else(|| invalid("query.bucket is required and must not be negative"))?;
-    if bucket < SECOND || bucket % SECOND != 0 {
-        return Err(invalid("query.bucket must be a whole number of seconds, at least 1s"));
+    if bucket < SECOND || bucket % SECOND != 0 || bucket > MAX_BUCKET {
+        return Err(invalid(
+            "query.bucket must be a whole number of seconds, from 1s to 366 days",
+        ));
     }
     if q.filters.len() > 32 {
         return Err(invalid("query.filters holds at most 32 matchers"));
