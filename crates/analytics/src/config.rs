@@ -263,3 +263,47 @@ impl CommonSections for Config {
         &self.telemetry
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use sextant_common::config::{COMMON_DEFAULTS, ConfigSource, load};
+
+    use super::*;
+
+    fn load_with(env: &[(&str, &str)]) -> Result<Config, sextant_common::config::ConfigError> {
+        load(
+            &format!("{COMMON_DEFAULTS}\n{DEFAULTS}"),
+            &ConfigSource::from_env(env.iter().copied()),
+        )
+    }
+
+    #[test]
+    fn the_example_config_file_loads_and_matches_the_defaults() {
+        let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/sextant.example.toml");
+        let source = ConfigSource {
+            file: Some(example.into()),
+            env: Vec::new(),
+        };
+        let from_file: Config = load(&format!("{COMMON_DEFAULTS}\n{DEFAULTS}"), &source).unwrap();
+        let defaults = load_with(&[]).unwrap();
+        assert_eq!(
+            format!("{:?}", from_file.analytics),
+            format!("{:?}", defaults.analytics)
+        );
+    }
+
+    #[test]
+    fn partitions_must_reach_past_the_future_an_event_may_have() {
+        let err = load_with(&[
+            ("SEXTANT_ANALYTICS__RETENTION__RAW_PARTITION", "1h"),
+            ("SEXTANT_ANALYTICS__RETENTION__CHECK_INTERVAL", "1m"),
+            ("SEXTANT_ANALYTICS__RETENTION__PARTITIONS_AHEAD", "1"),
+            ("SEXTANT_ANALYTICS__INGEST__MAX_FUTURE", "2h"),
+        ])
+        .unwrap_err();
+        assert_eq!(err.problems.len(), 1, "{err}");
+        assert!(err.to_string().contains("analytics.ingest.max_future"), "{err}");
+        let err = load_with(&[("SEXTANT_ANALYTICS__RETENTION__RAW_PARTITION", "90s")]).unwrap_err();
+        assert!(err.to_string().contains("whole number of minutes"), "{err}");
+    }
+}

@@ -447,6 +447,13 @@ impl Watch {
             .await
             .map_err(query_status)?;
         let mut cells = Cells::new();
+        let scope = read::Scope {
+            pool: &pool,
+            tenant: &self.tenant,
+            query: &query,
+            selection: &selection,
+            limits: &limits,
+        };
         let mut starts = starts.into_iter().peekable();
         while let Some(from) = starts.next() {
             // Merge adjacent buckets into one read.
@@ -455,7 +462,7 @@ impl Watch {
                 starts.next();
                 to += query.bucket;
             }
-            read::accumulate(&pool, &self.tenant, &query, &selection, from, to, &limits, &mut cells)
+            read::accumulate(scope, from, to, &mut cells)
                 .await
                 .map_err(query_status)?;
         }

@@ -281,6 +281,27 @@ pub struct BucketResult {
     pub count: u64,
 }
 
+/// A batch's identity for idempotency: the same events in the same order
+/// give the same bytes (labels sorted, values by their bits).
+pub fn fingerprint(events: &[RawEvent]) -> Vec<u8> {
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    for event in events {
+        hash.update((event.name.len() as u64).to_le_bytes());
+        hash.update(event.name.as_bytes());
+        hash.update(event.ts.unwrap_or(i64::MIN).to_le_bytes());
+        hash.update(event.value.to_bits().to_le_bytes());
+        hash.update((event.labels.len() as u64).to_le_bytes());
+        for (k, v) in &event.labels {
+            hash.update((k.len() as u64).to_le_bytes());
+            hash.update(k.as_bytes());
+            hash.update((v.len() as u64).to_le_bytes());
+            hash.update(v.as_bytes());
+        }
+    }
+    hash.finalize().to_vec()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -323,25 +344,4 @@ mod tests {
         assert!(!Matcher::In("host".into(), vec!["b".into()]).matches(&labels));
         assert!(Matcher::Neq("host".into(), "b".into()).matches(&labels));
     }
-}
-
-/// A batch's identity for idempotency: the same events in the same order
-/// give the same bytes (labels sorted, values by their bits).
-pub fn fingerprint(events: &[RawEvent]) -> Vec<u8> {
-    use sha2::{Digest, Sha256};
-    let mut hash = Sha256::new();
-    for event in events {
-        hash.update((event.name.len() as u64).to_le_bytes());
-        hash.update(event.name.as_bytes());
-        hash.update(event.ts.unwrap_or(i64::MIN).to_le_bytes());
-        hash.update(event.value.to_bits().to_le_bytes());
-        hash.update((event.labels.len() as u64).to_le_bytes());
-        for (k, v) in &event.labels {
-            hash.update((k.len() as u64).to_le_bytes());
-            hash.update(k.as_bytes());
-            hash.update((v.len() as u64).to_le_bytes());
-            hash.update(v.as_bytes());
-        }
-    }
-    hash.finalize().to_vec()
 }

@@ -212,6 +212,9 @@ pub(crate) fn check(answer: &Value, want: &BTreeMap<(String, i64), Vec<f64>>) {
     }
 }
 
+/// Which events a filter keeps.
+type Keep = Box<dyn Fn(&Ev) -> bool>;
+
 const ALL: [&str; 9] = ["count", "sum", "avg", "min", "max", "p50", "p90", "p95", "p99"];
 
 #[tokio::test]
@@ -329,7 +332,7 @@ async fn a_batch_with_bad_items_stores_the_good_ones_and_queries_answer_exactly(
     check(&answer, &expected(&good, base, end, 60, |_| true, None));
 
     // Each filter op, and a group-by.
-    let cases: Vec<(Value, Box<dyn Fn(&Ev) -> bool>)> = vec![
+    let cases: Vec<(Value, Keep)> = vec![
         (
             json!({"label": "host", "op": "eq", "values": ["a"]}),
             Box::new(|e| e.label("host") == "a"),

@@ -356,6 +356,17 @@ async fn copy_events(tx: &mut PgConnection, tenant: &str, events: &[(i64, &Event
     Ok(())
 }
 
+#[derive(sqlx::FromRow)]
+struct Rollup {
+    series_id: i64,
+    bucket: time::OffsetDateTime,
+    count: i64,
+    sum: f64,
+    min: f64,
+    max: f64,
+    sketch: Vec<u8>,
+}
+
 /// Merges the batch into its one-minute rollups; returns the minutes touched
 /// per series.
 async fn merge_rollups(
@@ -372,7 +383,7 @@ async fn merge_rollups(
     }
     let series: Vec<i64> = batch.keys().map(|(s, _)| *s).collect();
     let buckets: Vec<time::OffsetDateTime> = batch.keys().map(|(_, b)| datetime(*b)).collect();
-    let existing: Vec<(i64, time::OffsetDateTime, i64, f64, f64, f64, Vec<u8>)> = sqlx::query_as(
+    let existing: Vec<Rollup> = sqlx::query_as(
         "SELECT r.series_id, r.bucket, r.count, r.sum, r.min, r.max, r.sketch
          FROM rollups_1m r JOIN unnest($2::int8[], $3::timestamptz[]) AS k(series_id, bucket)
            ON r.series_id = k.series_id AND r.bucket = k.bucket
@@ -383,11 +394,17 @@ async fn merge_rollups(
     .bind(&buckets)
     .fetch_all(&mut *tx)
     .await?;
-    for (series, bucket, count, sum, min, max, sketch) in existing {
-        let key = (series, crate::model::micros_of(bucket));
+    for row in existing {
+        let key = (row.series_id, crate::model::micros_of(row.bucket));
         if let Some(agg) = batch.get_mut(&key) {
-            let sketch = decode_sketch(&sketch)?;
-            agg.merge_parts(u64::try_from(count).unwrap_or(0), sum, min, max, Some(&sketch));
+            let sketch = decode_sketch(&row.sketch)?;
+            agg.merge_parts(
+                u64::try_from(row.count).unwrap_or(0),
+                row.sum,
+                row.min,
+                row.max,
+                Some(&sketch),
+            );
         }
     }
     let mut counts = Vec::with_capacity(batch.len());

@@ -114,95 +114,57 @@ pub async fn select(pool: &PgPool, tenant: &str, query: &Query, limits: &Limits)
 /// Per (group, bucket start) state.
 pub type Cells = HashMap<(usize, Micros), Agg>;
 
+/// What one query reads: its tenant, query, selected series and limits.
+#[derive(Clone, Copy)]
+pub struct Scope<'a> {
+    pub pool: &'a PgPool,
+    pub tenant: &'a str,
+    pub query: &'a Query,
+    pub selection: &'a Selection,
+    pub limits: &'a Limits,
+}
+
 /// Aggregates `[start, end)` of the selection into `cells`.
-pub async fn accumulate(
-    pool: &PgPool,
-    tenant: &str,
-    query: &Query,
-    selection: &Selection,
-    start: Micros,
-    end: Micros,
-    limits: &Limits,
-    cells: &mut Cells,
-) -> Result<(), QueryError> {
-    if start >= end || selection.group_of.is_empty() {
+pub async fn accumulate(scope: Scope<'_>, start: Micros, end: Micros, cells: &mut Cells) -> Result<(), QueryError> {
+    if start >= end || scope.selection.group_of.is_empty() {
         return Ok(());
     }
-    let sketch = query.needs_sketch();
-    if query.bucket % MINUTE == 0 {
+    let mut raw_budget = scope.limits.max_raw_events;
+    if scope.query.bucket % MINUTE == 0 {
         let inner_start = floor_to(start + MINUTE - 1, MINUTE);
         let inner_end = floor_to(end, MINUTE);
         if inner_start < inner_end {
-            let mut raw_budget = limits.max_raw_events;
-            raw(
-                pool,
-                tenant,
-                query,
-                selection,
-                start,
-                inner_start,
-                &mut raw_budget,
-                sketch,
-                cells,
-            )
-            .await?;
-            rollups(pool, tenant, query, selection, inner_start, inner_end, sketch, cells).await?;
-            raw(
-                pool,
-                tenant,
-                query,
-                selection,
-                inner_end,
-                end,
-                &mut raw_budget,
-                sketch,
-                cells,
-            )
-            .await?;
+            raw(scope, start, inner_start, &mut raw_budget, cells).await?;
+            rollups(scope, inner_start, inner_end, cells).await?;
+            raw(scope, inner_end, end, &mut raw_budget, cells).await?;
             return Ok(());
         }
     }
-    let mut raw_budget = limits.max_raw_events;
-    raw(
-        pool,
-        tenant,
-        query,
-        selection,
-        start,
-        end,
-        &mut raw_budget,
-        sketch,
-        cells,
-    )
-    .await
+    raw(scope, start, end, &mut raw_budget, cells).await
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn raw(
-    pool: &PgPool,
-    tenant: &str,
-    query: &Query,
-    selection: &Selection,
+    scope: Scope<'_>,
     start: Micros,
     end: Micros,
     budget: &mut u64,
-    sketch: bool,
     cells: &mut Cells,
 ) -> Result<(), QueryError> {
     if start >= end {
         return Ok(());
     }
-    let ids = selection.series_ids();
+    let sketch = scope.query.needs_sketch();
+    let ids = scope.selection.series_ids();
     let mut rows = sqlx::query_as::<_, (i64, OffsetDateTime, f64)>(
         "SELECT series_id, ts, value FROM events
          WHERE tenant = $1 AND series_id = ANY($2) AND ts >= $3 AND ts < $4",
     )
-    .bind(tenant)
+    .bind(scope.tenant)
     .bind(&ids)
     .bind(datetime(start))
     .bind(datetime(end))
-    .fetch(pool);
-    let limit = *budget;
+    .fetch(scope.pool);
+    let limit = scope.limits.max_raw_events;
     while let Some((series, ts, value)) = rows.try_next().await? {
         if *budget == 0 {
             return Err(QueryError::Limit(format!(
@@ -211,50 +173,59 @@ async fn raw(
             )));
         }
         *budget -= 1;
-        let group = selection.group_of[&series];
+        let group = scope.selection.group_of[&series];
         cells
-            .entry((group, floor_to(micros_of(ts), query.bucket)))
+            .entry((group, floor_to(micros_of(ts), scope.query.bucket)))
             .or_insert_with(|| Agg::new(sketch))
             .add(value);
     }
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn rollups(
-    pool: &PgPool,
-    tenant: &str,
-    query: &Query,
-    selection: &Selection,
-    start: Micros,
-    end: Micros,
-    sketch: bool,
-    cells: &mut Cells,
-) -> Result<(), QueryError> {
-    let ids = selection.series_ids();
+/// A one-minute rollup as read (the sketch only when a percentile is asked for).
+#[derive(sqlx::FromRow)]
+struct RollupRow {
+    series_id: i64,
+    bucket: OffsetDateTime,
+    count: i64,
+    sum: f64,
+    min: f64,
+    max: f64,
+    sketch: Option<Vec<u8>>,
+}
+
+async fn rollups(scope: Scope<'_>, start: Micros, end: Micros, cells: &mut Cells) -> Result<(), QueryError> {
+    let sketch = scope.query.needs_sketch();
+    let ids = scope.selection.series_ids();
     let sql = if sketch {
         "SELECT series_id, bucket, count, sum, min, max, sketch FROM rollups_1m
          WHERE tenant = $1 AND series_id = ANY($2) AND bucket >= $3 AND bucket < $4"
     } else {
-        "SELECT series_id, bucket, count, sum, min, max, NULL::bytea FROM rollups_1m
+        "SELECT series_id, bucket, count, sum, min, max, NULL::bytea AS sketch FROM rollups_1m
          WHERE tenant = $1 AND series_id = ANY($2) AND bucket >= $3 AND bucket < $4"
     };
-    let mut rows = sqlx::query_as::<_, (i64, OffsetDateTime, i64, f64, f64, f64, Option<Vec<u8>>)>(sql)
-        .bind(tenant)
+    let mut rows = sqlx::query_as::<_, RollupRow>(sql)
+        .bind(scope.tenant)
         .bind(&ids)
         .bind(datetime(start))
         .bind(datetime(end))
-        .fetch(pool);
-    while let Some((series, bucket, count, sum, min, max, bytes)) = rows.try_next().await? {
-        let group = selection.group_of[&series];
-        let decoded = match bytes {
+        .fetch(scope.pool);
+    while let Some(row) = rows.try_next().await? {
+        let group = scope.selection.group_of[&row.series_id];
+        let decoded = match row.sketch {
             Some(bytes) => Some(decode_sketch(&bytes)?),
             None => None,
         };
         cells
-            .entry((group, floor_to(micros_of(bucket), query.bucket)))
+            .entry((group, floor_to(micros_of(row.bucket), scope.query.bucket)))
             .or_insert_with(|| Agg::new(sketch))
-            .merge_parts(u64::try_from(count).unwrap_or(0), sum, min, max, decoded.as_ref());
+            .merge_parts(
+                u64::try_from(row.count).unwrap_or(0),
+                row.sum,
+                row.min,
+                row.max,
+                decoded.as_ref(),
+            );
     }
     Ok(())
 }
@@ -297,17 +268,14 @@ pub async fn query(
 ) -> Result<Vec<SeriesResult>, QueryError> {
     let selection = select(pool, tenant, query, limits).await?;
     let mut cells = Cells::new();
-    accumulate(
+    let scope = Scope {
         pool,
         tenant,
         query,
-        &selection,
-        query.start,
-        query.end,
+        selection: &selection,
         limits,
-        &mut cells,
-    )
-    .await?;
+    };
+    accumulate(scope, query.start, query.end, &mut cells).await?;
     Ok(render(query, &selection, &cells))
 }
 
