@@ -1,7 +1,7 @@
 # The two commands the README opens with are `make run` and `make test`.
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/sextant/target
 
-.PHONY: run test e2e lint fmt up down bench bench-jobs bench-fanout token
+.PHONY: run test e2e lint fmt up down bench bench-jobs bench-fanout bench-analytics token
 
 TENANT ?= acme
 DEV_USER ?= alice
@@ -36,6 +36,9 @@ bench-jobs:  ## the job queue, beside Celery
 
 bench-fanout:  ## WebSocket fan-out at 1,000-10,000 clients, beside a FastAPI broadcast
 	@scripts/bench.sh fanout
+
+bench-analytics:  ## metrics ingest, dashboard queries, live updates; beside COPY, SQL and DuckDB
+	@scripts/bench.sh analytics
 
 token:  ## print a development token: make token TENANT=acme DEV_USER=alice
 	@cargo build --quiet -p sextant-gateway

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Benchmarks on release builds against local PostgreSQL and RabbitMQ.
-# `scripts/bench.sh` runs them all; `scripts/bench.sh jobs fanout` some.
+# `scripts/bench.sh` runs them all; `scripts/bench.sh jobs analytics` some.
 # Record what they print in docs/benchmarks.md, with the date and machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,13 +38,20 @@ bench_fanout() {
   FANOUT_PYTHON="$fastapi/bin/python" "$CARGO_TARGET_DIR/release/bench_fanout"
 }
 
+bench_analytics() {
+  local duckdb
+  duckdb=$(venv duckdb-venv "duckdb==1.*" pytz)
+  DUCKDB_PYTHON="$duckdb/bin/python" "$CARGO_TARGET_DIR/release/bench_analytics"
+}
+
 cargo build --release --quiet --bins
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(jobs fanout)
+[ ${#targets[@]} -gt 0 ] || targets=(jobs fanout analytics)
 for target in "${targets[@]}"; do
   case "$target" in
     jobs) bench_jobs ;;
     fanout) bench_fanout ;;
-    *) echo "unknown benchmark: $target (jobs, fanout)" >&2; exit 2 ;;
+    analytics) bench_analytics ;;
+    *) echo "unknown benchmark: $target (jobs, fanout, analytics)" >&2; exit 2 ;;
   esac
 done

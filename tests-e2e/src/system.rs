@@ -263,6 +263,26 @@ impl TestSystem {
         )
     }
 
+    /// A gRPC client straight to the analytics service, calling as `tenant`.
+    pub async fn analytics_client(&self, tenant: &str) -> AnalyticsClient {
+        let channel = tonic::transport::Channel::from_shared(format!("http://{}", self.analytics.addr))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let metadata = [
+            ("x-sextant-internal-secret", self.internal_secret.clone()),
+            ("x-sextant-tenant", tenant.to_owned()),
+            ("x-sextant-user", "e2e".to_owned()),
+        ];
+        sextant_proto::analytics::v1::analytics_service_client::AnalyticsServiceClient::with_interceptor(
+            channel,
+            CallAs(metadata.map(|(k, v)| (k, v.parse().unwrap())).to_vec()),
+        )
+        .max_decoding_message_size(64 << 20)
+        .max_encoding_message_size(64 << 20)
+    }
+
     /// One sample from a service's Prometheus text: the value of the line
     /// that starts with `series` (name and labels), or 0 when there is none.
     pub async fn metric(&self, service: &ServiceProcess, series: &str) -> f64 {
@@ -382,6 +402,10 @@ impl tonic::service::Interceptor for CallAs {
         Ok(request)
     }
 }
+
+pub type AnalyticsClient = sextant_proto::analytics::v1::analytics_service_client::AnalyticsServiceClient<
+    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, CallAs>,
+>;
 
 pub type JobsClient = sextant_proto::jobs::v1::job_service_client::JobServiceClient<
     tonic::service::interceptor::InterceptedService<tonic::transport::Channel, CallAs>,

@@ -41,6 +41,10 @@ use crate::store::read::Limits;
 
 pub const SERVICE: &str = "sextant-analytics";
 
+/// The largest request the service reads (the gateway's ingest body limit
+/// is 8 MiB of JSON, which is less as protobuf).
+const MAX_MESSAGE: usize = 16 << 20;
+
 /// Series ids kept in memory per replica.
 const SERIES_CACHE: usize = 200_000;
 
@@ -151,7 +155,8 @@ impl Application {
             stop_watches.cancelled().await;
             watches.cancel();
         });
-        let routes = Routes::new(AnalyticsServiceServer::new(self.api));
+        // A full batch (10,000 events with long labels) is more than tonic's 4 MiB default.
+        let routes = Routes::new(AnalyticsServiceServer::new(self.api).max_decoding_message_size(MAX_MESSAGE));
         let result = self
             .server
             .serve(routes, dependencies, self.metrics.registry(), shutdown)

@@ -29,6 +29,9 @@ pub type Authed = InterceptedService<Guarded<Channel>, ClientAuth>;
 /// their owners resume them with backoff).
 pub type Streams = InterceptedService<Channel, ClientAuth>;
 
+/// The largest message to or from the analytics service.
+const ANALYTICS_MAX_MESSAGE: usize = 64 << 20;
+
 /// Dependencies a backend may report by name in its health service.
 const DEPENDENCIES: &[&str] = &["postgres", "rabbitmq"];
 
@@ -90,12 +93,16 @@ impl Backends {
     }
 
     pub fn analytics(&self) -> AnalyticsServiceClient<Authed> {
+        // A query answer may hold `max_points` (200,000) buckets: more than tonic's 4 MiB default.
         AnalyticsServiceClient::with_interceptor(self.analytics.guarded.clone(), self.auth.clone())
+            .max_decoding_message_size(ANALYTICS_MAX_MESSAGE)
+            .max_encoding_message_size(ANALYTICS_MAX_MESSAGE)
     }
 
     /// For `WatchMetric`: no deadline, the stream lasts as long as its subscribers.
     pub fn analytics_streams(&self) -> AnalyticsServiceClient<Streams> {
         AnalyticsServiceClient::with_interceptor(self.analytics_streams.clone(), self.auth.clone())
+            .max_decoding_message_size(ANALYTICS_MAX_MESSAGE)
     }
 
     pub fn jobs(&self) -> JobServiceClient<Authed> {
