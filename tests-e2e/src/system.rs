@@ -249,6 +249,7 @@ impl TestSystem {
     pub async fn jobs_client(&self, tenant: &str) -> JobsClient {
         let channel = tonic::transport::Channel::from_shared(format!("http://{}", self.jobs.addr))
             .unwrap()
+            .tcp_nodelay(true)
             .connect()
             .await
             .unwrap();
@@ -265,8 +266,14 @@ impl TestSystem {
 
     /// A gRPC client straight to the analytics service, calling as `tenant`.
     pub async fn analytics_client(&self, tenant: &str) -> AnalyticsClient {
-        let channel = tonic::transport::Channel::from_shared(format!("http://{}", self.analytics.addr))
+        self.analytics_client_at(&self.analytics, tenant).await
+    }
+
+    /// A gRPC client straight to this analytics replica, calling as `tenant`.
+    pub async fn analytics_client_at(&self, replica: &ServiceProcess, tenant: &str) -> AnalyticsClient {
+        let channel = tonic::transport::Channel::from_shared(format!("http://{}", replica.addr))
             .unwrap()
+            .tcp_nodelay(true)
             .connect()
             .await
             .unwrap();

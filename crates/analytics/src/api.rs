@@ -32,12 +32,13 @@ const MAX_KEY_LEN: usize = 200;
 
 pub struct AnalyticsApi {
     pub pool: PgPool,
-    pub cache: Arc<SeriesCache>,
+    pub series: Arc<SeriesCache>,
     pub ingest: IngestConfig,
     pub limits: Limits,
     pub raw: Layout,
     pub rollups: Layout,
     pub live: Live,
+    pub cache: Arc<crate::cache::QueryCache>,
     /// Ends watch streams when the service stops.
     pub shutdown: CancellationToken,
 }
@@ -155,7 +156,7 @@ impl AnalyticsService for AnalyticsApi {
         }
         let ingest = Ingest {
             pool: &self.pool,
-            cache: &self.cache,
+            cache: &self.series,
             max_series_per_metric: self.ingest.max_series_per_metric,
             raw: self.raw,
             rollups: self.rollups,
@@ -203,7 +204,9 @@ impl AnalyticsService for AnalyticsApi {
         let caller = caller(&request)?;
         let query = request.into_inner().query.ok_or_else(|| invalid("query is required"))?;
         let query = convert::query(query)?;
-        let series = read::query(&self.pool, &caller.tenant, &query, &self.limits)
+        let series = self
+            .cache
+            .query(&self.pool, &caller.tenant, &query, &self.limits)
             .await
             .map_err(live::query_status)?;
         Ok(Response::new(convert::query_response(&query, &series)))

@@ -6,6 +6,7 @@
 //!   (exact count/sum/min/max, a DDSketch for percentiles);
 //! - `store`: the ingest transaction, reads, and partition upkeep;
 //! - `live`: change hints over RabbitMQ and the `WatchMetric` streams;
+//! - `cache`: repeated queries' buckets, kept current from the change log;
 //! - `convert`: protobuf ↔ domain; `api`: the gRPC service.
 //!
 //! This crate is a library so tests can start it on port 0; `main.rs` only
@@ -13,6 +14,7 @@
 
 pub mod aggregate;
 pub mod api;
+pub mod cache;
 pub mod config;
 pub mod convert;
 pub mod live;
@@ -116,7 +118,8 @@ impl Application {
         );
         let api = AnalyticsApi {
             pool: pool.clone(),
-            cache: Arc::new(store::SeriesCache::new(SERIES_CACHE)),
+            series: Arc::new(store::SeriesCache::new(SERIES_CACHE)),
+            cache: Arc::new(cache::QueryCache::new(a.query.cache_buckets, rollups.retention)),
             ingest: a.ingest.clone(),
             limits,
             raw,

@@ -12,8 +12,10 @@
 //!    (with `host` and `region` as columns) into one plain table.
 //! 2. Dashboard query, 24 h in 1-minute buckets, avg + p95: (a) all series,
 //!    (b) grouped by host, (c) region = r1 grouped by host; p50/p95/p99 over
-//!    `BENCH_QUERY_RUNS` (default 100) runs over gRPC, and (a) through the
-//!    gateway. Baselines: the same query as one SQL statement over the plain
+//!    `BENCH_QUERY_RUNS` (default 100) runs over gRPC: computed afresh each
+//!    time (a replica with its query cache off), as a dashboard asks (the
+//!    range sliding a minute each run), and the same range again; and (a)
+//!    through the gateway. Baselines: the same query as one SQL statement over the plain
 //!    table (`date_bin` + `percentile_cont`), and in DuckDB over the same rows
 //!    (`DUCKDB_PYTHON`, skipped when unset; `scripts/duckdb_bench.py`).
 //! 3. Ingest → live update: 100 WebSocket subscribers of one query through the
@@ -210,7 +212,9 @@ async fn ingest_http(system: &TestSystem, data: &Arc<DataSet>, metric: &str, bat
 async fn copy_baseline(admin_url: &str, database: &str, data: &DataSet) -> anyhow::Result<(f64, String)> {
     let url = sextant_e2e::infra::database_url(admin_url, database);
     let mut conn = sqlx::PgConnection::connect(&url).await?;
-    sqlx::query("DROP TABLE IF EXISTS plain_events").execute(&mut conn).await?;
+    sqlx::query("DROP TABLE IF EXISTS plain_events")
+        .execute(&mut conn)
+        .await?;
     sqlx::query("CREATE TABLE plain_events (ts timestamptz NOT NULL, value float8 NOT NULL, host text NOT NULL, region text NOT NULL)")
         .execute(&mut conn)
         .await?;
@@ -295,7 +299,11 @@ fn dashboard(metric: &str, start_us: i64, end_us: i64) -> Vec<(&'static str, pb:
     ]
 }
 
-async fn query_runs(client: &AnalyticsClient, query: &pb::MetricQuery, runs: usize) -> anyhow::Result<(Vec<Duration>, usize)> {
+async fn query_runs(
+    client: &AnalyticsClient,
+    query: &pb::MetricQuery,
+    runs: usize,
+) -> anyhow::Result<(Vec<Duration>, usize)> {
     let mut client = client.clone();
     let mut samples = Vec::with_capacity(runs);
     let mut buckets = 0;
@@ -321,9 +329,18 @@ async fn sql_baseline(url: &str, start_us: i64, end_us: i64, runs: usize) -> any
     let start = OffsetDateTime::from_unix_timestamp(start_us.div_euclid(1_000_000))?;
     let end = OffsetDateTime::from_unix_timestamp(end_us.div_euclid(1_000_000))?;
     let statements = [
-        ("(a)", "SELECT date_bin('1 minute', ts, 'epoch'::timestamptz) AS b, avg(value), percentile_cont(0.95) WITHIN GROUP (ORDER BY value) FROM plain_events WHERE ts >= $1 AND ts < $2 GROUP BY 1"),
-        ("(b)", "SELECT date_bin('1 minute', ts, 'epoch'::timestamptz) AS b, host, avg(value), percentile_cont(0.95) WITHIN GROUP (ORDER BY value) FROM plain_events WHERE ts >= $1 AND ts < $2 GROUP BY 1, 2"),
-        ("(c)", "SELECT date_bin('1 minute', ts, 'epoch'::timestamptz) AS b, host, avg(value), percentile_cont(0.95) WITHIN GROUP (ORDER BY value) FROM plain_events WHERE ts >= $1 AND ts < $2 AND region = 'r1' GROUP BY 1, 2"),
+        (
+            "(a)",
+            "SELECT date_bin('1 minute', ts, 'epoch'::timestamptz) AS b, avg(value), percentile_cont(0.95) WITHIN GROUP (ORDER BY value) FROM plain_events WHERE ts >= $1 AND ts < $2 GROUP BY 1",
+        ),
+        (
+            "(b)",
+            "SELECT date_bin('1 minute', ts, 'epoch'::timestamptz) AS b, host, avg(value), percentile_cont(0.95) WITHIN GROUP (ORDER BY value) FROM plain_events WHERE ts >= $1 AND ts < $2 GROUP BY 1, 2",
+        ),
+        (
+            "(c)",
+            "SELECT date_bin('1 minute', ts, 'epoch'::timestamptz) AS b, host, avg(value), percentile_cont(0.95) WITHIN GROUP (ORDER BY value) FROM plain_events WHERE ts >= $1 AND ts < $2 AND region = 'r1' GROUP BY 1, 2",
+        ),
     ];
     for (name, sql) in statements {
         let mut samples = Vec::new();
@@ -379,9 +396,13 @@ async fn live(system: &TestSystem, subscribers: usize, seconds: usize) -> anyhow
         "window_seconds": 900, "group_by": "host",
     });
     let mut sockets = Vec::new();
-    for _ in 0..subscribers {
+    for i in 0..subscribers {
+        // One user per browser: a user may hold only a few sockets.
+        let viewer = system.token(TENANT, &format!("viewer-{i}"));
         let mut request = system.ws_url("/api/v1/ws").into_client_request()?;
-        request.headers_mut().insert("authorization", format!("Bearer {token}").parse()?);
+        request
+            .headers_mut()
+            .insert("authorization", format!("Bearer {viewer}").parse()?);
         let (mut socket, _) = tokio_tungstenite::connect_async(request).await?;
         socket.next().await.context("hello")??;
         socket
@@ -511,9 +532,40 @@ async fn main() -> anyhow::Result<()> {
 
         println!("dashboard query, 24 h in 1-minute buckets, avg + p95");
         let (start_us, q_end_us) = (end_us - DAY_US, end_us);
+        // Computed afresh each time: a replica with its query cache off.
+        let cold = system.spawn_analytics("analytics-cold", &[("SEXTANT_ANALYTICS__QUERY__CACHE_BUCKETS", "0")]);
+        let cold_client = system.analytics_client_at(&cold, TENANT).await;
+        for (name, query) in dashboard("bench.dashboard", start_us, q_end_us) {
+            let (samples, buckets) = query_runs(&cold_client, &query, runs).await?;
+            println!("  gRPC, computed each time {name} ({buckets} buckets): {}", percentiles(samples));
+        }
+        drop(cold);
+        // A dashboard: the same query again, its range sliding a minute each time.
+        for (name, query) in dashboard("bench.dashboard", start_us, q_end_us) {
+            let mut samples = Vec::new();
+            let mut buckets = 0;
+            let mut client = client.clone();
+            for run in 0..runs + 3 {
+                let mut query = query.clone();
+                let shift = 60 * run as i64;
+                let range = query.range.as_mut().unwrap();
+                range.start.as_mut().unwrap().seconds += shift;
+                range.end.as_mut().unwrap().seconds += shift;
+                let started = Instant::now();
+                let answer = client
+                    .query_metrics(pb::QueryMetricsRequest { query: Some(query) })
+                    .await?
+                    .into_inner();
+                if run >= 3 {
+                    samples.push(started.elapsed());
+                }
+                buckets = answer.series.iter().map(|s| s.buckets.len()).sum();
+            }
+            println!("  gRPC, sliding by a minute each run {name} ({buckets} buckets): {}", percentiles(samples));
+        }
         for (name, query) in dashboard("bench.dashboard", start_us, q_end_us) {
             let (samples, buckets) = query_runs(&client, &query, runs).await?;
-            println!("  gRPC {name} ({buckets} buckets): {}", percentiles(samples));
+            println!("  gRPC, the same range again {name} ({buckets} buckets): {}", percentiles(samples));
         }
         let token = system.token(TENANT, "bench");
         let mut samples = Vec::new();

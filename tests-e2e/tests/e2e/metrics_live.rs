@@ -251,6 +251,43 @@ async fn an_event_ingested_through_one_gateway_reaches_a_chart_on_another_replic
     let m3 = rfc3339(minute(3));
     assert_eq!(keys(&update), [("a".into(), m3.clone()), ("b".into(), m3)]);
 
+    // Read-your-writes across replicas: a query on analytics 2 (whose cache
+    // holds the answer from before) sees what went in through analytics 1.
+    let query_2 = |at: OffsetDateTime| {
+        let (http, url, token) = (
+            system.http.clone(),
+            format!("http://{}/api/v1/metrics/query", gateway_2.addr),
+            token.clone(),
+        );
+        async move {
+            let body = json!({
+                "metric": "replicated", "aggregations": ["count"], "bucket_seconds": 60,
+                "start": rfc3339(at - time::Duration::hours(1)), "end": rfc3339(at),
+            });
+            let answer: Value = http
+                .post(url)
+                .bearer_auth(token)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            answer["series"][0]["buckets"]
+                .as_array()
+                .map_or(0, |b| b.iter().map(|b| b["count"].as_u64().unwrap()).sum::<u64>())
+        }
+    };
+    let at = minute(0);
+    assert_eq!(query_2(at).await, 2);
+    client.ingest(&batch("replicated", minute(4), 7.0)).await;
+    assert_eq!(
+        query_2(at).await,
+        4,
+        "the write through the other replica is visible at once"
+    );
+
     // And the other way round.
     let mut socket_1 = socket_at(&system.ws_url("/api/v1/ws"), &token).await;
     subscribe(&mut socket_1, &spec("replicated"), None).await;
