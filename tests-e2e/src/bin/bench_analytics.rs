@@ -95,7 +95,7 @@ impl DataSet {
         let mut x = (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
         x ^= x >> 29;
         let u = (x % 10_000) as f64 / 10_000.0;
-        20.0 + 60.0 * u + if x % 97 == 0 { 1500.0 * u } else { 0.0 }
+        20.0 + 60.0 * u + if x.is_multiple_of(97) { 1500.0 * u } else { 0.0 }
     }
 
     fn event(&self, metric: &str, i: usize) -> pb::MetricEvent {
