@@ -45,15 +45,20 @@ def _instant(text):
 
 
 def _unanswerable_query(body) -> bool:
-    """`start` not before `end`, or more buckets than `max_buckets`: limits
-    the MetricQuery description states and JSON Schema cannot."""
+    """`start` after `end`, or more buckets than `max_buckets`: limits the
+    MetricQuery description states and JSON Schema cannot."""
     if not isinstance(body, dict) or "bucket_seconds" not in body:
         return False
     start, end, bucket = _instant(body.get("start")), _instant(body.get("end")), body.get("bucket_seconds")
+    # JSON has one number type: 60.0 is the integer 60.
+    if isinstance(bucket, float) and bucket.is_integer():
+        bucket = int(bucket)
     if start is None or end is None or not isinstance(bucket, int) or bucket < 1:
         return False
-    if start >= end:
+    if start > end:
         return True
+    if start == end:
+        return False
     first = int(start.timestamp()) // bucket
     last = (int(end.timestamp() * 1_000_000) - 1) // 1_000_000 // bucket
     return last - first + 1 > MAX_BUCKETS

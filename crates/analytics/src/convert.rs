@@ -209,8 +209,9 @@ pub fn query(q: pb::MetricQuery) -> Result<Query, Status> {
         .as_ref()
         .and_then(micros)
         .ok_or_else(|| invalid("query.range.end is required and must be a valid time"))?;
-    if start >= end {
-        return Err(invalid("query.range.start must be before query.range.end"));
+    // An empty range (start = end) is a query with no buckets.
+    if start > end {
+        return Err(invalid("query.range.start must not be after query.range.end"));
     }
     query.start = start;
     query.end = end;

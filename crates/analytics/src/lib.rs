@@ -144,10 +144,9 @@ impl Application {
     }
 
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let dependencies = vec![
-            Dependency::postgres(self.pool.clone()),
-            Dependency::rabbitmq(self.amqp.clone()),
-        ];
+        // RabbitMQ is not a readiness dependency: without it ingest and
+        // queries work, and watches fall back to polling the change log.
+        let dependencies = vec![Dependency::postgres(self.pool.clone())];
         let tasks_stop = CancellationToken::new();
         let live = tokio::spawn(self.live_tasks.run(self.amqp.clone(), tasks_stop.clone()));
         let upkeep = tokio::spawn(self.upkeep.run(tasks_stop.clone()));

@@ -261,6 +261,9 @@ impl Query {
 
     /// How many buckets one series can have over the range.
     pub fn bucket_count(&self) -> u64 {
+        if self.end <= self.start {
+            return 0;
+        }
         let first = floor_to(self.start, self.bucket);
         let last = floor_to(self.end - 1, self.bucket);
         u64::try_from((last - first) / self.bucket + 1).unwrap_or(u64::MAX)

@@ -307,3 +307,37 @@ async fn a_string_with_nul_is_bad_input_not_an_outage() {
     assert_eq!(system.metric(&system.gateway, breaker).await, 0.0);
     assert_eq!(system.readyz().await.0, 200);
 }
+
+#[tokio::test]
+async fn a_metric_query_with_an_empty_group_by_is_refused_and_an_empty_range_has_no_series() {
+    let system = system!();
+    let api = Api::new(&system, "acme");
+    let query = |group_by: Value, start: &str| {
+        json!({"metric": "m", "aggregations": ["avg"], "bucket_seconds": 60,
+               "start": start, "end": "2000-01-01T00:00:00Z", "group_by": group_by})
+    };
+    // `group_by` names a label or is null: "" fails its pattern.
+    let (status, problem) = api
+        .post("/api/v1/metrics/query", query(json!(""), "2000-01-01T00:00:00Z"))
+        .await;
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (400, Some("invalid_argument")),
+        "{problem}"
+    );
+    // start = end is an empty half-open range: no buckets, not an error.
+    let (status, answer) = api
+        .post("/api/v1/metrics/query", query(Value::Null, "2000-01-01T00:00:00Z"))
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["series"], json!([]));
+    // start after end is a mistake.
+    let (status, problem) = api
+        .post("/api/v1/metrics/query", query(Value::Null, "2000-01-01T00:00:01Z"))
+        .await;
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (400, Some("invalid_argument")),
+        "{problem}"
+    );
+}

@@ -598,7 +598,7 @@ async fn bad_requests_get_a_clear_problem_and_change_nothing() {
         (q(json!({"aggregations": ["avg", "avg"]})), "twice"),
         (q(json!({"bucket_seconds": 0})), "bucket"),
         (q(json!({"bucket_seconds": 1.5})), "bucket_seconds"),
-        (q(json!({"start": rfc3339(end)})), "before"),
+        (q(json!({"start": rfc3339(end + time::Duration::hours(1))})), "after"),
         (q(json!({"metric": "no such name!"})), "metric"),
         (
             q(json!({"filters": [{"label": "host", "op": "eq", "values": ["a", "b"]}]})),

@@ -158,7 +158,19 @@ fn query_message(
     }
 }
 
+/// `group_by` names a label or is absent: `""` is neither.
+fn check_group_by(group_by: Option<&str>) -> Result<(), String> {
+    match group_by {
+        Some("") => Err("group_by must name a label, or be null to group nothing".into()),
+        _ => Ok(()),
+    }
+}
+
 impl QueryBody {
+    pub fn check(&self) -> Result<(), String> {
+        check_group_by(self.group_by.as_deref())
+    }
+
     pub fn message(&self) -> pb::MetricQuery {
         query_message(
             &self.metric,
@@ -190,6 +202,10 @@ pub struct WatchSpec {
 }
 
 impl WatchSpec {
+    pub fn check(&self) -> Result<(), String> {
+        check_group_by(self.group_by.as_deref())
+    }
+
     /// The same query in its one written form.
     pub fn canonical(mut self) -> Self {
         for filter in &mut self.filters {

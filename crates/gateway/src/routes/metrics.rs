@@ -78,6 +78,8 @@ pub async fn query(
     backends: web::Data<Backends>,
     JsonBody(body): JsonBody<QueryBody>,
 ) -> Result<HttpResponse, ApiError> {
+    body.check()
+        .map_err(|message| ApiError::new(ErrorCode::InvalidArgument, message))?;
     let message = pb::QueryMetricsRequest {
         query: Some(body.message()),
     };

@@ -42,6 +42,8 @@ impl Topic {
         let spec = spec
             .map_err(|e| Refusal::Invalid(format!("invalid metric query: {e}")))?
             .canonical();
+        spec.check()
+            .map_err(|e| Refusal::Invalid(format!("invalid metric query: {e}")))?;
         let name = spec.name();
         Ok((Topic::Metric(Arc::new(spec)), name))
     }
