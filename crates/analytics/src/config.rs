@@ -70,7 +70,8 @@ check_interval = "10m"
 
 [analytics.live]
 # Updates for one watch are sent at most this often (a hot metric is
-# coalesced into one update per interval).
+# coalesced into one update per interval; a change after a quiet spell goes
+# out at once).
 coalesce = "20ms"
 # Watches also check for changes this often, in case a broker message was lost.
 poll = "2s"

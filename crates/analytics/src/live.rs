@@ -12,7 +12,7 @@
 //! `analytics.live.poll`, and all of them on a broker reconnect.
 //!
 //! Updates for one watch are coalesced: at most one per
-//! `analytics.live.coalesce`.
+//! `analytics.live.coalesce`; a change after a quiet spell goes out at once.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -331,6 +331,7 @@ impl Watch {
         let mut poll = tokio::time::interval(settings.poll);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         poll.reset();
+        let mut last_sent = tokio::time::Instant::now();
         loop {
             let due = tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -347,12 +348,16 @@ impl Watch {
             if !due {
                 continue;
             }
-            // Coalesce: let the hints of the next moment ride along.
-            if !settings.coalesce.is_zero() {
-                tokio::time::sleep(settings.coalesce).await;
+            // Coalesce: at most one update per interval. A cue after a quiet
+            // spell goes out at once; cues close behind an update wait for the
+            // interval's end and go out together.
+            let wait = settings.coalesce.saturating_sub(last_sent.elapsed());
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
             }
             while cues.try_recv().is_ok() {}
             poll.reset();
+            last_sent = tokio::time::Instant::now();
             let step = self.catch_up(self.version).await;
             if matches!(self.deliver(step).await, Step::Stop) {
                 return;

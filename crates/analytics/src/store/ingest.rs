@@ -383,15 +383,21 @@ async fn merge_rollups(
     }
     let series: Vec<i64> = batch.keys().map(|(s, _)| *s).collect();
     let buckets: Vec<time::OffsetDateTime> = batch.keys().map(|(_, b)| datetime(*b)).collect();
+    // The touched series over the batch's minute span: an index range scan
+    // per series (a join against the exact keys may be planned as a scan of
+    // the whole partition). Rows the batch did not touch are skipped below.
+    let mut ids: Vec<i64> = series.clone();
+    ids.dedup();
+    let first = batch.keys().map(|(_, b)| *b).min().unwrap_or(0);
+    let last = batch.keys().map(|(_, b)| *b).max().unwrap_or(0);
     let existing: Vec<Rollup> = sqlx::query_as(
-        "SELECT r.series_id, r.bucket, r.count, r.sum, r.min, r.max, r.sketch
-         FROM rollups_1m r JOIN unnest($2::int8[], $3::timestamptz[]) AS k(series_id, bucket)
-           ON r.series_id = k.series_id AND r.bucket = k.bucket
-         WHERE r.tenant = $1",
+        "SELECT series_id, bucket, count, sum, min, max, sketch FROM rollups_1m
+         WHERE tenant = $1 AND series_id = ANY($2) AND bucket >= $3 AND bucket <= $4",
     )
     .bind(tenant)
-    .bind(&series)
-    .bind(&buckets)
+    .bind(&ids)
+    .bind(datetime(first))
+    .bind(datetime(last))
     .fetch_all(&mut *tx)
     .await?;
     for row in existing {
