@@ -247,7 +247,13 @@ impl TestSystem {
 
     /// A gRPC client straight to the jobs service, calling as `tenant`.
     pub async fn jobs_client(&self, tenant: &str) -> JobsClient {
-        let channel = tonic::transport::Channel::from_shared(format!("http://{}", self.jobs.addr))
+        let (channel, call_as) = self.channel_as(&self.jobs, tenant).await;
+        sextant_proto::jobs::v1::job_service_client::JobServiceClient::with_interceptor(channel, call_as)
+    }
+
+    /// A channel to `service` and the metadata to call it as `tenant`.
+    async fn channel_as(&self, service: &ServiceProcess, tenant: &str) -> (tonic::transport::Channel, CallAs) {
+        let channel = tonic::transport::Channel::from_shared(format!("http://{}", service.addr))
             .unwrap()
             .tcp_nodelay(true)
             .connect()
@@ -258,10 +264,7 @@ impl TestSystem {
             ("x-sextant-tenant", tenant.to_owned()),
             ("x-sextant-user", "e2e".to_owned()),
         ];
-        sextant_proto::jobs::v1::job_service_client::JobServiceClient::with_interceptor(
-            channel,
-            CallAs(metadata.map(|(k, v)| (k, v.parse().unwrap())).to_vec()),
-        )
+        (channel, CallAs(metadata.map(|(k, v)| (k, v.parse().unwrap())).to_vec()))
     }
 
     /// A gRPC client straight to the analytics service, calling as `tenant`.
@@ -271,20 +274,9 @@ impl TestSystem {
 
     /// A gRPC client straight to this analytics replica, calling as `tenant`.
     pub async fn analytics_client_at(&self, replica: &ServiceProcess, tenant: &str) -> AnalyticsClient {
-        let channel = tonic::transport::Channel::from_shared(format!("http://{}", replica.addr))
-            .unwrap()
-            .tcp_nodelay(true)
-            .connect()
-            .await
-            .unwrap();
-        let metadata = [
-            ("x-sextant-internal-secret", self.internal_secret.clone()),
-            ("x-sextant-tenant", tenant.to_owned()),
-            ("x-sextant-user", "e2e".to_owned()),
-        ];
+        let (channel, call_as) = self.channel_as(replica, tenant).await;
         sextant_proto::analytics::v1::analytics_service_client::AnalyticsServiceClient::with_interceptor(
-            channel,
-            CallAs(metadata.map(|(k, v)| (k, v.parse().unwrap())).to_vec()),
+            channel, call_as,
         )
         .max_decoding_message_size(64 << 20)
         .max_encoding_message_size(64 << 20)

@@ -239,28 +239,11 @@ fn render(
         .enumerate()
         .map(|(i, g)| (g.as_str(), i))
         .collect();
-    let mut per_group: Vec<Vec<crate::model::BucketResult>> = vec![Vec::new(); selection.groups.len()];
-    for ((group, start), agg) in &entry.cells {
-        if *start < full_from || *start >= full_to {
-            continue;
-        }
-        if let Some(&i) = index.get(group.as_str()) {
-            per_group[i].push(read::bucket_result(query, *start, agg));
-        }
-    }
-    for ((group, start), agg) in edges {
-        per_group[*group].push(read::bucket_result(query, *start, agg));
-    }
-    per_group
-        .into_iter()
-        .zip(&selection.groups)
-        .filter(|(buckets, _)| !buckets.is_empty())
-        .map(|(mut buckets, group)| {
-            buckets.sort_by_key(|b| b.start);
-            SeriesResult {
-                group: group.clone(),
-                buckets,
-            }
-        })
-        .collect()
+    let kept = entry
+        .cells
+        .iter()
+        .filter(|((_, start), _)| *start >= full_from && *start < full_to)
+        .filter_map(|((group, start), agg)| index.get(group.as_str()).map(|&i| (i, *start, agg)));
+    let fresh = edges.iter().map(|((group, start), agg)| (*group, *start, agg));
+    read::render_from(query, &selection.groups, kept.chain(fresh))
 }

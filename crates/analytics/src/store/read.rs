@@ -233,13 +233,26 @@ async fn rollups(scope: Scope<'_>, start: Micros, end: Micros, cells: &mut Cells
 /// Renders cells as series: groups sorted, buckets oldest first, one value
 /// per aggregation in the query's order.
 pub fn render(query: &Query, selection: &Selection, cells: &Cells) -> Vec<SeriesResult> {
-    let mut per_group: Vec<Vec<BucketResult>> = vec![Vec::new(); selection.groups.len()];
-    for ((group, start), agg) in cells {
-        per_group[*group].push(bucket_result(query, *start, agg));
+    render_from(
+        query,
+        &selection.groups,
+        cells.iter().map(|((g, start), agg)| (*g, *start, agg)),
+    )
+}
+
+/// Renders `(group index, bucket start, state)` as series of `groups`.
+pub fn render_from<'a>(
+    query: &Query,
+    groups: &[String],
+    cells: impl Iterator<Item = (usize, Micros, &'a Agg)>,
+) -> Vec<SeriesResult> {
+    let mut per_group: Vec<Vec<BucketResult>> = vec![Vec::new(); groups.len()];
+    for (group, start, agg) in cells {
+        per_group[group].push(bucket_result(query, start, agg));
     }
     per_group
         .into_iter()
-        .zip(&selection.groups)
+        .zip(groups)
         .filter(|(buckets, _)| !buckets.is_empty())
         .map(|(mut buckets, group)| {
             buckets.sort_by_key(|b| b.start);
