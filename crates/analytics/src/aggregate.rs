@@ -75,11 +75,14 @@ impl Agg {
     }
 
     pub fn value(&self, aggregation: Aggregation) -> f64 {
+        // A bin's representative may lie just outside the values seen (one
+        // value of 1.5 reads back as 1.5068): clamping to the exact min and
+        // max only ever brings the estimate closer.
         let quantile = |q: f64| {
             self.sketch
                 .as_ref()
                 .and_then(|s| s.quantile(q).ok().flatten())
-                .unwrap_or(f64::NAN)
+                .map_or(f64::NAN, |v| v.clamp(self.min, self.max))
         };
         match aggregation {
             Aggregation::Count => self.count as f64,
@@ -138,5 +141,14 @@ mod tests {
             );
         }
         assert_eq!(a.value(Aggregation::Min), -40.0);
+    }
+
+    #[test]
+    fn a_percentile_never_leaves_the_range_of_the_values() {
+        let mut one = Agg::new(true);
+        one.add(1.5);
+        for agg in [Aggregation::P50, Aggregation::P99] {
+            assert_eq!(one.value(agg), 1.5);
+        }
     }
 }
