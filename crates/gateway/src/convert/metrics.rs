@@ -264,37 +264,34 @@ fn series_json(names: &[&'static str], group: &str, grouped: bool, buckets: &[pb
     })
 }
 
+/// `series`: per group (its name and buckets) the JSON of a query answer or an update.
+fn series_list<'a>(
+    names: &[&'static str],
+    grouped: bool,
+    series: impl Iterator<Item = (&'a str, &'a [pb::Bucket])>,
+) -> Value {
+    series
+        .map(|(group, buckets)| series_json(names, group, grouped, buckets))
+        .collect::<Vec<_>>()
+        .into()
+}
+
 /// A query's answer: `aggregations`, and per group its buckets.
 pub fn query_json(response: &pb::QueryMetricsResponse, grouped: bool) -> Map<String, Value> {
     let names = names(&response.aggregations);
+    let series = response.series.iter().map(|s| (s.group.as_str(), s.buckets.as_slice()));
     let mut body = Map::new();
     body.insert("aggregations".into(), json!(names));
-    body.insert(
-        "series".into(),
-        response
-            .series
-            .iter()
-            .map(|s| series_json(&names, &s.group, grouped, &s.buckets))
-            .collect::<Vec<_>>()
-            .into(),
-    );
+    body.insert("series".into(), series_list(&names, grouped, series));
     body
 }
 
 /// An update frame's `series`: the changed buckets per group.
 pub fn update_json(update: &pb::MetricUpdate, spec: &WatchSpec) -> Map<String, Value> {
     let names: Vec<&'static str> = spec.aggregations.iter().map(|a| aggregation_name(a.pb())).collect();
-    let grouped = spec.group_by.is_some();
+    let series = update.series.iter().map(|s| (s.group.as_str(), s.buckets.as_slice()));
     let mut body = Map::new();
-    body.insert(
-        "series".into(),
-        update
-            .series
-            .iter()
-            .map(|s| series_json(&names, &s.group, grouped, &s.buckets))
-            .collect::<Vec<_>>()
-            .into(),
-    );
+    body.insert("series".into(), series_list(&names, spec.group_by.is_some(), series));
     body
 }
 

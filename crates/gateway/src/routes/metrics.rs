@@ -8,10 +8,11 @@ use serde::Deserialize;
 use serde_json::json;
 use sextant_common::ErrorCode;
 use sextant_proto::analytics::v1 as pb;
+use sextant_proto::analytics::v1::analytics_service_client::AnalyticsServiceClient;
 use sextant_proto::common::v1::PageRequest;
 
 use crate::auth::Principal;
-use crate::backends::{Backends, request};
+use crate::backends::{Authed, Backends, request};
 use crate::convert::metrics::{EventBody, QueryBody, metric_info_json, query_json, rejection_json};
 use crate::error::{ApiError, JsonBody};
 
@@ -83,18 +84,10 @@ pub async fn query(
     let message = pb::QueryMetricsRequest {
         query: Some(body.message()),
     };
-    let caller = principal.caller();
-    let response = backends
-        .retry_idempotent(|| {
-            let (caller, message) = (caller.clone(), message.clone());
-            let mut client = backends.analytics();
-            async move {
-                let message = request(&caller, message).map_err(|e| ErrorCode::InvalidArgument.status(e.detail))?;
-                client.query_metrics(message).await
-            }
-        })
-        .await?
-        .into_inner();
+    let response = read(&backends, &principal, message, |mut c, m| async move {
+        c.query_metrics(m).await
+    })
+    .await?;
     let mut answer = query_json(&response, body.group_by.is_some());
     answer.insert("metric".into(), json!(body.metric));
     answer.insert("bucket_seconds".into(), json!(body.bucket_seconds));
@@ -126,6 +119,26 @@ impl ListQuery {
     }
 }
 
+/// A read from the analytics service for the caller, retried while the
+/// failure means it was not processed.
+async fn read<M, R, F, Fut>(backends: &Backends, principal: &Principal, message: M, call: F) -> Result<R, ApiError>
+where
+    M: Clone,
+    F: Fn(AnalyticsServiceClient<Authed>, tonic::Request<M>) -> Fut,
+    Fut: Future<Output = Result<tonic::Response<R>, tonic::Status>>,
+{
+    let caller = principal.caller();
+    let response = backends
+        .retry_idempotent(|| {
+            let call = request(&caller, message.clone())
+                .map(|m| call(backends.analytics(), m))
+                .map_err(|e| ErrorCode::InvalidArgument.status(e.detail));
+            async move { call?.await }
+        })
+        .await?;
+    Ok(response.into_inner())
+}
+
 fn next(page: Option<sextant_proto::common::v1::PageResponse>) -> Option<String> {
     page.map(|p| p.next_cursor).filter(|c| !c.is_empty())
 }
@@ -139,18 +152,10 @@ pub async fn list(
         prefix: query.prefix.clone().unwrap_or_default(),
         page: Some(query.page()?),
     };
-    let caller = principal.caller();
-    let response = backends
-        .retry_idempotent(|| {
-            let (caller, message) = (caller.clone(), message.clone());
-            let mut client = backends.analytics();
-            async move {
-                let message = request(&caller, message).map_err(|e| ErrorCode::InvalidArgument.status(e.detail))?;
-                client.list_metrics(message).await
-            }
-        })
-        .await?
-        .into_inner();
+    let response = read(&backends, &principal, message, |mut c, m| async move {
+        c.list_metrics(m).await
+    })
+    .await?;
     Ok(HttpResponse::Ok().json(json!({
         "metrics": response.metrics.iter().map(metric_info_json).collect::<Vec<_>>(),
         "next_cursor": next(response.page),
@@ -170,18 +175,10 @@ pub async fn label_values(
         prefix: query.prefix.clone().unwrap_or_default(),
         page: Some(query.page()?),
     };
-    let caller = principal.caller();
-    let response = backends
-        .retry_idempotent(|| {
-            let (caller, message) = (caller.clone(), message.clone());
-            let mut client = backends.analytics();
-            async move {
-                let message = request(&caller, message).map_err(|e| ErrorCode::InvalidArgument.status(e.detail))?;
-                client.list_label_values(message).await
-            }
-        })
-        .await?
-        .into_inner();
+    let response = read(&backends, &principal, message, |mut c, m| async move {
+        c.list_label_values(m).await
+    })
+    .await?;
     Ok(HttpResponse::Ok().json(json!({
         "values": response.values,
         "next_cursor": next(response.page),
