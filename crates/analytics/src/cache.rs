@@ -18,7 +18,7 @@
 //! `analytics.query.cache_buckets` buckets in all, dropping the least
 //! recently used entries first; 0 turns it off.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -199,17 +199,13 @@ async fn fill(entry: &mut Entry, scope: Scope<'_>, from: Micros, to: Micros) -> 
 /// Recomputes the buckets that changes after the entry's version touched.
 async fn catch_up(entry: &mut Entry, scope: Scope<'_>, version: u64) -> Result<(), QueryError> {
     let changes = read::changes_after(scope.pool, scope.tenant, &scope.query.metric, entry.version).await?;
-    let Some((newest, minutes)) = changes else {
+    let Some(changes) = changes else {
         entry.reset();
         entry.version = version;
         return Ok(());
     };
     let bucket = scope.query.bucket;
-    let starts: BTreeSet<Micros> = minutes
-        .into_iter()
-        .map(|m| floor_to(m, bucket))
-        .filter(|b| *b >= entry.from && *b < entry.to)
-        .collect();
+    let starts = changes.bucket_starts(bucket, entry.from, entry.to);
     entry.cells.retain(|(_, s), _| !starts.contains(s));
     // Adjacent buckets in one read.
     let mut starts = starts.into_iter().peekable();
@@ -221,7 +217,7 @@ async fn catch_up(entry: &mut Entry, scope: Scope<'_>, version: u64) -> Result<(
         }
         fill(entry, scope, from, to).await?;
     }
-    entry.version = newest.max(version);
+    entry.version = changes.newest.max(version);
     Ok(())
 }
 

@@ -1,12 +1,13 @@
 //! Live metric updates.
 //!
 //! Every committed ingest batch raises the version of each metric it touched
-//! and records the minutes it touched (`metric_changes`). The replica that
+//! and records where its events fell (`metric_changes`: per touched minute,
+//! the first and last second). The replica that
 //! ingested it then sends a hint `(tenant, metric, version)` to its own
 //! watchers at once and to every replica through a fanout exchange
 //! (`<prefix>.analytics.changes`). A hint is only a cue: a watcher reads the
 //! change log after the version it has sent, recomputes the buckets those
-//! changes touched inside its window, and sends the ones whose values
+//! changes' events fall in inside its window, and sends the ones whose values
 //! differ, as one update carrying the newest version. So hints may be lost,
 //! duplicated or reordered without effect: watchers also re-check every
 //! `analytics.live.poll`, and all of them on a broker reconnect.
@@ -14,7 +15,7 @@
 //! Updates for one watch are coalesced: at most one per
 //! `analytics.live.coalesce`; a change after a quiet spell goes out at once.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -421,31 +422,19 @@ impl Watch {
     /// a snapshot when the change log no longer reaches back that far.
     async fn catch_up(&mut self, after: u64) -> Result<Option<pb::WatchMetricResponse>, Status> {
         let pool = self.live.pool.clone();
-        let Some((newest, minutes)) = read::changes_after(&pool, &self.tenant, &self.query.metric, after)
+        let Some(changes) = read::changes_after(&pool, &self.tenant, &self.query.metric, after)
             .await
             .map_err(unavailable)?
         else {
             return self.snapshot().await;
         };
+        let newest = changes.newest;
         if newest <= after {
             return Ok(None);
         }
         let query = self.windowed();
-        // Bucket ranges the touched minutes fall in, inside the window.
-        let mut starts: BTreeSet<Micros> = BTreeSet::new();
-        for minute in minutes {
-            if minute + MINUTE <= query.start {
-                continue;
-            }
-            let first = floor_to(minute, query.bucket);
-            let mut b = first;
-            while b < minute + MINUTE {
-                if b >= query.start {
-                    starts.insert(b);
-                }
-                b += query.bucket;
-            }
-        }
+        // The buckets inside the window that the changes' events fall in.
+        let starts = changes.bucket_starts(query.bucket, query.start, query.end);
         self.sent.retain(|(_, start), _| *start >= query.start);
         let limits = self.live.settings.limits;
         let selection = read::select(&pool, &self.tenant, &query, &limits)

@@ -97,11 +97,18 @@ fn keys(frame: &Value) -> Vec<(String, String)> {
 
 /// What a fresh query says now about the last hour, as a chart.
 async fn fresh(client: &Client<'_>, metric: &str) -> Chart {
+    fresh_in(client, metric, 60).await
+}
+
+/// The same, in buckets of `bucket` seconds.
+async fn fresh_in(client: &Client<'_>, metric: &str, bucket: u64) -> Chart {
     let now = OffsetDateTime::now_utc();
+    // Within `max_buckets` (10,000) even at one-second buckets.
+    let (back, ahead) = if bucket >= 60 { (120, 60) } else { (61, 10) };
     let answer = client
         .query(&json!({
-            "metric": metric, "aggregations": AGGS, "bucket_seconds": 60, "group_by": "host",
-            "start": rfc3339(now - time::Duration::hours(2)), "end": rfc3339(now + time::Duration::hours(1)),
+            "metric": metric, "aggregations": AGGS, "bucket_seconds": bucket, "group_by": "host",
+            "start": rfc3339(now - time::Duration::minutes(back)), "end": rfc3339(now + time::Duration::minutes(ahead)),
         }))
         .await;
     let mut chart = Chart::new();
@@ -231,6 +238,52 @@ async fn a_chart_gets_a_snapshot_then_updates_and_resumes_exactly_after_a_discon
         (Some("error"), Some("invalid_argument"), Some(8)),
         "{refusal}"
     );
+}
+
+#[tokio::test]
+async fn a_chart_of_one_second_buckets_gets_exactly_the_seconds_a_batch_touched() {
+    let system = system!();
+    let client = Client::new(&system, "acme");
+    let token = system.token("acme", "alice");
+    client.ingest(&batch("live.fine", minute(30), 10.0)).await;
+    let mut query = spec("live.fine");
+    query["bucket_seconds"] = json!(1);
+    let mut socket = socket_at(&system.ws_url("/api/v1/ws"), &token).await;
+    subscribe(&mut socket, &query, None).await;
+    let snapshot = frame(&mut socket).await;
+    assert_eq!(snapshot["type"], "snapshot", "{snapshot}");
+    let mut chart = Chart::new();
+    apply(&mut chart, &snapshot);
+
+    // One batch: seconds 10 and 11 (host a, b), then seconds 40 and 59 of
+    // the same minute, and second 0 of the next one.
+    let m = minute(20);
+    let at = |s: i64, host: &str, value: f64| {
+        Ev {
+            metric: "live.fine".into(),
+            ts: m + time::Duration::seconds(s),
+            value,
+            labels: BTreeMap::from([("host".into(), host.into())]),
+        }
+        .json()
+    };
+    let mut events = batch("live.fine", m, 20.0);
+    events.extend([at(40, "a", 5.0), at(59, "b", 6.0), at(60, "a", 7.0)]);
+    client.ingest(&events).await;
+    let update = frame(&mut socket).await;
+    assert_eq!(update["type"], "update", "{update}");
+    let second = |s: i64, host: &str| (host.to_owned(), rfc3339(m + time::Duration::seconds(s)));
+    let mut want = vec![
+        second(10, "a"),
+        second(11, "b"),
+        second(40, "a"),
+        second(59, "b"),
+        second(60, "a"),
+    ];
+    want.sort();
+    assert_eq!(keys(&update), want);
+    apply(&mut chart, &update);
+    assert_eq!(chart, fresh_in(&client, "live.fine", 1).await);
 }
 
 #[tokio::test]

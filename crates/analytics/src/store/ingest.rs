@@ -8,13 +8,14 @@
 //! 4. under a per-(tenant, metric) advisory lock, the touched one-minute
 //!    rollups are read, merged with the batch, and written back;
 //! 5. each metric's version rises by one (the `metrics` row lock orders
-//!    versions by commit) and the minutes it touched go to `metric_changes`;
+//!    versions by commit) and where it changed (per touched minute, its
+//!    first and last second) goes to `metric_changes`;
 //! 6. the answer is stored with the key, and the transaction commits.
 //!
 //! So when the caller hears "accepted", the events, their rollups and the
 //! change record are all committed: the next query sees them.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
@@ -22,7 +23,7 @@ use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use super::partitions::{self, Layout};
 use super::{SeriesCache, canonical_labels, parse_labels};
 use crate::aggregate::{Agg, decode_sketch, encode_sketch};
-use crate::model::{Event, MINUTE, Micros, Rejection, codes, datetime, floor_to};
+use crate::model::{Event, MINUTE, Micros, Rejection, SECOND, codes, datetime, floor_to};
 
 /// What a committed batch changed, per metric: the live watchers' cue.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -197,8 +198,8 @@ impl Ingest<'_> {
             if !locked {
                 lock_metrics(&mut tx, tenant, &metrics).await?;
             }
-            let touched = merge_rollups(&mut tx, tenant, &stored).await?;
-            changes = bump_versions(&mut tx, tenant, &stored, touched).await?;
+            merge_rollups(&mut tx, tenant, &stored).await?;
+            changes = bump_versions(&mut tx, tenant, &stored).await?;
         }
         rejected.sort_by_key(|r| r.index);
         let answer = Answer {
@@ -367,13 +368,8 @@ struct Rollup {
     sketch: Vec<u8>,
 }
 
-/// Merges the batch into its one-minute rollups; returns the minutes touched
-/// per series.
-async fn merge_rollups(
-    tx: &mut PgConnection,
-    tenant: &str,
-    events: &[(i64, &Event)],
-) -> Result<BTreeMap<i64, BTreeSet<Micros>>, IngestError> {
+/// Merges the batch into its one-minute rollups.
+async fn merge_rollups(tx: &mut PgConnection, tenant: &str, events: &[(i64, &Event)]) -> Result<(), IngestError> {
     let mut batch: BTreeMap<(i64, Micros), Agg> = BTreeMap::new();
     for (series, event) in events {
         batch
@@ -418,14 +414,12 @@ async fn merge_rollups(
     let mut mins = Vec::with_capacity(batch.len());
     let mut maxs = Vec::with_capacity(batch.len());
     let mut sketches = Vec::with_capacity(batch.len());
-    let mut touched: BTreeMap<i64, BTreeSet<Micros>> = BTreeMap::new();
-    for ((series, bucket), agg) in &batch {
+    for agg in batch.values() {
         counts.push(i64::try_from(agg.count).unwrap_or(i64::MAX));
         sums.push(agg.sum);
         mins.push(agg.min);
         maxs.push(agg.max);
         sketches.push(encode_sketch(agg.sketch.as_ref().expect("rollups keep sketches")));
-        touched.entry(*series).or_default().insert(*bucket);
     }
     sqlx::query(
         "INSERT INTO rollups_1m (tenant, series_id, bucket, count, sum, min, max, sketch)
@@ -445,32 +439,31 @@ async fn merge_rollups(
     .bind(&sketches)
     .execute(&mut *tx)
     .await?;
-    Ok(touched)
+    Ok(())
 }
 
-/// Raises each touched metric's version and records the minutes it touched.
+/// Raises each touched metric's version and records where it changed: per
+/// touched minute, the first and last second holding one of its events.
 async fn bump_versions(
     tx: &mut PgConnection,
     tenant: &str,
     events: &[(i64, &Event)],
-    touched: BTreeMap<i64, BTreeSet<Micros>>,
 ) -> Result<Vec<Change>, IngestError> {
-    let mut per_metric: BTreeMap<&str, (Micros, Micros, BTreeSet<Micros>)> = BTreeMap::new();
-    let mut metric_of: HashMap<i64, &str> = HashMap::new();
-    for (series, event) in events {
+    // Per metric: first and last event time, and per minute the same.
+    type Touch = (Micros, Micros, BTreeMap<Micros, (Micros, Micros)>);
+    let mut per_metric: BTreeMap<&str, Touch> = BTreeMap::new();
+    for (_, event) in events {
         let entry = per_metric
             .entry(event.metric.as_str())
-            .or_insert((event.ts, event.ts, BTreeSet::new()));
+            .or_insert((event.ts, event.ts, BTreeMap::new()));
         entry.0 = entry.0.min(event.ts);
         entry.1 = entry.1.max(event.ts);
-        metric_of.insert(*series, event.metric.as_str());
-    }
-    for (series, minutes) in touched {
-        if let Some(metric) = metric_of.get(&series)
-            && let Some(entry) = per_metric.get_mut(metric)
-        {
-            entry.2.extend(minutes);
-        }
+        let span = entry
+            .2
+            .entry(floor_to(event.ts, MINUTE))
+            .or_insert((event.ts, event.ts));
+        span.0 = span.0.min(event.ts);
+        span.1 = span.1.max(event.ts);
     }
     let names: Vec<&str> = per_metric.keys().copied().collect();
     let firsts: Vec<time::OffsetDateTime> = per_metric.values().map(|v| datetime(v.0)).collect();
@@ -495,19 +488,26 @@ async fn bump_versions(
     let mut change_versions = Vec::new();
     let mut minute_metrics = Vec::new();
     let mut minute_values = Vec::new();
+    let mut minute_firsts = Vec::new();
+    let mut minute_lasts = Vec::new();
+    let seconds = |t: Micros| t.div_euclid(SECOND);
     for (name, version) in &versions {
         change_metrics.push(name.as_str());
         change_versions.push(*version);
-        for minute in &per_metric[name.as_str()].2 {
+        for (minute, (first, last)) in &per_metric[name.as_str()].2 {
             minute_metrics.push(name.as_str());
-            minute_values.push(minute.div_euclid(crate::model::SECOND));
+            minute_values.push(seconds(*minute));
+            minute_firsts.push(seconds(*first));
+            minute_lasts.push(seconds(*last));
         }
     }
     sqlx::query(
-        "INSERT INTO metric_changes (tenant, metric, version, minutes)
-         SELECT $1, c.metric, c.version, array_agg(m.minute ORDER BY m.minute)
+        "INSERT INTO metric_changes (tenant, metric, version, minutes, firsts, lasts)
+         SELECT $1, c.metric, c.version, array_agg(m.minute ORDER BY m.minute),
+                array_agg(m.first ORDER BY m.minute), array_agg(m.last ORDER BY m.minute)
          FROM unnest($2::text[], $3::int8[]) AS c(metric, version)
-         JOIN unnest($4::text[], $5::int8[]) AS m(metric, minute) ON m.metric = c.metric
+         JOIN unnest($4::text[], $5::int8[], $6::int8[], $7::int8[]) AS m(metric, minute, first, last)
+           ON m.metric = c.metric
          GROUP BY c.metric, c.version",
     )
     .bind(tenant)
@@ -515,6 +515,8 @@ async fn bump_versions(
     .bind(&change_versions)
     .bind(&minute_metrics)
     .bind(&minute_values)
+    .bind(&minute_firsts)
+    .bind(&minute_lasts)
     .execute(&mut *tx)
     .await?;
     Ok(versions

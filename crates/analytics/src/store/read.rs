@@ -7,7 +7,7 @@
 //! any other bucket reads raw events. Both build the same per-bucket state
 //! ([`Agg`]), so the answers agree.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use futures::TryStreamExt;
 use sqlx::PgPool;
@@ -383,18 +383,44 @@ pub async fn metric_version<'e>(
     Ok(version.and_then(|v| u64::try_from(v).ok()).unwrap_or(0))
 }
 
+/// What a metric's changes after some version touched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Changes {
+    /// The newest version among them.
+    pub newest: u64,
+    /// Half-open time spans (µs) that held their events, sorted, disjoint.
+    pub spans: Vec<(Micros, Micros)>,
+}
+
+impl Changes {
+    /// The starts of the `bucket`-wide buckets that meet a span, in `[from, to)`.
+    pub fn bucket_starts(&self, bucket: Micros, from: Micros, to: Micros) -> BTreeSet<Micros> {
+        let mut starts = BTreeSet::new();
+        for &(lo, hi) in &self.spans {
+            let mut b = floor_to(lo.max(from), bucket);
+            while b < hi.min(to) {
+                if b >= from {
+                    starts.insert(b);
+                }
+                b += bucket;
+            }
+        }
+        starts
+    }
+}
+
 /// The changes of a metric after `after`: `None` when the log no longer holds
-/// all of them (the caller sends a snapshot instead); else the newest version
-/// and the minutes (starts, µs) they touched.
+/// all of them (the caller sends a snapshot instead).
 pub async fn changes_after(
     pool: &PgPool,
     tenant: &str,
     metric: &str,
     after: u64,
-) -> Result<Option<(u64, Vec<Micros>)>, sqlx::Error> {
+) -> Result<Option<Changes>, sqlx::Error> {
     let after = i64::try_from(after).unwrap_or(i64::MAX);
-    let rows: Vec<(i64, Vec<i64>)> = sqlx::query_as(
-        "SELECT version, minutes FROM metric_changes
+    type Row = (i64, Vec<i64>, Option<Vec<i64>>, Option<Vec<i64>>);
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT version, minutes, firsts, lasts FROM metric_changes
          WHERE tenant = $1 AND metric = $2 AND version > $3 ORDER BY version",
     )
     .bind(tenant)
@@ -406,14 +432,71 @@ pub async fn changes_after(
         // Nothing after `after`: fine if the metric is not ahead of it.
         let current = metric_version(pool, tenant, metric).await?;
         let after = u64::try_from(after).unwrap_or(0);
-        return Ok((current == after).then_some((after, Vec::new())));
+        return Ok((current == after).then(|| Changes {
+            newest: after,
+            spans: Vec::new(),
+        }));
     };
     if first.0 != after + 1 {
         return Ok(None);
     }
     let newest = rows.last().map_or(after, |r| r.0);
-    let mut minutes: Vec<Micros> = rows.into_iter().flat_map(|(_, m)| m).map(|s| s * SECOND).collect();
-    minutes.sort_unstable();
-    minutes.dedup();
-    Ok(Some((u64::try_from(newest).unwrap_or(0), minutes)))
+    let mut spans: Vec<(Micros, Micros)> = Vec::new();
+    for (_, minutes, firsts, lasts) in rows {
+        for (i, minute) in minutes.iter().enumerate() {
+            let minute = minute * SECOND;
+            // Rows from before `firsts`/`lasts` existed stand for whole minutes.
+            let lo = firsts.as_ref().and_then(|f| f.get(i)).map_or(minute, |s| s * SECOND);
+            let hi = lasts
+                .as_ref()
+                .and_then(|l| l.get(i))
+                .map_or(minute + MINUTE, |s| s * SECOND + SECOND);
+            spans.push((lo, hi));
+        }
+    }
+    spans.sort_unstable();
+    let mut merged: Vec<(Micros, Micros)> = Vec::with_capacity(spans.len());
+    for (lo, hi) in spans {
+        match merged.last_mut() {
+            Some(last) if lo <= last.1 => last.1 = last.1.max(hi),
+            _ => merged.push((lo, hi)),
+        }
+    }
+    Ok(Some(Changes {
+        newest: u64::try_from(newest).unwrap_or(0),
+        spans: merged,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_change_touches_only_the_buckets_its_events_fall_in() {
+        // Events at 10 s and 11 s of minute 2, and all of minute 5 (an old row).
+        let changes = Changes {
+            newest: 3,
+            spans: vec![
+                (2 * MINUTE + 10 * SECOND, 2 * MINUTE + 12 * SECOND),
+                (5 * MINUTE, 6 * MINUTE),
+            ],
+        };
+        let seconds: Vec<Micros> = changes.bucket_starts(SECOND, 0, 10 * MINUTE).into_iter().collect();
+        assert_eq!(seconds.len(), 2 + 60);
+        assert_eq!(&seconds[..2], &[2 * MINUTE + 10 * SECOND, 2 * MINUTE + 11 * SECOND]);
+        let minutes: Vec<Micros> = changes.bucket_starts(MINUTE, 0, 10 * MINUTE).into_iter().collect();
+        assert_eq!(minutes, vec![2 * MINUTE, 5 * MINUTE]);
+        // Clipped to the range asked for, buckets that start before it excluded.
+        let window: Vec<Micros> = changes
+            .bucket_starts(MINUTE, 2 * MINUTE + 30 * SECOND, 6 * MINUTE)
+            .into_iter()
+            .collect();
+        assert_eq!(window, vec![5 * MINUTE]);
+        let hours: Vec<Micros> = changes
+            .bucket_starts(60 * MINUTE, 0, 120 * MINUTE)
+            .into_iter()
+            .collect();
+        assert_eq!(hours, vec![0]);
+    }
 }
