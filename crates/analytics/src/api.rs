@@ -1,6 +1,7 @@
-//! The `AnalyticsService` gRPC API for metrics: ingest, queries, the metric
-//! and label-value lists, and live watches. Alerts and analyses come with
-//! their own issue and answer `UNIMPLEMENTED` until then.
+//! The `AnalyticsService` gRPC API: metric ingest, queries, the metric and
+//! label-value lists, live watches, and alert rules (handled by
+//! [`Alerts`]). Analyses come with their own issue and answer
+//! `UNIMPLEMENTED` until then.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
+use crate::alerts::Alerts;
 use crate::config::IngestConfig;
 use crate::convert::{self, invalid};
 use crate::live::{self, Live};
@@ -32,6 +34,7 @@ const MAX_KEY_LEN: usize = 200;
 
 pub struct AnalyticsApi {
     pub pool: PgPool,
+    pub alerts: Alerts,
     pub series: Arc<SeriesCache>,
     pub ingest: IngestConfig,
     pub limits: Limits,
@@ -112,7 +115,7 @@ impl AnalyticsApi {
 type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchMetricResponse, Status>> + Send>>;
 
 fn unimplemented<T>() -> Result<T, Status> {
-    Err(ErrorCode::Unimplemented.status("alerts and analyses are not available yet"))
+    Err(ErrorCode::Unimplemented.status("analyses are not available yet"))
 }
 
 #[tonic::async_trait]
@@ -302,50 +305,77 @@ impl AnalyticsService for AnalyticsApi {
         Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
     }
 
-    async fn create_alert_rule(&self, _: Request<CreateAlertRuleRequest>) -> Result<Response<AlertRule>, Status> {
-        unimplemented()
+    async fn create_alert_rule(&self, request: Request<CreateAlertRuleRequest>) -> Result<Response<AlertRule>, Status> {
+        let caller = caller(&request)?;
+        let rule = self.alerts.create(&caller.tenant, request.into_inner()).await?;
+        Ok(Response::new(rule))
     }
 
-    async fn get_alert_rule(&self, _: Request<GetAlertRuleRequest>) -> Result<Response<AlertRule>, Status> {
-        unimplemented()
+    async fn get_alert_rule(&self, request: Request<GetAlertRuleRequest>) -> Result<Response<AlertRule>, Status> {
+        let caller = caller(&request)?;
+        Ok(Response::new(
+            self.alerts.get(&caller.tenant, request.into_inner()).await?,
+        ))
     }
 
     async fn list_alert_rules(
         &self,
-        _: Request<ListAlertRulesRequest>,
+        request: Request<ListAlertRulesRequest>,
     ) -> Result<Response<ListAlertRulesResponse>, Status> {
-        unimplemented()
+        let caller = caller(&request)?;
+        Ok(Response::new(
+            self.alerts.list(&caller.tenant, request.into_inner()).await?,
+        ))
     }
 
-    async fn update_alert_rule(&self, _: Request<UpdateAlertRuleRequest>) -> Result<Response<AlertRule>, Status> {
-        unimplemented()
+    async fn update_alert_rule(&self, request: Request<UpdateAlertRuleRequest>) -> Result<Response<AlertRule>, Status> {
+        let caller = caller(&request)?;
+        Ok(Response::new(
+            self.alerts.update(&caller.tenant, request.into_inner()).await?,
+        ))
     }
 
     async fn delete_alert_rule(
         &self,
-        _: Request<DeleteAlertRuleRequest>,
+        request: Request<DeleteAlertRuleRequest>,
     ) -> Result<Response<DeleteAlertRuleResponse>, Status> {
-        unimplemented()
+        let caller = caller(&request)?;
+        self.alerts.delete(&caller.tenant, request.into_inner()).await?;
+        Ok(Response::new(DeleteAlertRuleResponse {}))
     }
 
     async fn list_alert_instances(
         &self,
-        _: Request<ListAlertInstancesRequest>,
+        request: Request<ListAlertInstancesRequest>,
     ) -> Result<Response<ListAlertInstancesResponse>, Status> {
-        unimplemented()
+        let caller = caller(&request)?;
+        Ok(Response::new(
+            self.alerts.instances(&caller.tenant, request.into_inner()).await?,
+        ))
     }
 
     async fn list_alert_history(
         &self,
-        _: Request<ListAlertHistoryRequest>,
+        request: Request<ListAlertHistoryRequest>,
     ) -> Result<Response<ListAlertHistoryResponse>, Status> {
-        unimplemented()
+        let caller = caller(&request)?;
+        Ok(Response::new(
+            self.alerts.history(&caller.tenant, request.into_inner()).await?,
+        ))
     }
 
     type WatchAlertsStream = Pin<Box<dyn Stream<Item = Result<WatchAlertsResponse, Status>> + Send>>;
 
-    async fn watch_alerts(&self, _: Request<WatchAlertsRequest>) -> Result<Response<Self::WatchAlertsStream>, Status> {
-        unimplemented()
+    async fn watch_alerts(
+        &self,
+        request: Request<WatchAlertsRequest>,
+    ) -> Result<Response<Self::WatchAlertsStream>, Status> {
+        let caller = caller(&request)?;
+        let receiver = self
+            .alerts
+            .watch(caller.tenant, request.into_inner(), self.shutdown.clone())
+            .await?;
+        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
     }
 
     async fn create_analysis(&self, _: Request<CreateAnalysisRequest>) -> Result<Response<Analysis>, Status> {

@@ -79,6 +79,18 @@ poll = "2s"
 change_log = "1h"
 # The longest trailing window a watch may follow.
 max_window = "24h"
+
+[analytics.alerts]
+# Every rule is evaluated at each multiple of this (from the epoch); a rule's
+# window must be at least this long.
+interval = "15s"
+# The longest window a rule may aggregate.
+max_window = "24h"
+# Evaluations a rule missed (every replica down) are made up in order, this
+# many at most; older ones are skipped.
+max_catch_up = 240
+# Transitions are kept in the history this long.
+history = "90days"
 "#;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -98,6 +110,7 @@ pub struct AnalyticsConfig {
     pub query: QueryConfig,
     pub retention: RetentionConfig,
     pub live: LiveConfig,
+    pub alerts: AlertsConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -150,6 +163,18 @@ pub struct LiveConfig {
     pub change_log: Duration,
     #[serde(with = "humantime_serde")]
     pub max_window: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsConfig {
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub max_window: Duration,
+    pub max_catch_up: u32,
+    #[serde(with = "humantime_serde")]
+    pub history: Duration,
 }
 
 const MINUTE: Duration = Duration::from_secs(60);
@@ -258,6 +283,27 @@ impl Validate for Config {
             l.max_window >= MINUTE,
             "analytics.live.max_window",
             "must be at least 1m",
+        );
+        let al = &a.alerts;
+        problems.check(
+            al.interval >= Duration::from_millis(100) && al.interval <= Duration::from_secs(3600),
+            "analytics.alerts.interval",
+            "must be between 100ms and 1h",
+        );
+        problems.check(
+            al.max_window >= al.interval && al.max_window <= r.raw,
+            "analytics.alerts.max_window",
+            "must be between analytics.alerts.interval and analytics.retention.raw",
+        );
+        problems.check(
+            (1..=100_000).contains(&al.max_catch_up),
+            "analytics.alerts.max_catch_up",
+            "must be between 1 and 100000",
+        );
+        problems.check(
+            al.history >= Duration::from_secs(3600),
+            "analytics.alerts.history",
+            "must be at least 1h",
         );
         self.internal.validate(problems);
         self.telemetry.validate(problems);

@@ -1,18 +1,20 @@
 //! The analytics service: ingests metric events, answers time-bucketed
-//! queries and streams live metric updates (alert rules and analyses come
-//! next). Owns the `sextant_analytics` database.
+//! queries, streams live metric updates, and evaluates alert rules (analyses
+//! come next). Owns the `sextant_analytics` database.
 //!
 //! - `model`: events, queries and their checks; `aggregate`: bucket state
 //!   (exact count/sum/min/max, a DDSketch for percentiles);
 //! - `store`: the ingest transaction, reads, and partition upkeep;
 //! - `live`: change hints over RabbitMQ and the `WatchMetric` streams;
 //! - `cache`: repeated queries' buckets, kept current from the change log;
+//! - `alerts`: alert rules, their evaluation and their watches;
 //! - `convert`: protobuf ↔ domain; `api`: the gRPC service.
 //!
 //! This crate is a library so tests can start it on port 0; `main.rs` only
 //! wires config and signals to [`Application`].
 
 pub mod aggregate;
+pub mod alerts;
 pub mod api;
 pub mod cache;
 pub mod config;
@@ -36,6 +38,9 @@ use tonic::service::Routes;
 
 pub use config::Config;
 
+use crate::alerts::Alerts;
+use crate::alerts::evaluator::{Evaluator, EvaluatorSettings};
+use crate::alerts::rule::RuleLimits;
 use crate::api::AnalyticsApi;
 use crate::live::{Live, LiveTasks, WatchSettings};
 use crate::store::partitions::{self, Layout, micros};
@@ -60,6 +65,7 @@ pub struct Application {
     amqp_stop: CancellationToken,
     api: AnalyticsApi,
     live_tasks: LiveTasks,
+    evaluator: Evaluator,
     upkeep: Upkeep,
     metrics: metrics::Metrics,
 }
@@ -88,6 +94,7 @@ impl Application {
             interval: r.check_interval,
             idempotency_ttl: a.ingest.idempotency_ttl,
             change_log: a.live.change_log,
+            alert_history: a.alerts.history,
         };
         // Partitions for the present exist before the first event arrives.
         upkeep.pass().await?;
@@ -116,8 +123,26 @@ impl Application {
             },
             metrics.clone(),
         );
+        let evaluator = Evaluator::new(
+            pool.clone(),
+            EvaluatorSettings {
+                interval: micros(a.alerts.interval),
+                max_catch_up: a.alerts.max_catch_up,
+                limits,
+            },
+            live.clone(),
+        );
+        let alerts = Alerts {
+            pool: pool.clone(),
+            live: live.clone(),
+            limits: RuleLimits {
+                interval: micros(a.alerts.interval),
+                max_window: micros(a.alerts.max_window),
+            },
+        };
         let api = AnalyticsApi {
             pool: pool.clone(),
+            alerts,
             series: Arc::new(store::SeriesCache::new(SERIES_CACHE)),
             cache: Arc::new(cache::QueryCache::new(a.query.cache_buckets, rollups.retention)),
             ingest: a.ingest.clone(),
@@ -134,6 +159,7 @@ impl Application {
             amqp_stop,
             api,
             live_tasks,
+            evaluator,
             upkeep,
             metrics,
         })
@@ -150,6 +176,9 @@ impl Application {
         let tasks_stop = CancellationToken::new();
         let live = tokio::spawn(self.live_tasks.run(self.amqp.clone(), tasks_stop.clone()));
         let upkeep = tokio::spawn(self.upkeep.run(tasks_stop.clone()));
+        // The evaluator stops with the server's shutdown signal and hands its
+        // rules over, so another replica takes them at its next tick.
+        let evaluator = tokio::spawn(self.evaluator.run(shutdown.clone()));
         // Watch streams end as soon as shutdown starts, so the server can drain.
         let watches = self.api.shutdown.clone();
         let stop_watches = shutdown.clone();
@@ -164,6 +193,7 @@ impl Application {
             .serve(routes, dependencies, self.metrics.registry(), shutdown)
             .await;
         tasks_stop.cancel();
+        let _ = evaluator.await;
         let _ = live.await;
         let _ = upkeep.await;
         self.amqp_stop.cancel();
@@ -173,7 +203,7 @@ impl Application {
 }
 
 /// Periodic upkeep: partitions ahead and past retention, expired
-/// idempotency keys, old change-log rows.
+/// idempotency keys, old change-log rows and alert history.
 struct Upkeep {
     pool: PgPool,
     layouts: Vec<Layout>,
@@ -181,6 +211,7 @@ struct Upkeep {
     interval: Duration,
     idempotency_ttl: Duration,
     change_log: Duration,
+    alert_history: Duration,
 }
 
 impl Upkeep {
@@ -199,7 +230,13 @@ impl Upkeep {
             .execute(&self.pool)
             .await?
             .rows_affected();
-        tracing::debug!(keys, changes, "expired idempotency keys and change-log rows deleted");
+        let alert_tenants = alerts::store::prune_history(&self.pool, micros(self.alert_history)).await?;
+        tracing::debug!(
+            keys,
+            changes,
+            alert_tenants,
+            "expired idempotency keys, change-log and alert history rows deleted"
+        );
         Ok(())
     }
 

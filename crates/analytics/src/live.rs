@@ -51,6 +51,10 @@ pub struct Hint {
     pub metric: String,
     #[prost(uint64, tag = "3")]
     pub version: u64,
+    /// A cue for the tenant's alert watches (`version` is its alert
+    /// version), not for a metric's.
+    #[prost(bool, tag = "4")]
+    pub alerts: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -117,16 +121,43 @@ impl Live {
     /// others through the broker (best effort: they also poll).
     pub fn announce(&self, tenant: &str, changes: &[Change]) {
         for change in changes {
-            let hint = Hint {
+            self.send(Hint {
                 tenant: tenant.to_owned(),
                 metric: change.metric.clone(),
                 version: change.version,
-            };
-            let _ = self.cues.send(Cue::Hint(Arc::new(hint.clone())));
-            if self.outbox.try_send(hint).is_err() {
-                tracing::debug!("hint outbox full; other replicas will poll");
-            }
+                alerts: false,
+            });
         }
+    }
+
+    /// Announces committed alert transitions up to `version` of the tenant.
+    pub fn announce_alerts(&self, tenant: &str, version: u64) {
+        self.send(Hint {
+            tenant: tenant.to_owned(),
+            metric: String::new(),
+            version,
+            alerts: true,
+        });
+    }
+
+    fn send(&self, hint: Hint) {
+        let _ = self.cues.send(Cue::Hint(Arc::new(hint.clone())));
+        if self.outbox.try_send(hint).is_err() {
+            tracing::debug!("hint outbox full; other replicas will poll");
+        }
+    }
+
+    /// Cues from this replica and every other one.
+    pub fn cues(&self) -> broadcast::Receiver<Cue> {
+        self.cues.subscribe()
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    pub fn poll(&self) -> Duration {
+        self.settings.poll
     }
 
     /// Starts a watch; its messages arrive on the returned receiver.
@@ -340,7 +371,10 @@ impl Watch {
                 _ = poll.tick() => true,
                 cue = cues.recv() => match cue {
                     Ok(Cue::Hint(hint)) => {
-                        hint.version > self.version && hint.tenant == self.tenant && hint.metric == self.query.metric
+                        !hint.alerts
+                            && hint.version > self.version
+                            && hint.tenant == self.tenant
+                            && hint.metric == self.query.metric
                     }
                     Ok(Cue::Resync) | Err(broadcast::error::RecvError::Lagged(_)) => true,
                     Err(broadcast::error::RecvError::Closed) => return,

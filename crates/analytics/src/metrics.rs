@@ -23,6 +23,12 @@ pub struct Metrics {
     pub watches: Gauge,
     /// Snapshots and updates sent on watch streams.
     pub updates: Counter,
+    /// Alert rule evaluations this replica recorded (one per rule and T).
+    pub alert_evaluations: Counter,
+    /// Alert state transitions this replica recorded.
+    pub alert_transitions: Counter,
+    /// Alert rules this replica holds a claim on.
+    pub alert_rules_claimed: Gauge,
 }
 
 impl Metrics {
@@ -48,6 +54,21 @@ impl Metrics {
             "watch_messages",
             "Messages sent on WatchMetric streams",
             self.updates.clone(),
+        );
+        registry.register(
+            "alert_evaluations",
+            "Alert rule evaluations recorded by this replica",
+            self.alert_evaluations.clone(),
+        );
+        registry.register(
+            "alert_transitions",
+            "Alert state transitions recorded by this replica",
+            self.alert_transitions.clone(),
+        );
+        registry.register(
+            "alert_rules_claimed",
+            "Alert rules this replica evaluates",
+            self.alert_rules_claimed.clone(),
         );
         registry
     }

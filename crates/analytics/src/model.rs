@@ -31,7 +31,8 @@ pub fn floor_to(t: Micros, width: Micros) -> Micros {
     t.div_euclid(width) * width
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Aggregation {
     Count,
     Sum,
@@ -221,7 +222,8 @@ pub fn rfc3339(micros: Micros) -> String {
 }
 
 /// A label matcher. A series without the label matches as if its value were "".
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Matcher {
     Eq(String, String),
     Neq(String, String),

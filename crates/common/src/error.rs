@@ -56,6 +56,7 @@ error_codes! {
     AlreadyExists => ("already_exists", AlreadyExists, 409, "Already exists"),
     Conflict => ("conflict", Aborted, 409, "Conflict"),
     FailedPrecondition => ("failed_precondition", FailedPrecondition, 409, "Failed precondition"),
+    PreconditionFailed => ("precondition_failed", FailedPrecondition, 412, "Precondition failed"),
     PayloadTooLarge => ("payload_too_large", InvalidArgument, 413, "Payload too large"),
     UnsupportedMediaType => ("unsupported_media_type", InvalidArgument, 415, "Unsupported media type"),
     RateLimited => ("rate_limited", ResourceExhausted, 429, "Too many requests"),

@@ -1,6 +1,8 @@
 //! End-to-end tests: real binaries, real PostgreSQL and RabbitMQ, driven
 //! through the gateway (and, for internal auth, a backend's gRPC port).
 
+mod alerts;
+mod alerts_faults;
 mod auth;
 mod breaker;
 mod config;

@@ -292,6 +292,35 @@ pub async fn query(
     Ok(render(query, &selection, &cells))
 }
 
+/// Per group, the state of `[query.start, query.end)` as one whole (the
+/// query's bucket only picks how it is read: whole minutes from rollups).
+/// Returns the selection's groups and the state of each group with events.
+pub async fn window(
+    pool: &PgPool,
+    tenant: &str,
+    query: &Query,
+    limits: &Limits,
+) -> Result<(Vec<String>, BTreeMap<usize, Agg>), QueryError> {
+    let selection = select(pool, tenant, query, limits).await?;
+    let mut cells = Cells::new();
+    let scope = Scope {
+        pool,
+        tenant,
+        query,
+        selection: &selection,
+        limits,
+    };
+    accumulate(scope, query.start, query.end, &mut cells).await?;
+    let mut per_group: BTreeMap<usize, Agg> = BTreeMap::new();
+    for ((group, _), agg) in cells {
+        per_group
+            .entry(group)
+            .or_insert_with(|| Agg::new(query.needs_sketch()))
+            .merge(&agg);
+    }
+    Ok((selection.groups, per_group))
+}
+
 /// A metric as listed.
 #[derive(Debug, Clone)]
 pub struct MetricRow {

@@ -54,7 +54,7 @@ pub enum AggregationName {
 }
 
 impl AggregationName {
-    fn pb(self) -> pb::Aggregation {
+    pub(crate) fn pb(self) -> pb::Aggregation {
         match self {
             Self::Count => pb::Aggregation::Count,
             Self::Sum => pb::Aggregation::Sum,
@@ -102,7 +102,7 @@ pub struct Filter {
 }
 
 impl Filter {
-    fn pb(&self) -> LabelMatcher {
+    pub(crate) fn pb(&self) -> LabelMatcher {
         LabelMatcher {
             label: self.label.clone(),
             op: match self.op {
@@ -133,7 +133,7 @@ pub struct QueryBody {
     pub group_by: Option<String>,
 }
 
-fn seconds(s: u64) -> prost_types::Duration {
+pub(crate) fn seconds(s: u64) -> prost_types::Duration {
     prost_types::Duration {
         seconds: i64::try_from(s).unwrap_or(i64::MAX),
         nanos: 0,
@@ -237,7 +237,7 @@ impl WatchSpec {
     }
 }
 
-fn number(v: f64) -> Value {
+pub(crate) fn number(v: f64) -> Value {
     serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number)
 }
 

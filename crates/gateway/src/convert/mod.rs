@@ -1,7 +1,8 @@
 //! Proto ⇄ JSON conversions, in one place: the HTTP routes and the WebSocket
 //! topics both render through here, so the two can never disagree on a field.
-//! Jobs live here; metrics in [`metrics`].
+//! Jobs live here; metrics in [`metrics`], alerts in [`alerts`].
 
+pub mod alerts;
 pub mod metrics;
 
 use serde_json::{Value, json};

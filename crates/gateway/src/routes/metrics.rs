@@ -121,7 +121,12 @@ impl ListQuery {
 
 /// A read from the analytics service for the caller, retried while the
 /// failure means it was not processed.
-async fn read<M, R, F, Fut>(backends: &Backends, principal: &Principal, message: M, call: F) -> Result<R, ApiError>
+pub(crate) async fn read<M, R, F, Fut>(
+    backends: &Backends,
+    principal: &Principal,
+    message: M,
+    call: F,
+) -> Result<R, ApiError>
 where
     M: Clone,
     F: Fn(AnalyticsServiceClient<Authed>, tonic::Request<M>) -> Fut,
@@ -139,7 +144,7 @@ where
     Ok(response.into_inner())
 }
 
-fn next(page: Option<sextant_proto::common::v1::PageResponse>) -> Option<String> {
+pub(crate) fn next(page: Option<sextant_proto::common::v1::PageResponse>) -> Option<String> {
     page.map(|p| p.next_cursor).filter(|c| !c.is_empty())
 }
 

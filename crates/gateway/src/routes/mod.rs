@@ -1,5 +1,6 @@
 //! HTTP routes. Each module owns one area; `configure` mounts them all.
 
+mod alerts;
 pub(crate) mod jobs;
 pub(crate) mod metrics;
 mod ops;
@@ -43,6 +44,23 @@ pub fn configure(cfg: &mut web::ServiceConfig, ingest_body_limit: usize) {
                     "/metrics/{name}/labels/{label}/values",
                     [(Method::GET, web::to(metrics::label_values))],
                 ))
+                .service(only(
+                    "/alerts/rules",
+                    [
+                        (Method::GET, web::to(alerts::list)),
+                        (Method::POST, web::to(alerts::create)),
+                    ],
+                ))
+                .service(only(
+                    "/alerts/rules/{id}",
+                    [
+                        (Method::GET, web::to(alerts::get)),
+                        (Method::PUT, web::to(alerts::replace)),
+                        (Method::DELETE, web::to(alerts::delete)),
+                    ],
+                ))
+                .service(only("/alerts/instances", [(Method::GET, web::to(alerts::instances))]))
+                .service(only("/alerts/history", [(Method::GET, web::to(alerts::history))]))
                 .service(only("/ws", [(Method::GET, web::to(crate::ws::connect))])),
         );
 }

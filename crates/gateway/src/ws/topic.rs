@@ -13,6 +13,10 @@ pub enum Topic {
     Jobs,
     /// `metric:<query>`: a live metric query over a trailing window.
     Metric(Arc<WatchSpec>),
+    /// `alerts`: the instances of every alert rule of the tenant.
+    Alerts,
+    /// `alert:<rule id>`: the instances of one alert rule.
+    Alert(String),
 }
 
 /// Why a subscribe op names no topic.
@@ -31,6 +35,10 @@ impl Topic {
     pub fn parse(name: &str, query: Option<serde_json::Value>) -> Result<(Self, String), Refusal> {
         let spec = match (name.split_once(':'), query) {
             (None, None) if name == "jobs" => return Ok((Topic::Jobs, name.to_owned())),
+            (None, None) if name == "alerts" => return Ok((Topic::Alerts, name.to_owned())),
+            (Some(("alert", id)), None) if !id.is_empty() => {
+                return Ok((Topic::Alert(id.to_owned()), name.to_owned()));
+            }
             (Some(("job", id)), None) if !id.is_empty() => return Ok((Topic::Job(id.to_owned()), name.to_owned())),
             (None, Some(query)) if name == "metric" => serde_json::from_value::<WatchSpec>(query),
             (Some(("metric", json)), None) => serde_json::from_str::<WatchSpec>(json),
@@ -55,12 +63,15 @@ impl Topic {
             Topic::Job(_) => "job",
             Topic::Jobs => "jobs",
             Topic::Metric(_) => "metric",
+            Topic::Alerts => "alerts",
+            Topic::Alert(_) => "alert",
         }
     }
 }
 
 /// What an unknown topic's error says the topics are.
-pub const KNOWN: &str = "topics are \"jobs\", \"job:<id>\" and \"metric\" (with a query)";
+pub const KNOWN: &str =
+    "topics are \"jobs\", \"job:<id>\", \"metric\" (with a query), \"alerts\" and \"alert:<rule id>\"";
 
 #[cfg(test)]
 mod tests {
@@ -71,6 +82,9 @@ mod tests {
         let parse = |name: &str| Topic::parse(name, None).map(|(t, _)| t);
         assert_eq!(parse("jobs"), Ok(Topic::Jobs));
         assert_eq!(parse("job:0193"), Ok(Topic::Job("0193".into())));
+        assert_eq!(parse("alerts"), Ok(Topic::Alerts));
+        assert_eq!(parse("alert:0193"), Ok(Topic::Alert("0193".into())));
+        assert_eq!(parse("alert:"), Err(Refusal::Unknown));
         assert_eq!(parse("job:"), Err(Refusal::Unknown));
         assert_eq!(parse("metrics"), Err(Refusal::Unknown));
         assert_eq!(parse("jobs:x"), Err(Refusal::Unknown));

@@ -1,6 +1,7 @@
 //! The backend streams behind topics, rendered as frames: `job:<id>` and
 //! `jobs` follow the jobs service's `WatchJobs`, `metric:<query>` the
-//! analytics service's `WatchMetric`. Each message becomes one [`Frame`],
+//! analytics service's `WatchMetric`, `alerts` and `alert:<id>` its
+//! `WatchAlerts`. Each message becomes one [`Frame`],
 //! serialised here once for every subscriber that will get it.
 
 use std::sync::Arc;
@@ -18,9 +19,12 @@ use tonic::Status;
 use super::fanout::{Frame, FrameStream, Upstream};
 use super::topic::Topic;
 use crate::backends::{self, Backends};
+use crate::convert::alerts::{instance_json, transition_json};
 use crate::convert::metrics::{WatchSpec, query_json, update_json};
 use crate::convert::{event_json, job_json};
-use sextant_proto::analytics::v1::{WatchMetricResponse, watch_metric_response};
+use sextant_proto::analytics::v1::{
+    WatchAlertsRequest, WatchAlertsResponse, WatchMetricResponse, watch_alerts_response, watch_metric_response,
+};
 
 /// Opens topics on the backends over gRPC.
 pub struct BackendUpstream {
@@ -46,6 +50,8 @@ impl Upstream for BackendUpstream {
             Topic::Job(id) => Target::JobId(id.clone()),
             Topic::Jobs => Target::All(true),
             Topic::Metric(spec) => return self.open_metric(caller, spec.clone(), name, after),
+            Topic::Alerts => return self.open_alerts(caller, String::new(), name, after),
+            Topic::Alert(id) => return self.open_alerts(caller, id.clone(), name, after),
         };
         let request = WatchJobsRequest {
             target: Some(target),
@@ -88,6 +94,56 @@ impl BackendUpstream {
     }
 }
 
+impl BackendUpstream {
+    fn open_alerts(
+        &self,
+        caller: &Caller,
+        rule_id: String,
+        name: &Arc<str>,
+        after: u64,
+    ) -> BoxFuture<'static, Result<FrameStream, Status>> {
+        let request = WatchAlertsRequest {
+            rule_id,
+            after_version: after,
+        };
+        let request = backends::request(caller, request).map_err(|e| Status::internal(e.to_string()));
+        let mut client = self.backends.analytics_streams();
+        let name = name.clone();
+        Box::pin(async move {
+            let stream = client.watch_alerts(request?).await?.into_inner();
+            let frames = stream.filter_map(move |message| {
+                let frame = message.map(|m| alerts_frame(&name, m)).transpose();
+                std::future::ready(frame)
+            });
+            Ok(frames.boxed())
+        })
+    }
+}
+
+/// A `WatchAlerts` message as a frame: a `snapshot` of the instances, or a
+/// `transition`.
+fn alerts_frame(name: &str, message: WatchAlertsResponse) -> Option<Frame> {
+    let (snapshot, mut frame) = match message.message? {
+        watch_alerts_response::Message::Snapshot(snapshot) => {
+            let mut body = Map::new();
+            body.insert(
+                "instances".into(),
+                snapshot.instances.iter().map(instance_json).collect::<Vec<_>>().into(),
+            );
+            (true, body)
+        }
+        watch_alerts_response::Message::Transition(transition) => (false, transition_json(&transition)),
+    };
+    frame.insert("type".into(), json!(if snapshot { "snapshot" } else { "transition" }));
+    frame.insert("topic".into(), json!(name));
+    frame.insert("version".into(), json!(message.version));
+    Some(Frame {
+        version: message.version,
+        snapshot,
+        text: Value::Object(frame).to_string().into(),
+    })
+}
+
 /// A `WatchMetric` message as a frame: a `snapshot` of the window, or an
 /// `update` with the buckets that changed.
 fn metric_frame(spec: &WatchSpec, name: &str, message: WatchMetricResponse) -> Option<Frame> {
@@ -120,7 +176,7 @@ fn jobs_frame(topic: &Topic, name: &str, message: WatchJobsResponse) -> Option<F
         Message::Event(event) => {
             let version = match topic {
                 Topic::Job(_) => event.version,
-                Topic::Jobs | Topic::Metric(_) => message.sequence,
+                Topic::Jobs | Topic::Metric(_) | Topic::Alerts | Topic::Alert(_) => message.sequence,
             };
             (false, version, event_json(&event))
         }

@@ -1,4 +1,7 @@
 //! Protobuf ↔ domain, in one place: the API and the live streams both use it.
+//! Metrics here; alerts in [`alerts`].
+
+pub mod alerts;
 
 use sextant_common::ErrorCode;
 use sextant_proto::analytics::v1 as pb;
@@ -109,8 +112,8 @@ pub fn aggregation_pb(a: Aggregation) -> pb::Aggregation {
 
 /// Filters must name a valid label and carry one value (`=`, `!=`) or at
 /// least one (`in`, `not in`).
-fn matcher(m: sextant_proto::common::v1::LabelMatcher, index: usize) -> Result<Matcher, Status> {
-    let field = format!("query.filters[{index}]");
+/// `field` names the matcher in errors, e.g. `query.filters[0]`.
+pub(crate) fn matcher(m: sextant_proto::common::v1::LabelMatcher, field: &str) -> Result<Matcher, Status> {
     if !valid_name(&m.label) {
         return Err(invalid(format!("{field}.label {:?} {}", m.label, model::NAME_RULE)));
     }
@@ -133,6 +136,20 @@ fn matcher(m: sextant_proto::common::v1::LabelMatcher, index: usize) -> Result<M
         Op::In => Ok(Matcher::In(m.label, many(m.values)?)),
         Op::NotIn => Ok(Matcher::NotIn(m.label, many(m.values)?)),
         Op::Unspecified => Err(invalid(format!("{field}.op is required"))),
+    }
+}
+
+pub(crate) fn matcher_pb(m: &Matcher) -> sextant_proto::common::v1::LabelMatcher {
+    let (label, op, values) = match m {
+        Matcher::Eq(l, v) => (l, Op::Eq, vec![v.clone()]),
+        Matcher::Neq(l, v) => (l, Op::Neq, vec![v.clone()]),
+        Matcher::In(l, vs) => (l, Op::In, vs.clone()),
+        Matcher::NotIn(l, vs) => (l, Op::NotIn, vs.clone()),
+    };
+    sextant_proto::common::v1::LabelMatcher {
+        label: label.clone(),
+        op: op as i32,
+        values,
     }
 }
 
@@ -176,7 +193,7 @@ pub fn query_shape(q: pb::MetricQuery) -> Result<Query, Status> {
         .filters
         .into_iter()
         .enumerate()
-        .map(|(i, m)| matcher(m, i))
+        .map(|(i, m)| matcher(m, &format!("query.filters[{i}]")))
         .collect::<Result<Vec<_>, _>>()?;
     let group_by = match q.group_by.as_str() {
         "" => None,

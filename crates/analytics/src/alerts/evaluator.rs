@@ -1,0 +1,203 @@
+//! The evaluator: every `analytics.alerts.interval`, at times T aligned to
+//! the epoch, each replica claims the enabled rules nobody holds (and renews
+//! its own) for 1.5 intervals, then evaluates each at T.
+//!
+//! Exactly one evaluator per rule: a claim is a lease in the rule's row; an
+//! evaluation runs in one transaction that locks the row and goes ahead only
+//! if this replica still holds it and the rule was not yet evaluated at T.
+//! So a replica that stalls past its lease finds the rule taken and records
+//! nothing, and re-evaluating a T never records a transition twice.
+//!
+//! Nothing is skipped on a takeover: a rule is evaluated at every T after its
+//! `evaluated_at` in turn (at most `max_catch_up` of them), so the history is
+//! what one uninterrupted evaluator would have written. A replica that dies
+//! is replaced within two intervals: its leases lapse 1.5 intervals after
+//! its last renewal, and the next tick of another replica claims them.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::rule::RuleSpec;
+use super::state::{Instance, Observed, step};
+use super::store::{self, Outcome};
+use crate::live::Live;
+use crate::model::{MINUTE, Micros, Query, floor_to, now_micros};
+use crate::store::read::{self, Limits};
+
+/// Rules one replica claims per tick at most.
+const CLAIM_LIMIT: i64 = 10_000;
+
+#[derive(Debug, Clone, Copy)]
+pub struct EvaluatorSettings {
+    pub interval: Micros,
+    pub max_catch_up: u32,
+    pub limits: Limits,
+}
+
+pub struct Evaluator {
+    pub pool: PgPool,
+    /// This replica's name in `alert_rules.owner`.
+    pub owner: String,
+    pub settings: EvaluatorSettings,
+    pub live: Live,
+}
+
+impl Evaluator {
+    pub fn new(pool: PgPool, settings: EvaluatorSettings, live: Live) -> Self {
+        Self {
+            pool,
+            owner: Uuid::new_v4().to_string(),
+            settings,
+            live,
+        }
+    }
+
+    pub async fn run(self, shutdown: CancellationToken) {
+        let interval = self.settings.interval;
+        loop {
+            let now = now_micros();
+            let t = floor_to(now, interval) + interval;
+            let wait = Duration::from_micros(u64::try_from(t - now).unwrap_or(0));
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(wait) => {}
+            }
+            if let Err(error) = self.tick(t, &shutdown).await {
+                tracing::warn!(error = %format!("{error:#}"), "alert evaluation failed; retrying next tick");
+            }
+        }
+        // Hand the rules over now rather than when the leases lapse.
+        match store::release(&self.pool, &self.owner).await {
+            Ok(n) => tracing::info!(rules = n, "alert rules released"),
+            Err(error) => tracing::warn!(%error, "releasing alert rules failed; their leases will lapse"),
+        }
+    }
+
+    async fn tick(&self, t: Micros, shutdown: &CancellationToken) -> anyhow::Result<()> {
+        let lease = self.settings.interval * 3 / 2;
+        let rules = store::claim(&self.pool, &self.owner, lease, CLAIM_LIMIT)
+            .await
+            .context("claiming alert rules")?;
+        let metrics = &self.live.metrics;
+        metrics.alert_rules_claimed.set(rules.len() as i64);
+        for (tenant, id) in rules {
+            if shutdown.is_cancelled() {
+                break;
+            }
+            if let Err(error) = self.evaluate_rule(&tenant, id, t).await {
+                tracing::warn!(%tenant, rule_id = %id, error = %format!("{error:#}"), "evaluating an alert rule failed");
+            }
+        }
+        Ok(())
+    }
+
+    /// Evaluates the rule at every due T up to `t`, oldest first.
+    async fn evaluate_rule(&self, tenant: &str, id: Uuid, t: Micros) -> anyhow::Result<()> {
+        while self.evaluate_once(tenant, id, t).await? {}
+        Ok(())
+    }
+
+    /// One transaction: locks the rule and evaluates its first due T (≤ `t`).
+    /// `true` when that was not `t`, so more are due.
+    async fn evaluate_once(&self, tenant: &str, id: Uuid, t: Micros) -> anyhow::Result<bool> {
+        let interval = self.settings.interval;
+        let mut tx = self.pool.begin().await.context("beginning an evaluation")?;
+        let Some(rule) = store::lock(&mut tx, tenant, id).await.context("locking the rule")? else {
+            return Ok(false);
+        };
+        if rule.owner.as_deref() != Some(self.owner.as_str()) || !rule.spec.enabled {
+            return Ok(false);
+        }
+        let oldest = t - interval * Micros::from(self.settings.max_catch_up);
+        let at = match rule.evaluated_at {
+            None => t,
+            Some(last) if last >= t => return Ok(false),
+            Some(last) => {
+                let first = floor_to(last, interval) + interval;
+                if first < oldest {
+                    tracing::warn!(%tenant, rule_id = %id, missed = (oldest - first) / interval,
+                        "alert evaluations too far behind to catch up; skipping to the newest");
+                    oldest
+                } else {
+                    first
+                }
+            }
+        };
+        let outcomes = self.observe(tenant, id, &rule.spec, at, &mut tx).await?;
+        let newest = store::record(&mut tx, tenant, id, at, &outcomes)
+            .await
+            .context("recording the evaluation")?;
+        tx.commit().await.context("committing the evaluation")?;
+        let metrics = &self.live.metrics;
+        metrics.alert_evaluations.inc();
+        metrics
+            .alert_transitions
+            .inc_by(outcomes.iter().filter(|o| o.before != o.after.state).count() as u64);
+        if let Some(version) = newest {
+            self.live.announce_alerts(tenant, u64::try_from(version).unwrap_or(0));
+        }
+        Ok(at < t)
+    }
+
+    /// Evaluates the rule's condition at `at` for every group.
+    async fn observe(
+        &self,
+        tenant: &str,
+        id: Uuid,
+        spec: &RuleSpec,
+        at: Micros,
+        tx: &mut sqlx::PgConnection,
+    ) -> anyhow::Result<Vec<Outcome>> {
+        let query = Query {
+            metric: spec.metric.clone(),
+            aggregations: vec![spec.aggregation],
+            bucket: MINUTE,
+            start: at - spec.window,
+            end: at,
+            filters: spec.filters.clone(),
+            group_by: spec.group_by.clone(),
+        };
+        let (groups, aggs) = read::window(&self.pool, tenant, &query, &self.settings.limits)
+            .await
+            .map_err(|e| anyhow::anyhow!("reading the window: {e}"))?;
+        let previous: BTreeMap<String, Instance> = store::instances(tx, tenant, id)
+            .await
+            .context("reading the instances")?
+            .into_iter()
+            .collect();
+        // One instance per group: the groups the metric has now, the ones
+        // that had instances before, and "" for a rule that groups nothing.
+        let mut all: BTreeSet<&str> = groups.iter().map(String::as_str).collect();
+        all.extend(previous.keys().map(String::as_str));
+        if spec.group_by.is_none() {
+            all.insert("");
+        }
+        let values: BTreeMap<&str, f64> = aggs
+            .iter()
+            .map(|(g, agg)| (groups[*g].as_str(), agg.value(spec.aggregation)))
+            .filter(|(_, v)| !v.is_nan())
+            .collect();
+        Ok(all
+            .into_iter()
+            .map(|group| {
+                let before = previous.get(group).unwrap_or(&Instance::NEW);
+                let value = values.get(group).copied();
+                let observed = match value {
+                    None => Observed::NoData,
+                    Some(v) => Observed::Holds(spec.comparator.holds(v, spec.threshold)),
+                };
+                Outcome {
+                    group: group.to_owned(),
+                    before: before.state,
+                    after: step(before, observed, at, spec.timing()),
+                    value,
+                }
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,236 @@
+//! Alert rules: their CRUD, their evaluation, and the watches that follow
+//! their instances.
+//!
+//! - `rule`: the spec and its checks; `state`: the state machine (Prometheus
+//!   alerting semantics plus `no_data`), pure;
+//! - `store`: rules, instances and history in PostgreSQL;
+//! - `evaluator`: the per-replica loop that claims and evaluates rules;
+//! - `watch`: `WatchAlerts` streams.
+//!
+//! [`Alerts`] is what the gRPC API calls; it never picks a status code of
+//! its own beyond the shared table.
+
+pub mod evaluator;
+pub mod rule;
+pub mod state;
+pub mod store;
+pub mod watch;
+
+use sextant_common::ErrorCode;
+use sextant_proto::analytics::v1 as pb;
+use sextant_proto::common::v1::PageResponse;
+use sqlx::PgPool;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tonic::Status;
+use uuid::Uuid;
+
+use crate::convert::alerts::{instance_pb, rule_pb, spec, state, transition_pb};
+use crate::convert::{self, invalid};
+use crate::live::Live;
+use rule::RuleLimits;
+
+pub const MAX_PAGE_SIZE: u32 = 1000;
+pub const DEFAULT_PAGE_SIZE: u32 = 100;
+
+#[derive(Clone)]
+pub struct Alerts {
+    pub pool: PgPool,
+    pub live: Live,
+    pub limits: RuleLimits,
+}
+
+fn unavailable(error: sqlx::Error) -> Status {
+    tracing::error!(%error, "database error");
+    ErrorCode::Unavailable.status("the alert store is unavailable")
+}
+
+/// A rule id; anything that is not one names no rule of the caller's (404).
+fn rule_id(id: &str) -> Result<Uuid, Status> {
+    Uuid::parse_str(id).map_err(|_| not_found())
+}
+
+fn not_found() -> Status {
+    ErrorCode::NotFound.status("no such alert rule")
+}
+
+/// An optional rule filter: empty for all; a malformed id matches nothing
+/// the caller has, so it is a 404 like an unknown one.
+fn rule_filter(id: &str) -> Result<Option<Uuid>, Status> {
+    if id.is_empty() { Ok(None) } else { rule_id(id).map(Some) }
+}
+
+fn page_size(size: u32) -> Result<i64, Status> {
+    match size {
+        0 => Ok(i64::from(DEFAULT_PAGE_SIZE)),
+        1..=MAX_PAGE_SIZE => Ok(i64::from(size)),
+        _ => Err(invalid(format!("page.page_size must be at most {MAX_PAGE_SIZE}"))),
+    }
+}
+
+fn cursor_error() -> Status {
+    invalid("page.cursor is malformed")
+}
+
+impl Alerts {
+    fn checked(&self, s: Option<pb::AlertRuleSpec>) -> Result<rule::RuleSpec, Status> {
+        let s = spec(s.ok_or_else(|| invalid("spec is required"))?)?;
+        self.limits.check(&s).map_err(invalid)?;
+        Ok(s)
+    }
+
+    pub async fn create(&self, tenant: &str, r: pb::CreateAlertRuleRequest) -> Result<pb::AlertRule, Status> {
+        let s = self.checked(r.spec)?;
+        let rule = store::create(&self.pool, tenant, &s).await.map_err(unavailable)?;
+        Ok(rule_pb(&rule))
+    }
+
+    pub async fn get(&self, tenant: &str, r: pb::GetAlertRuleRequest) -> Result<pb::AlertRule, Status> {
+        let id = rule_id(&r.id)?;
+        let rule = store::get(&self.pool, tenant, id).await.map_err(unavailable)?;
+        rule.map(|r| rule_pb(&r)).ok_or_else(not_found)
+    }
+
+    pub async fn list(&self, tenant: &str, r: pb::ListAlertRulesRequest) -> Result<pb::ListAlertRulesResponse, Status> {
+        let page = r.page.unwrap_or_default();
+        let size = page_size(page.page_size)?;
+        let after = match page.cursor.as_str() {
+            "" => None,
+            c => Some(Uuid::parse_str(c).map_err(|_| cursor_error())?),
+        };
+        let mut rules = store::list(&self.pool, tenant, after, size + 1)
+            .await
+            .map_err(unavailable)?;
+        let more = rules.len() as i64 > size;
+        rules.truncate(usize::try_from(size).unwrap_or(0));
+        let next_cursor = match rules.last() {
+            Some(last) if more => last.id.to_string(),
+            _ => String::new(),
+        };
+        Ok(pb::ListAlertRulesResponse {
+            rules: rules.iter().map(rule_pb).collect(),
+            page: Some(PageResponse { next_cursor }),
+        })
+    }
+
+    pub async fn update(&self, tenant: &str, r: pb::UpdateAlertRuleRequest) -> Result<pb::AlertRule, Status> {
+        let id = rule_id(&r.id)?;
+        let s = self.checked(r.spec)?;
+        let expected = i64::try_from(r.expected_version)
+            .ok()
+            .filter(|v| *v >= 1)
+            .ok_or_else(|| invalid("expected_version is required: the version the update was made from"))?;
+        match store::update(&self.pool, tenant, id, &s, expected)
+            .await
+            .map_err(unavailable)?
+        {
+            store::Updated::Done(rule) => Ok(rule_pb(&rule)),
+            store::Updated::NotFound => Err(not_found()),
+            store::Updated::Stale(current) => Err(ErrorCode::Conflict.status(format!(
+                "the rule is at version {current}, not {expected}: read it again and reapply the change"
+            ))),
+        }
+    }
+
+    pub async fn delete(&self, tenant: &str, r: pb::DeleteAlertRuleRequest) -> Result<(), Status> {
+        let id = rule_id(&r.id)?;
+        if store::delete(&self.pool, tenant, id).await.map_err(unavailable)? {
+            Ok(())
+        } else {
+            Err(not_found())
+        }
+    }
+
+    /// A rule filter must name one of the caller's rules.
+    async fn existing(&self, tenant: &str, id: &str) -> Result<Option<Uuid>, Status> {
+        let Some(id) = rule_filter(id)? else {
+            return Ok(None);
+        };
+        match store::get(&self.pool, tenant, id).await.map_err(unavailable)? {
+            Some(_) => Ok(Some(id)),
+            None => Err(not_found()),
+        }
+    }
+
+    pub async fn instances(
+        &self,
+        tenant: &str,
+        r: pb::ListAlertInstancesRequest,
+    ) -> Result<pb::ListAlertInstancesResponse, Status> {
+        let rule = self.existing(tenant, &r.rule_id).await?;
+        let states = r
+            .states
+            .iter()
+            .map(|s| state(*s).ok_or_else(|| invalid(format!("states: unknown state {s}"))))
+            .collect::<Result<Vec<_>, _>>()?;
+        let page = r.page.unwrap_or_default();
+        let size = page_size(page.page_size)?;
+        let after = match page.cursor.split_once('/') {
+            None if page.cursor.is_empty() => None,
+            Some((rule, group)) => Some((Uuid::parse_str(rule).map_err(|_| cursor_error())?, group.to_owned())),
+            None => return Err(cursor_error()),
+        };
+        let mut rows = store::list_instances(&self.pool, tenant, rule, &states, after, size + 1)
+            .await
+            .map_err(unavailable)?;
+        let more = rows.len() as i64 > size;
+        rows.truncate(usize::try_from(size).unwrap_or(0));
+        let next_cursor = match rows.last() {
+            Some(last) if more => format!("{}/{}", last.rule_id, last.group),
+            _ => String::new(),
+        };
+        Ok(pb::ListAlertInstancesResponse {
+            instances: rows.iter().map(instance_pb).collect(),
+            page: Some(PageResponse { next_cursor }),
+        })
+    }
+
+    pub async fn history(
+        &self,
+        tenant: &str,
+        r: pb::ListAlertHistoryRequest,
+    ) -> Result<pb::ListAlertHistoryResponse, Status> {
+        let rule = self.existing(tenant, &r.rule_id).await?;
+        let range = r.range.unwrap_or_default();
+        let time = |t: Option<prost_types::Timestamp>, field: &str| {
+            t.map(|t| convert::micros(&t).ok_or_else(|| invalid(format!("range.{field} is not a valid time"))))
+                .transpose()
+        };
+        let from = time(range.start, "start")?;
+        let to = time(range.end, "end")?;
+        if let (Some(from), Some(to)) = (from, to)
+            && from > to
+        {
+            return Err(invalid("range.start must not be after range.end"));
+        }
+        let page = r.page.unwrap_or_default();
+        let size = page_size(page.page_size)?;
+        let after = match page.cursor.as_str() {
+            "" => 0,
+            c => c.parse::<i64>().map_err(|_| cursor_error())?,
+        };
+        let mut rows = store::history(&self.pool, tenant, rule, (from, to), after, size + 1)
+            .await
+            .map_err(unavailable)?;
+        let more = rows.len() as i64 > size;
+        rows.truncate(usize::try_from(size).unwrap_or(0));
+        let next_cursor = match rows.last() {
+            Some(last) if more => last.version.to_string(),
+            _ => String::new(),
+        };
+        Ok(pb::ListAlertHistoryResponse {
+            transitions: rows.iter().map(transition_pb).collect(),
+            page: Some(PageResponse { next_cursor }),
+        })
+    }
+
+    pub async fn watch(
+        &self,
+        tenant: String,
+        r: pb::WatchAlertsRequest,
+        shutdown: CancellationToken,
+    ) -> Result<mpsc::Receiver<Result<pb::WatchAlertsResponse, Status>>, Status> {
+        let rule = self.existing(&tenant, &r.rule_id).await?;
+        Ok(watch::start(&self.live, tenant, rule, r.after_version, shutdown))
+    }
+}

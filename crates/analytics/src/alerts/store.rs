@@ -1,0 +1,459 @@
+//! Alert rules, instances and history in PostgreSQL: the CRUD behind the
+//! API, the evaluator's claims and its one transaction per evaluation, and
+//! the reads behind `WatchAlerts`.
+
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::rule::RuleSpec;
+use super::state::{Instance, State};
+use crate::model::{Micros, datetime, micros_of};
+
+/// A stored rule.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub id: Uuid,
+    pub spec: RuleSpec,
+    pub version: i64,
+    pub created_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+}
+
+type RuleRow = (Uuid, sqlx::types::Json<RuleSpec>, i64, OffsetDateTime, OffsetDateTime);
+
+fn rule((id, spec, version, created_at, updated_at): RuleRow) -> Rule {
+    Rule {
+        id,
+        spec: spec.0,
+        version,
+        created_at,
+        updated_at,
+    }
+}
+
+const RULE_COLUMNS: &str = "id, spec, version, created_at, updated_at";
+
+pub async fn create(pool: &PgPool, tenant: &str, spec: &RuleSpec) -> Result<Rule, sqlx::Error> {
+    let row: RuleRow = sqlx::query_as(&format!(
+        "INSERT INTO alert_rules (tenant, id, spec, enabled) VALUES ($1, $2, $3, $4) RETURNING {RULE_COLUMNS}"
+    ))
+    .bind(tenant)
+    .bind(Uuid::now_v7())
+    .bind(sqlx::types::Json(spec))
+    .bind(spec.enabled)
+    .fetch_one(pool)
+    .await?;
+    Ok(rule(row))
+}
+
+pub async fn get(pool: &PgPool, tenant: &str, id: Uuid) -> Result<Option<Rule>, sqlx::Error> {
+    let row: Option<RuleRow> = sqlx::query_as(&format!(
+        "SELECT {RULE_COLUMNS} FROM alert_rules WHERE tenant = $1 AND id = $2"
+    ))
+    .bind(tenant)
+    .bind(id)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(rule))
+}
+
+/// Rules after `after` in id (creation) order.
+pub async fn list(pool: &PgPool, tenant: &str, after: Option<Uuid>, limit: i64) -> Result<Vec<Rule>, sqlx::Error> {
+    let rows: Vec<RuleRow> = sqlx::query_as(&format!(
+        "SELECT {RULE_COLUMNS} FROM alert_rules WHERE tenant = $1 AND ($2::uuid IS NULL OR id > $2)
+         ORDER BY id LIMIT $3"
+    ))
+    .bind(tenant)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(rule).collect())
+}
+
+pub enum Updated {
+    Done(Box<Rule>),
+    NotFound,
+    /// The rule is at another version (the current one).
+    Stale(i64),
+}
+
+/// Replaces the spec if the rule is at `expected` (optimistic concurrency).
+pub async fn update(
+    pool: &PgPool,
+    tenant: &str,
+    id: Uuid,
+    spec: &RuleSpec,
+    expected: i64,
+) -> Result<Updated, sqlx::Error> {
+    let row: Option<RuleRow> = sqlx::query_as(&format!(
+        "UPDATE alert_rules SET spec = $3, enabled = $4, version = version + 1, updated_at = now()
+         WHERE tenant = $1 AND id = $2 AND version = $5 RETURNING {RULE_COLUMNS}"
+    ))
+    .bind(tenant)
+    .bind(id)
+    .bind(sqlx::types::Json(spec))
+    .bind(spec.enabled)
+    .bind(expected)
+    .fetch_optional(pool)
+    .await?;
+    if let Some(row) = row {
+        return Ok(Updated::Done(Box::new(rule(row))));
+    }
+    let current: Option<i64> = sqlx::query_scalar("SELECT version FROM alert_rules WHERE tenant = $1 AND id = $2")
+        .bind(tenant)
+        .bind(id)
+        .fetch_optional(pool)
+        .await?;
+    Ok(current.map_or(Updated::NotFound, Updated::Stale))
+}
+
+/// Deletes a rule with its instances and history; `false` when there was none.
+pub async fn delete(pool: &PgPool, tenant: &str, id: Uuid) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query("DELETE FROM alert_rules WHERE tenant = $1 AND id = $2")
+        .bind(tenant)
+        .bind(id)
+        .execute(pool)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+// ---------- evaluation ----------
+
+/// Claims (or renews) up to `limit` enabled rules for `owner` until
+/// `now + lease`: the ones it holds and the ones nobody holds. Returns them.
+pub async fn claim(pool: &PgPool, owner: &str, lease: Micros, limit: i64) -> Result<Vec<(String, Uuid)>, sqlx::Error> {
+    sqlx::query_as(
+        "UPDATE alert_rules r SET owner = $1, lease_until = now() + make_interval(secs => $2::float8 / 1e6)
+         FROM (SELECT tenant, id FROM alert_rules
+               WHERE enabled AND (owner = $1 OR lease_until IS NULL OR lease_until < now())
+               ORDER BY lease_until NULLS FIRST
+               FOR UPDATE SKIP LOCKED LIMIT $3) due
+         WHERE r.tenant = due.tenant AND r.id = due.id
+         RETURNING r.tenant, r.id",
+    )
+    .bind(owner)
+    .bind(lease as f64)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// Gives a replica's claims up (on shutdown), so another takes over at once.
+pub async fn release(pool: &PgPool, owner: &str) -> Result<u64, sqlx::Error> {
+    Ok(
+        sqlx::query("UPDATE alert_rules SET owner = NULL, lease_until = NULL WHERE owner = $1")
+            .bind(owner)
+            .execute(pool)
+            .await?
+            .rows_affected(),
+    )
+}
+
+/// A rule as one evaluation sees it, locked for the evaluation's transaction.
+pub struct Locked {
+    pub spec: RuleSpec,
+    pub evaluated_at: Option<Micros>,
+    pub owner: Option<String>,
+}
+
+pub async fn lock(tx: &mut PgConnection, tenant: &str, id: Uuid) -> Result<Option<Locked>, sqlx::Error> {
+    let row: Option<(sqlx::types::Json<RuleSpec>, Option<OffsetDateTime>, Option<String>)> =
+        sqlx::query_as("SELECT spec, evaluated_at, owner FROM alert_rules WHERE tenant = $1 AND id = $2 FOR UPDATE")
+            .bind(tenant)
+            .bind(id)
+            .fetch_optional(tx)
+            .await?;
+    Ok(row.map(|(spec, evaluated_at, owner)| Locked {
+        spec: spec.0,
+        evaluated_at: evaluated_at.map(micros_of),
+        owner,
+    }))
+}
+
+/// Per group, the instance as the last evaluation left it.
+pub async fn instances(
+    tx: &mut PgConnection,
+    tenant: &str,
+    rule: Uuid,
+) -> Result<Vec<(String, Instance)>, sqlx::Error> {
+    let rows: Vec<(String, String, Option<OffsetDateTime>, Option<OffsetDateTime>)> = sqlx::query_as(
+        "SELECT grp, state, active_since, keep_firing_since FROM alert_instances
+         WHERE tenant = $1 AND rule_id = $2",
+    )
+    .bind(tenant)
+    .bind(rule)
+    .fetch_all(tx)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(group, state, active_since, keep_firing_since)| {
+            (
+                group,
+                Instance {
+                    state: State::parse(&state).unwrap_or(State::Inactive),
+                    active_since: active_since.map(micros_of),
+                    keep_firing_since: keep_firing_since.map(micros_of),
+                },
+            )
+        })
+        .collect())
+}
+
+/// One group's outcome of an evaluation at `at`.
+pub struct Outcome {
+    pub group: String,
+    pub before: State,
+    pub after: Instance,
+    /// The aggregation's value; `None` for no data.
+    pub value: Option<f64>,
+}
+
+/// Writes an evaluation at `at`: every instance, a history row per state
+/// change (numbered by the tenant's alert version), and the rule's
+/// `evaluated_at`. Returns the newest version handed out, if any.
+pub async fn record(
+    tx: &mut Transaction<'_, Postgres>,
+    tenant: &str,
+    rule: Uuid,
+    at: Micros,
+    outcomes: &[Outcome],
+) -> Result<Option<i64>, sqlx::Error> {
+    let changed: Vec<&Outcome> = outcomes.iter().filter(|o| o.before != o.after.state).collect();
+    let mut first_version = 0;
+    let mut newest = None;
+    if !changed.is_empty() {
+        let n = changed.len() as i64;
+        let top: i64 = sqlx::query_scalar(
+            "INSERT INTO alert_streams (tenant, version) VALUES ($1, $2)
+             ON CONFLICT (tenant) DO UPDATE SET version = alert_streams.version + $2
+             RETURNING version",
+        )
+        .bind(tenant)
+        .bind(n)
+        .fetch_one(&mut **tx)
+        .await?;
+        first_version = top - n + 1;
+        newest = Some(top);
+    }
+    let mut version_of = std::collections::HashMap::new();
+    for (i, o) in changed.iter().enumerate() {
+        version_of.insert(o.group.as_str(), first_version + i as i64);
+    }
+    if !changed.is_empty() {
+        sqlx::query(
+            "INSERT INTO alert_history (tenant, version, rule_id, grp, from_state, to_state, value, at)
+             SELECT $1, v, $2, g, f, t, val, $3
+             FROM unnest($4::int8[], $5::text[], $6::text[], $7::text[], $8::float8[]) AS x(v, g, f, t, val)",
+        )
+        .bind(tenant)
+        .bind(rule)
+        .bind(datetime(at))
+        .bind(changed.iter().map(|o| version_of[o.group.as_str()]).collect::<Vec<_>>())
+        .bind(changed.iter().map(|o| o.group.as_str()).collect::<Vec<_>>())
+        .bind(changed.iter().map(|o| o.before.as_str()).collect::<Vec<_>>())
+        .bind(changed.iter().map(|o| o.after.state.as_str()).collect::<Vec<_>>())
+        .bind(changed.iter().map(|o| o.value).collect::<Vec<_>>())
+        .execute(&mut **tx)
+        .await?;
+    }
+    let opt_time = |m: Option<Micros>| m.map(datetime);
+    sqlx::query(
+        "INSERT INTO alert_instances AS i (tenant, rule_id, grp, state, value, active_since, keep_firing_since,
+                                           last_evaluated_at, version)
+         SELECT $1, $2, g, s, val, a, k, $3, coalesce(v, 0)
+         FROM unnest($4::text[], $5::text[], $6::float8[], $7::timestamptz[], $8::timestamptz[], $9::int8[])
+              AS x(g, s, val, a, k, v)
+         ON CONFLICT (tenant, rule_id, grp) DO UPDATE SET
+           state = excluded.state, value = excluded.value, active_since = excluded.active_since,
+           keep_firing_since = excluded.keep_firing_since, last_evaluated_at = excluded.last_evaluated_at,
+           version = CASE WHEN excluded.version > 0 THEN excluded.version ELSE i.version END",
+    )
+    .bind(tenant)
+    .bind(rule)
+    .bind(datetime(at))
+    .bind(outcomes.iter().map(|o| o.group.as_str()).collect::<Vec<_>>())
+    .bind(outcomes.iter().map(|o| o.after.state.as_str()).collect::<Vec<_>>())
+    .bind(outcomes.iter().map(|o| o.value).collect::<Vec<_>>())
+    .bind(
+        outcomes
+            .iter()
+            .map(|o| opt_time(o.after.active_since))
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        outcomes
+            .iter()
+            .map(|o| opt_time(o.after.keep_firing_since))
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        outcomes
+            .iter()
+            .map(|o| version_of.get(o.group.as_str()).copied())
+            .collect::<Vec<_>>(),
+    )
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query("UPDATE alert_rules SET evaluated_at = $3 WHERE tenant = $1 AND id = $2")
+        .bind(tenant)
+        .bind(rule)
+        .bind(datetime(at))
+        .execute(&mut **tx)
+        .await?;
+    Ok(newest)
+}
+
+// ---------- reads ----------
+
+/// An instance as listed and watched.
+#[derive(Debug, Clone)]
+pub struct InstanceRow {
+    pub rule_id: Uuid,
+    pub group: String,
+    pub state: State,
+    pub value: Option<f64>,
+    pub active_since: Option<OffsetDateTime>,
+    pub last_evaluated_at: OffsetDateTime,
+    pub version: i64,
+}
+
+type InstanceTuple = (
+    Uuid,
+    String,
+    String,
+    Option<f64>,
+    Option<OffsetDateTime>,
+    OffsetDateTime,
+    i64,
+);
+
+fn instance_row(
+    (rule_id, group, state, value, active_since, last_evaluated_at, version): InstanceTuple,
+) -> InstanceRow {
+    InstanceRow {
+        rule_id,
+        group,
+        state: State::parse(&state).unwrap_or(State::Inactive),
+        value,
+        active_since,
+        last_evaluated_at,
+        version,
+    }
+}
+
+/// Instances of one rule (or all), in some states (or all), after the
+/// cursor `(rule, group)`, in that order.
+pub async fn list_instances(
+    executor: impl sqlx::PgExecutor<'_>,
+    tenant: &str,
+    rule: Option<Uuid>,
+    states: &[State],
+    after: Option<(Uuid, String)>,
+    limit: i64,
+) -> Result<Vec<InstanceRow>, sqlx::Error> {
+    let states: Vec<&str> = states.iter().map(|s| s.as_str()).collect();
+    let (after_rule, after_group) = after.unzip();
+    let rows: Vec<InstanceTuple> = sqlx::query_as(
+        "SELECT rule_id, grp, state, value, active_since, last_evaluated_at, version FROM alert_instances
+         WHERE tenant = $1 AND ($2::uuid IS NULL OR rule_id = $2)
+           AND (cardinality($3::text[]) = 0 OR state = ANY($3))
+           AND ($4::uuid IS NULL OR (rule_id, grp) > ($4, $5))
+         ORDER BY rule_id, grp LIMIT $6",
+    )
+    .bind(tenant)
+    .bind(rule)
+    .bind(&states)
+    .bind(after_rule)
+    .bind(after_group.unwrap_or_default())
+    .bind(limit)
+    .fetch_all(executor)
+    .await?;
+    Ok(rows.into_iter().map(instance_row).collect())
+}
+
+/// A recorded transition.
+#[derive(Debug, Clone)]
+pub struct TransitionRow {
+    pub version: i64,
+    pub rule_id: Uuid,
+    pub group: String,
+    pub from: State,
+    pub to: State,
+    pub value: Option<f64>,
+    pub at: OffsetDateTime,
+}
+
+type TransitionTuple = (i64, Uuid, String, String, String, Option<f64>, OffsetDateTime);
+
+fn transition_row((version, rule_id, group, from, to, value, at): TransitionTuple) -> TransitionRow {
+    TransitionRow {
+        version,
+        rule_id,
+        group,
+        from: State::parse(&from).unwrap_or(State::Inactive),
+        to: State::parse(&to).unwrap_or(State::Inactive),
+        value,
+        at,
+    }
+}
+
+/// Transitions of one rule (or all) in `[from, to)`, after version `after`,
+/// oldest first.
+pub async fn history(
+    pool: &PgPool,
+    tenant: &str,
+    rule: Option<Uuid>,
+    range: (Option<Micros>, Option<Micros>),
+    after: i64,
+    limit: i64,
+) -> Result<Vec<TransitionRow>, sqlx::Error> {
+    let rows: Vec<TransitionTuple> = sqlx::query_as(
+        "SELECT version, rule_id, grp, from_state, to_state, value, at FROM alert_history
+         WHERE tenant = $1 AND ($2::uuid IS NULL OR rule_id = $2)
+           AND ($3::timestamptz IS NULL OR at >= $3) AND ($4::timestamptz IS NULL OR at < $4)
+           AND version > $5
+         ORDER BY version LIMIT $6",
+    )
+    .bind(tenant)
+    .bind(rule)
+    .bind(range.0.map(datetime))
+    .bind(range.1.map(datetime))
+    .bind(after)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(transition_row).collect())
+}
+
+/// The tenant's newest alert version and the newest pruned one.
+pub async fn stream_position(executor: impl sqlx::PgExecutor<'_>, tenant: &str) -> Result<(i64, i64), sqlx::Error> {
+    let row: Option<(i64, i64)> = sqlx::query_as("SELECT version, pruned FROM alert_streams WHERE tenant = $1")
+        .bind(tenant)
+        .fetch_optional(executor)
+        .await?;
+    Ok(row.unwrap_or((0, 0)))
+}
+
+/// Deletes history older than `keep` (µs) for every tenant, noting per tenant
+/// the newest version deleted.
+pub async fn prune_history(pool: &PgPool, keep: Micros) -> Result<u64, sqlx::Error> {
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "WITH gone AS (
+           DELETE FROM alert_history WHERE at < now() - make_interval(secs => $1::float8 / 1e6)
+           RETURNING tenant, version)
+         SELECT tenant, max(version) FROM gone GROUP BY tenant",
+    )
+    .bind(keep as f64)
+    .fetch_all(pool)
+    .await?;
+    for (tenant, version) in &rows {
+        sqlx::query("UPDATE alert_streams SET pruned = greatest(pruned, $2) WHERE tenant = $1")
+            .bind(tenant)
+            .bind(version)
+            .execute(pool)
+            .await?;
+    }
+    Ok(rows.len() as u64)
+}

@@ -1,0 +1,259 @@
+//! `/api/v1/alerts…`: alert rules (create, read, list, replace with
+//! optimistic concurrency, delete), their instances and their history. The
+//! gateway checks the JSON's shape; the analytics service checks the rule.
+
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sextant_common::ErrorCode;
+use sextant_proto::analytics::v1 as pb;
+use sextant_proto::common::v1::{PageRequest, TimeRange};
+use time::OffsetDateTime;
+
+use super::metrics::{next, read};
+use crate::auth::Principal;
+use crate::backends::{Backends, request};
+use crate::convert::alerts::{RuleBody, StateName, instance_json, rule_json, transition_json};
+use crate::convert::timestamp;
+use crate::error::{ApiError, JsonBody};
+
+/// The largest page of the lists.
+const MAX_PAGE_SIZE: u32 = 1000;
+
+fn invalid(message: impl Into<String>) -> ApiError {
+    ApiError::new(ErrorCode::InvalidArgument, message)
+}
+
+fn page(page_size: Option<u32>, cursor: &Option<String>) -> Result<PageRequest, ApiError> {
+    if let Some(size) = page_size
+        && !(1..=MAX_PAGE_SIZE).contains(&size)
+    {
+        return Err(invalid(format!("page_size must be between 1 and {MAX_PAGE_SIZE}")));
+    }
+    Ok(PageRequest {
+        page_size: page_size.unwrap_or(0),
+        cursor: cursor.clone().unwrap_or_default(),
+    })
+}
+
+/// A rule, with its version as the `ETag`.
+fn rule_response(mut reply: actix_web::HttpResponseBuilder, rule: &pb::AlertRule) -> HttpResponse {
+    reply
+        .insert_header((header::ETAG, format!("\"{}\"", rule.version)))
+        .json(rule_json(rule))
+}
+
+pub async fn create(
+    principal: Principal,
+    backends: web::Data<Backends>,
+    JsonBody(body): JsonBody<RuleBody>,
+) -> Result<HttpResponse, ApiError> {
+    if body.version.is_some() {
+        return Err(invalid("version is set by the service; send it only with PUT"));
+    }
+    let message = pb::CreateAlertRuleRequest {
+        spec: Some(body.spec().map_err(invalid)?),
+    };
+    let rule = backends
+        .analytics()
+        .create_alert_rule(request(&principal.caller(), message)?)
+        .await?
+        .into_inner();
+    let mut reply = HttpResponse::Created();
+    reply.insert_header((header::LOCATION, format!("/api/v1/alerts/rules/{}", rule.id)));
+    Ok(rule_response(reply, &rule))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    page_size: Option<u32>,
+    cursor: Option<String>,
+}
+
+pub async fn list(
+    principal: Principal,
+    backends: web::Data<Backends>,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let message = pb::ListAlertRulesRequest {
+        page: Some(page(query.page_size, &query.cursor)?),
+    };
+    let response = read(&backends, &principal, message, |mut c, m| async move {
+        c.list_alert_rules(m).await
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(json!({
+        "rules": response.rules.iter().map(rule_json).collect::<Vec<_>>(),
+        "next_cursor": next(response.page),
+    })))
+}
+
+pub async fn get(
+    principal: Principal,
+    backends: web::Data<Backends>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let message = pb::GetAlertRuleRequest { id: id.into_inner() };
+    let rule = read(&backends, &principal, message, |mut c, m| async move {
+        c.get_alert_rule(m).await
+    })
+    .await?;
+    Ok(rule_response(HttpResponse::Ok(), &rule))
+}
+
+/// The version an `If-Match` header names: `"3"`, `W/"3"` or `3`.
+fn if_match(req: &HttpRequest) -> Result<Option<u64>, ApiError> {
+    let Some(value) = req.headers().get(header::IF_MATCH) else {
+        return Ok(None);
+    };
+    value
+        .to_str()
+        .ok()
+        .map(|v| v.trim().trim_start_matches("W/").trim_matches('"'))
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|v| *v >= 1)
+        .map(Some)
+        .ok_or_else(|| invalid("If-Match must name one rule version, e.g. \"3\""))
+}
+
+pub async fn replace(
+    req: HttpRequest,
+    principal: Principal,
+    backends: web::Data<Backends>,
+    id: web::Path<String>,
+    JsonBody(body): JsonBody<RuleBody>,
+) -> Result<HttpResponse, ApiError> {
+    let header = if_match(&req)?;
+    let expected = match (header, body.version) {
+        (Some(h), Some(b)) if h != b => {
+            return Err(invalid("If-Match and version name different versions"));
+        }
+        (Some(v), _) | (None, Some(v)) => v,
+        (None, None) => {
+            return Err(invalid(
+                "name the version the change was made from: version in the body, or If-Match",
+            ));
+        }
+    };
+    if expected == 0 {
+        return Err(invalid("version must be at least 1"));
+    }
+    let message = pb::UpdateAlertRuleRequest {
+        id: id.into_inner(),
+        spec: Some(body.spec().map_err(invalid)?),
+        expected_version: expected,
+    };
+    let result = backends
+        .analytics()
+        .update_alert_rule(request(&principal.caller(), message)?)
+        .await;
+    match result {
+        Ok(rule) => Ok(rule_response(HttpResponse::Ok(), &rule.into_inner())),
+        // A stale If-Match is a failed precondition (RFC 9110); a stale
+        // body version a conflict.
+        Err(status) if header.is_some() && ErrorCode::of_status(&status) == ErrorCode::Conflict => {
+            Err(ApiError::new(ErrorCode::PreconditionFailed, status.message()))
+        }
+        Err(status) => Err(status.into()),
+    }
+}
+
+pub async fn delete(
+    principal: Principal,
+    backends: web::Data<Backends>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let message = pb::DeleteAlertRuleRequest { id: id.into_inner() };
+    backends
+        .analytics()
+        .delete_alert_rule(request(&principal.caller(), message)?)
+        .await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstancesQuery {
+    rule_id: Option<String>,
+    /// Comma-separated states.
+    state: Option<String>,
+    page_size: Option<u32>,
+    cursor: Option<String>,
+}
+
+fn states(list: Option<&str>) -> Result<Vec<i32>, ApiError> {
+    let Some(list) = list else { return Ok(Vec::new()) };
+    list.split(',')
+        .map(|s| {
+            serde_json::from_value::<StateName>(Value::from(s.trim()))
+                .map(|s| s.pb() as i32)
+                .map_err(|_| {
+                    invalid(format!(
+                        "state {s:?} is not one of inactive, pending, firing, resolved, no_data"
+                    ))
+                })
+        })
+        .collect()
+}
+
+pub async fn instances(
+    principal: Principal,
+    backends: web::Data<Backends>,
+    query: web::Query<InstancesQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let message = pb::ListAlertInstancesRequest {
+        rule_id: query.rule_id.clone().unwrap_or_default(),
+        states: states(query.state.as_deref())?,
+        page: Some(page(query.page_size, &query.cursor)?),
+    };
+    let response = read(&backends, &principal, message, |mut c, m| async move {
+        c.list_alert_instances(m).await
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(json!({
+        "instances": response.instances.iter().map(instance_json).collect::<Vec<_>>(),
+        "next_cursor": next(response.page),
+    })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryQuery {
+    rule_id: Option<String>,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    start: Option<OffsetDateTime>,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    end: Option<OffsetDateTime>,
+    page_size: Option<u32>,
+    cursor: Option<String>,
+}
+
+pub async fn history(
+    principal: Principal,
+    backends: web::Data<Backends>,
+    query: web::Query<HistoryQuery>,
+) -> Result<HttpResponse, ApiError> {
+    if let (Some(start), Some(end)) = (query.start, query.end)
+        && start > end
+    {
+        return Err(invalid("start must not be after end"));
+    }
+    let message = pb::ListAlertHistoryRequest {
+        rule_id: query.rule_id.clone().unwrap_or_default(),
+        range: Some(TimeRange {
+            start: query.start.map(timestamp),
+            end: query.end.map(timestamp),
+        }),
+        page: Some(page(query.page_size, &query.cursor)?),
+    };
+    let response = read(&backends, &principal, message, |mut c, m| async move {
+        c.list_alert_history(m).await
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(json!({
+        "transitions": response.transitions.iter().map(transition_json).collect::<Vec<_>>(),
+        "next_cursor": next(response.page),
+    })))
+}
