@@ -409,7 +409,7 @@ async fn bad_rules_and_stale_updates_are_refused_and_change_nothing() {
         ("threshold not a number", with("threshold", json!("high")), "threshold"),
         ("threshold missing", with("threshold", Value::Null), "threshold"),
         ("bad metric name", with("metric", json!("9lives")), "metric"),
-        ("empty name", with("name", json!("  ")), "name"),
+        ("empty name", with("name", json!("")), "name"),
         ("missing metric", without("metric"), "metric"),
         ("empty group_by", with("group_by", json!("")), "group_by"),
         ("bad group_by", with("group_by", json!("a b")), "group_by"),

@@ -37,6 +37,8 @@ async fn the_served_openapi_document_holds_under_property_based_fuzzing() {
     let workdir = tempfile::tempdir().expect("a temporary directory");
     let output = tokio::process::Command::new(cli)
         .current_dir(workdir.path())
+        .arg("--config-file")
+        .arg(scripts.join("schemathesis.toml"))
         .arg("run")
         .arg(system.url("/api/v1/openapi.json"))
         .args(["--url", &system.url("")])

@@ -71,10 +71,9 @@ fn hold(d: Option<&prost_types::Duration>, field: &str, max: model::Micros) -> R
 /// A spec as received, checked field by field (the checks that need the
 /// service's configuration come after, in `RuleLimits::check`).
 pub fn spec(s: pb::AlertRuleSpec) -> Result<RuleSpec, Status> {
-    let name = s.name.trim();
-    if name.is_empty() || s.name.len() > MAX_NAME || s.name.contains('\0') {
+    if s.name.is_empty() || s.name.chars().count() > MAX_NAME || s.name.contains('\0') {
         return Err(invalid(format!(
-            "spec.name is required: 1 to {MAX_NAME} bytes, without U+0000"
+            "spec.name is required: 1 to {MAX_NAME} characters, without U+0000"
         )));
     }
     if !valid_name(&s.metric) {
@@ -118,9 +117,9 @@ pub fn spec(s: pb::AlertRuleSpec) -> Result<RuleSpec, Status> {
         if !valid_name(key) {
             return Err(invalid(format!("spec.annotations key {key:?} {}", model::NAME_RULE)));
         }
-        if value.len() > MAX_ANNOTATION_VALUE || value.contains('\0') {
+        if value.chars().count() > MAX_ANNOTATION_VALUE || value.contains('\0') {
             return Err(invalid(format!(
-                "spec.annotations.{key} must be at most {MAX_ANNOTATION_VALUE} bytes, without U+0000"
+                "spec.annotations.{key} must be at most {MAX_ANNOTATION_VALUE} characters, without U+0000"
             )));
         }
     }
