@@ -145,16 +145,7 @@ impl TestSystem {
                 .unwrap_or_else(|e| panic!("starting {service}: {e:#}"));
             (process, env)
         };
-        let mut analytics_extra = vec![
-            ("SEXTANT_ANALYTICS__AMQP__URL".to_owned(), amqp_url.clone()),
-            ("SEXTANT_ANALYTICS__AMQP__PREFIX".to_owned(), format!("e2e-{id}")),
-            (
-                "SEXTANT_ANALYTICS__AMQP__RECONNECT_MAX_DELAY".to_owned(),
-                "500ms".to_owned(),
-            ),
-        ];
-        analytics_extra.extend(builder.analytics_env.iter().cloned());
-        let (analytics, analytics_env) = backend("analytics", analytics_extra);
+        // Jobs first: analytics submits webhook deliveries to it.
         let mut jobs_extra = builder.jobs_env.clone();
         jobs_extra.splice(
             0..0,
@@ -163,9 +154,32 @@ impl TestSystem {
                 ("SEXTANT_JOBS__AMQP__PREFIX".to_owned(), format!("e2e-{id}")),
                 ("SEXTANT_JOBS__AMQP__RECONNECT_MAX_DELAY".to_owned(), "500ms".to_owned()),
                 ("SEXTANT_JOBS__QUEUE__DIAGNOSTIC_KINDS".to_owned(), "true".to_owned()),
+                // Webhook receivers in tests listen on loopback.
+                (
+                    "SEXTANT_JOBS__NOTIFY__ALLOW_HOSTS".to_owned(),
+                    r#"["127.0.0.1"]"#.to_owned(),
+                ),
             ],
         );
         let (jobs, jobs_env) = backend("jobs", jobs_extra);
+        let mut analytics_extra = vec![
+            ("SEXTANT_ANALYTICS__AMQP__URL".to_owned(), amqp_url.clone()),
+            ("SEXTANT_ANALYTICS__AMQP__PREFIX".to_owned(), format!("e2e-{id}")),
+            (
+                "SEXTANT_ANALYTICS__AMQP__RECONNECT_MAX_DELAY".to_owned(),
+                "500ms".to_owned(),
+            ),
+            (
+                "SEXTANT_ANALYTICS__JOBS__URL".to_owned(),
+                format!("http://{}", jobs.addr),
+            ),
+            (
+                "SEXTANT_ANALYTICS__ALERTS__WEBHOOK_HOSTS".to_owned(),
+                r#"["127.0.0.1"]"#.to_owned(),
+            ),
+        ];
+        analytics_extra.extend(builder.analytics_env.iter().cloned());
+        let (analytics, analytics_env) = backend("analytics", analytics_extra);
         let (exports, _) = backend("exports", vec![]);
 
         let mut env = common.clone();

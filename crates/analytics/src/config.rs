@@ -91,6 +91,16 @@ max_window = "24h"
 max_catch_up = 240
 # Transitions are kept in the history this long.
 history = "90days"
+# Hosts a rule's webhook may point at: "host" (any port) or "host:port".
+# Empty: no webhooks. The jobs service checks the same at delivery
+# (jobs.notify.allow_hosts).
+webhook_hosts = []
+# Delivery attempts per notification (the notify job's max_attempts).
+webhook_attempts = 5
+
+[analytics.jobs]
+# The jobs service, which delivers webhook notifications as `notify` jobs.
+url = "http://127.0.0.1:50052"
 "#;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -111,6 +121,13 @@ pub struct AnalyticsConfig {
     pub retention: RetentionConfig,
     pub live: LiveConfig,
     pub alerts: AlertsConfig,
+    pub jobs: JobsLink,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobsLink {
+    pub url: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -175,6 +192,8 @@ pub struct AlertsConfig {
     pub max_catch_up: u32,
     #[serde(with = "humantime_serde")]
     pub history: Duration,
+    pub webhook_hosts: Vec<String>,
+    pub webhook_attempts: u32,
 }
 
 const MINUTE: Duration = Duration::from_secs(60);
@@ -291,9 +310,9 @@ impl Validate for Config {
             "must be between 100ms and 1h",
         );
         problems.check(
-            al.max_window >= al.interval && al.max_window <= r.raw,
+            al.max_window >= al.interval && al.max_window <= Duration::from_secs(366 * 24 * 3600),
             "analytics.alerts.max_window",
-            "must be between analytics.alerts.interval and analytics.retention.raw",
+            "must be between analytics.alerts.interval and 366 days",
         );
         problems.check(
             (1..=100_000).contains(&al.max_catch_up),
@@ -304,6 +323,19 @@ impl Validate for Config {
             al.history >= Duration::from_secs(3600),
             "analytics.alerts.history",
             "must be at least 1h",
+        );
+        if let Err(e) = sextant_common::outbound::AllowList::parse(&al.webhook_hosts) {
+            problems.add("analytics.alerts.webhook_hosts", e);
+        }
+        problems.check(
+            (1..=20).contains(&al.webhook_attempts),
+            "analytics.alerts.webhook_attempts",
+            "must be between 1 and 20",
+        );
+        problems.check(
+            url::Url::parse(&a.jobs.url).is_ok_and(|u| matches!(u.scheme(), "http" | "https")),
+            "analytics.jobs.url",
+            "must be an http:// or https:// URL",
         );
         self.internal.validate(problems);
         self.telemetry.validate(problems);

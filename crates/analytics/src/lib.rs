@@ -40,6 +40,7 @@ pub use config::Config;
 
 use crate::alerts::Alerts;
 use crate::alerts::evaluator::{Evaluator, EvaluatorSettings};
+use crate::alerts::notifier::{JobsClient, Notifier};
 use crate::alerts::rule::RuleLimits;
 use crate::api::AnalyticsApi;
 use crate::live::{Live, LiveTasks, WatchSettings};
@@ -66,6 +67,7 @@ pub struct Application {
     api: AnalyticsApi,
     live_tasks: LiveTasks,
     evaluator: Evaluator,
+    notifier: Notifier,
     upkeep: Upkeep,
     metrics: metrics::Metrics,
 }
@@ -123,6 +125,7 @@ impl Application {
             },
             metrics.clone(),
         );
+        let cue = Arc::new(tokio::sync::Notify::new());
         let evaluator = Evaluator::new(
             pool.clone(),
             EvaluatorSettings {
@@ -131,13 +134,22 @@ impl Application {
                 limits,
             },
             live.clone(),
+            cue.clone(),
         );
+        let notifier = Notifier {
+            pool: pool.clone(),
+            jobs: jobs_client(&a.jobs.url, &config.internal.secret)?,
+            attempts: a.alerts.webhook_attempts,
+            cue,
+        };
         let alerts = Alerts {
             pool: pool.clone(),
             live: live.clone(),
             limits: RuleLimits {
                 interval: micros(a.alerts.interval),
                 max_window: micros(a.alerts.max_window),
+                webhook_hosts: sextant_common::outbound::AllowList::parse(&a.alerts.webhook_hosts)
+                    .map_err(|e| anyhow::anyhow!("analytics.alerts.webhook_hosts: {e}"))?,
             },
         };
         let api = AnalyticsApi {
@@ -160,6 +172,7 @@ impl Application {
             api,
             live_tasks,
             evaluator,
+            notifier,
             upkeep,
             metrics,
         })
@@ -179,6 +192,7 @@ impl Application {
         // The evaluator stops with the server's shutdown signal and hands its
         // rules over, so another replica takes them at its next tick.
         let evaluator = tokio::spawn(self.evaluator.run(shutdown.clone()));
+        let notifier = tokio::spawn(self.notifier.run(tasks_stop.clone()));
         // Watch streams end as soon as shutdown starts, so the server can drain.
         let watches = self.api.shutdown.clone();
         let stop_watches = shutdown.clone();
@@ -194,6 +208,7 @@ impl Application {
             .await;
         tasks_stop.cancel();
         let _ = evaluator.await;
+        let _ = notifier.await;
         let _ = live.await;
         let _ = upkeep.await;
         self.amqp_stop.cancel();
@@ -258,4 +273,18 @@ impl Upkeep {
 /// A duration as a PostgreSQL interval literal.
 fn interval(d: Duration) -> String {
     format!("{} milliseconds", d.as_millis())
+}
+
+/// A lazy client of the jobs service, with the internal secret on every call.
+fn jobs_client(url: &str, secret: &secrecy::SecretString) -> anyhow::Result<JobsClient> {
+    let channel = tonic::transport::Endpoint::from_shared(url.to_owned())?
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(10))
+        .connect_lazy();
+    Ok(
+        sextant_proto::jobs::v1::job_service_client::JobServiceClient::with_interceptor(
+            channel,
+            sextant_common::internal_auth::ClientAuth::new(secret)?,
+        ),
+    )
 }

@@ -18,6 +18,10 @@ use crate::ErrorCode;
 pub const SECRET_HEADER: &str = "x-sextant-internal-secret";
 pub const TENANT_HEADER: &str = "x-sextant-tenant";
 pub const USER_HEADER: &str = "x-sextant-user";
+/// Set by a service calling another on its own behalf (never by the
+/// gateway): the caller's service name. Some operations (internal job
+/// kinds) are open only to such calls.
+pub const SERVICE_HEADER: &str = "x-sextant-service";
 
 /// Paths callable without the secret.
 const OPEN_PREFIXES: &[&str] = &["/grpc.health.v1.Health/"];

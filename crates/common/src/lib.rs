@@ -13,6 +13,7 @@ pub mod error;
 pub mod grpc;
 pub mod internal_auth;
 pub mod metrics;
+pub mod outbound;
 pub mod shutdown;
 pub mod telemetry;
 

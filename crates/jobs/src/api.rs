@@ -77,9 +77,13 @@ impl JobsApi {
     async fn submit(
         &self,
         tenant: &str,
+        internal: bool,
         requests: Vec<SubmitJobRequest>,
     ) -> Result<Vec<Result<SubmitJobResponse, Invalid>>, Invalid> {
-        let validated: Vec<Result<NewJob, Invalid>> = requests.into_iter().map(|r| self.validate(tenant, r)).collect();
+        let validated: Vec<Result<NewJob, Invalid>> = requests
+            .into_iter()
+            .map(|r| self.validate(tenant, internal, r))
+            .collect();
         let valid: Vec<NewJob> = validated.iter().filter_map(|v| v.as_ref().ok()).cloned().collect();
         let mut inserted = if valid.is_empty() {
             Vec::new()
@@ -124,8 +128,8 @@ impl JobsApi {
         Ok(outcomes)
     }
 
-    fn validate(&self, tenant: &str, request: SubmitJobRequest) -> Result<NewJob, Invalid> {
-        let kind = self.kinds.get(&request.kind).ok_or_else(|| {
+    fn validate(&self, tenant: &str, internal: bool, request: SubmitJobRequest) -> Result<NewJob, Invalid> {
+        let kind = self.kinds.get_for(&request.kind, internal).ok_or_else(|| {
             let known = self.kinds.names().join(", ");
             Invalid::arg("kind", format!("unknown kind {:?}; known kinds: {known}", request.kind))
         })?;
@@ -398,12 +402,22 @@ fn decode_cursor(cursor: &str) -> Result<Uuid, Status> {
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchJobsResponse, Status>> + Send>>;
 
+/// Whether another service calls on its own behalf (the internal secret,
+/// checked by the server's auth layer, makes the header trustworthy; the
+/// gateway never sets it).
+fn from_service<T>(request: &Request<T>) -> bool {
+    request
+        .metadata()
+        .contains_key(sextant_common::internal_auth::SERVICE_HEADER)
+}
+
 #[tonic::async_trait]
 impl JobService for JobsApi {
     async fn submit_job(&self, request: Request<SubmitJobRequest>) -> Result<Response<SubmitJobResponse>, Status> {
         let caller = caller(&request)?;
+        let internal = from_service(&request);
         let mut outcomes = self
-            .submit(&caller.tenant, vec![request.into_inner()])
+            .submit(&caller.tenant, internal, vec![request.into_inner()])
             .await
             .map_err(Invalid::status)?;
         let response = outcomes.pop().expect("one outcome").map_err(Invalid::status)?;
@@ -412,11 +426,15 @@ impl JobService for JobsApi {
 
     async fn submit_jobs(&self, request: Request<SubmitJobsRequest>) -> Result<Response<SubmitJobsResponse>, Status> {
         let caller = caller(&request)?;
+        let internal = from_service(&request);
         let jobs = request.into_inner().jobs;
         if jobs.is_empty() || jobs.len() > MAX_BATCH {
             return Err(ErrorCode::InvalidArgument.status(format!("jobs must hold 1 to {MAX_BATCH} items")));
         }
-        let outcomes = self.submit(&caller.tenant, jobs).await.map_err(Invalid::status)?;
+        let outcomes = self
+            .submit(&caller.tenant, internal, jobs)
+            .await
+            .map_err(Invalid::status)?;
         let items = outcomes
             .into_iter()
             .enumerate()

@@ -54,7 +54,7 @@ impl Kind for Batch {
                 return Err(format!("children[{i}]: batches do not nest"));
             }
             let kind = kinds
-                .get(&child.kind)
+                .get_for(&child.kind, false)
                 .ok_or_else(|| format!("children[{i}]: unknown kind {:?}", child.kind))?;
             let payload = child.payload.clone().unwrap_or_else(|| json!({}));
             kind.validate(&payload, kinds)

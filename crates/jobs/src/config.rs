@@ -42,6 +42,13 @@ heartbeat = "250ms"
 retry_base = "1s"
 retry_max = "5m"
 
+[jobs.notify]
+# Hosts `notify` jobs (webhook deliveries) may POST to: "host" (any port) or
+# "host:port". Empty: none. Checked at submit and again at delivery.
+allow_hosts = []
+# How long one delivery attempt may wait for an answer.
+timeout = "10s"
+
 [jobs.amqp]
 url = "amqp://guest:guest@127.0.0.1:5672/%2f"
 prefix = "sextant"
@@ -63,6 +70,15 @@ pub struct JobsConfig {
     pub amqp: AmqpConfig,
     pub queue: QueueConfig,
     pub worker: WorkerConfig,
+    pub notify: NotifyConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyConfig {
+    pub allow_hosts: Vec<String>,
+    #[serde(with = "humantime_serde")]
+    pub timeout: std::time::Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -118,6 +134,15 @@ impl Validate for Config {
             self.jobs.queue.event_retention >= std::time::Duration::from_secs(1),
             "jobs.queue.event_retention",
             "must be at least 1s",
+        );
+        if let Err(e) = sextant_common::outbound::AllowList::parse(&self.jobs.notify.allow_hosts) {
+            problems.add("jobs.notify.allow_hosts", e);
+        }
+        problems.check(
+            self.jobs.notify.timeout >= std::time::Duration::from_millis(100)
+                && self.jobs.notify.timeout <= std::time::Duration::from_secs(300),
+            "jobs.notify.timeout",
+            "must be between 100ms and 5m",
         );
         let worker = &self.jobs.worker;
         problems.check(

@@ -41,6 +41,11 @@ pub trait Kind: Send + Sync {
     /// Runs one attempt. The worker drops the future when the job is
     /// cancelled or times out, so a handler need not poll for either.
     fn run<'a>(&'a self, ctx: &'a JobContext, payload: Value) -> BoxFuture<'a, Outcome>;
+    /// Submitted only by another service on its own behalf (never through
+    /// the gateway, nor as a batch child); to anyone else it does not exist.
+    fn internal(&self) -> bool {
+        false
+    }
 }
 
 pub struct Kinds {
@@ -49,7 +54,13 @@ pub struct Kinds {
 
 impl Kinds {
     pub fn new(diagnostic: bool) -> Self {
+        Self::with(diagnostic, Vec::new())
+    }
+
+    /// The built-in kinds, plus `extra` (kinds that need configuration).
+    pub fn with(diagnostic: bool, extra: Vec<Box<dyn Kind>>) -> Self {
         let mut kinds: Vec<Box<dyn Kind>> = vec![Box::new(crate::batch::Batch)];
+        kinds.extend(extra);
         if diagnostic {
             kinds.push(Box::new(Noop));
             kinds.push(Box::new(Sleep));
@@ -62,8 +73,14 @@ impl Kinds {
         self.kinds.iter().find(|k| k.name() == name).map(|k| k.as_ref())
     }
 
+    /// The kind, if a caller that is (`internal`) or is not a service may submit it.
+    pub fn get_for(&self, name: &str, internal: bool) -> Option<&dyn Kind> {
+        self.get(name).filter(|k| internal || !k.internal())
+    }
+
+    /// The kinds anyone may submit.
     pub fn names(&self) -> Vec<&'static str> {
-        self.kinds.iter().map(|k| k.name()).collect()
+        self.kinds.iter().filter(|k| !k.internal()).map(|k| k.name()).collect()
     }
 }
 

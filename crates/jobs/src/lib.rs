@@ -13,6 +13,7 @@ pub mod dispatcher;
 pub mod events;
 pub mod kinds;
 pub mod metrics;
+pub mod notify;
 pub mod store;
 pub mod topology;
 pub mod watch;
@@ -98,7 +99,13 @@ impl Application {
         )
         .await?;
         let queue = &config.jobs.queue;
-        let kinds = Arc::new(Kinds::new(queue.diagnostic_kinds));
+        let notify = &config.jobs.notify;
+        let allow = sextant_common::outbound::AllowList::parse(&notify.allow_hosts)
+            .map_err(|e| anyhow::anyhow!("jobs.notify.allow_hosts: {e}"))?;
+        let kinds = Arc::new(Kinds::with(
+            queue.diagnostic_kinds,
+            vec![Box::new(notify::Notify::new(allow, notify.timeout)?)],
+        ));
         let names = Arc::new(Names::new(&config.jobs.amqp.prefix));
         let signals = Arc::new(Signals::default());
         let hub = Hub::default();

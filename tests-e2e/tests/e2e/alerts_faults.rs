@@ -11,7 +11,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::alerts::{alerting, next_half_second, rule};
-use crate::metrics::Client;
+use crate::metrics::{Client, rfc3339};
 use crate::system;
 
 const EVALUATIONS: &str = "sextant_analytics_alert_evaluations_total";
@@ -36,7 +36,8 @@ async fn the_evaluating_replica_killed_mid_run_is_replaced_and_the_history_has_n
     let created = client.create_rule(&rule("flip", json!({"window_seconds": 1}))).await;
     let id = created["id"].as_str().unwrap().to_owned();
 
-    // Values for 16 s, one every second at x.5: high, low and absent in turn.
+    // Values for 16 s, one every second at x.5: high, low and absent in turn,
+    // through the gateway in front of a replica that is alive.
     let pattern = [
         Some(90.0),
         Some(90.0),
@@ -49,10 +50,20 @@ async fn the_evaluating_replica_killed_mid_run_is_replaced_and_the_history_has_n
     ];
     let mut sent: BTreeMap<i128, f64> = BTreeMap::new();
     let mut killed = None;
+    let mut gateway = system.gateway.addr.to_string();
     for step in 0..16 {
         let ts = next_half_second().await;
         if let Some(value) = pattern[step % pattern.len()] {
-            client.send("flip", ts, value, "a").await;
+            let event = json!({"name": "flip", "ts": rfc3339(ts), "value": value, "labels": {"host": "a"}});
+            let response = system
+                .http
+                .post(format!("http://{gateway}/api/v1/events"))
+                .bearer_auth(&client.token)
+                .json(&json!({ "events": [event] }))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
             sent.insert(ts.unix_timestamp_nanos(), value);
         }
         if step == 6 {
@@ -60,17 +71,22 @@ async fn the_evaluating_replica_killed_mid_run_is_replaced_and_the_history_has_n
             let first = system.metric(&system.analytics, EVALUATIONS).await;
             let other = system.metric(&second, EVALUATIONS).await;
             assert!(first + other > 0.0, "no replica evaluated the rule");
-            let victim = if first > 0.0 { &system.analytics } else { &second };
-            victim.signal(libc::SIGKILL);
-            killed = Some(if first > 0.0 { "analytics" } else { "analytics-2" });
+            if first > 0.0 {
+                system.analytics.signal(libc::SIGKILL);
+                killed = Some("analytics");
+                gateway = gateway_2.addr.to_string();
+            } else {
+                second.signal(libc::SIGKILL);
+                killed = Some("analytics-2");
+            }
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let killed = killed.unwrap();
-    let (survivor, gateway) = if killed == "analytics" {
-        (&second, gateway_2.addr.to_string())
+    let survivor = if killed == "analytics" {
+        &second
     } else {
-        (&system.analytics, system.gateway.addr.to_string())
+        &system.analytics
     };
     let get = |path: String| {
         let request = system

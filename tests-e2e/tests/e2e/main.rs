@@ -3,6 +3,7 @@
 
 mod alerts;
 mod alerts_faults;
+mod alerts_webhooks;
 mod auth;
 mod breaker;
 mod config;

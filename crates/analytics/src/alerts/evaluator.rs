@@ -15,18 +15,22 @@
 //! its last renewal, and the next tick of another replica claims them.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use serde_json::json;
 use sqlx::PgPool;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use super::notifier::sign;
 use super::rule::RuleSpec;
-use super::state::{Instance, Observed, step};
-use super::store::{self, Outcome};
+use super::state::{Instance, Observed, State, step};
+use super::store::{self, Notification, Outcome};
 use crate::live::Live;
-use crate::model::{MINUTE, Micros, Query, floor_to, now_micros};
+use crate::model::{MINUTE, Micros, Query, floor_to, now_micros, rfc3339};
 use crate::store::read::{self, Limits};
 
 /// Rules one replica claims per tick at most.
@@ -45,15 +49,18 @@ pub struct Evaluator {
     pub owner: String,
     pub settings: EvaluatorSettings,
     pub live: Live,
+    /// Cues the notifier when an evaluation queued webhook notifications.
+    pub notify: Arc<Notify>,
 }
 
 impl Evaluator {
-    pub fn new(pool: PgPool, settings: EvaluatorSettings, live: Live) -> Self {
+    pub fn new(pool: PgPool, settings: EvaluatorSettings, live: Live, notify: Arc<Notify>) -> Self {
         Self {
             pool,
             owner: Uuid::new_v4().to_string(),
             settings,
             live,
+            notify,
         }
     }
 
@@ -129,17 +136,22 @@ impl Evaluator {
             }
         };
         let outcomes = self.observe(tenant, id, &rule.spec, at, &mut tx).await?;
-        let newest = store::record(&mut tx, tenant, id, at, &outcomes)
+        let versions = store::record(&mut tx, tenant, id, at, &outcomes)
             .await
             .context("recording the evaluation")?;
+        let notifications = notifications(id, &rule.spec, at, &outcomes, &versions);
+        store::enqueue(&mut tx, tenant, id, &notifications)
+            .await
+            .context("queueing notifications")?;
         tx.commit().await.context("committing the evaluation")?;
         let metrics = &self.live.metrics;
         metrics.alert_evaluations.inc();
-        metrics
-            .alert_transitions
-            .inc_by(outcomes.iter().filter(|o| o.before != o.after.state).count() as u64);
-        if let Some(version) = newest {
-            self.live.announce_alerts(tenant, u64::try_from(version).unwrap_or(0));
+        metrics.alert_transitions.inc_by(versions.len() as u64);
+        if !notifications.is_empty() {
+            self.notify.notify_one();
+        }
+        if let Some((_, version)) = versions.last() {
+            self.live.announce_alerts(tenant, u64::try_from(*version).unwrap_or(0));
         }
         Ok(at < t)
     }
@@ -200,4 +212,47 @@ impl Evaluator {
             })
             .collect())
     }
+}
+
+/// The webhook notifications of an evaluation: one per transition to
+/// `firing` and per transition from `firing` to `resolved`, signed.
+fn notifications(
+    rule: Uuid,
+    spec: &RuleSpec,
+    at: Micros,
+    outcomes: &[Outcome],
+    versions: &[(usize, i64)],
+) -> Vec<Notification> {
+    let Some(webhook) = &spec.webhook else {
+        return Vec::new();
+    };
+    versions
+        .iter()
+        .filter_map(|(i, version)| {
+            let o = &outcomes[*i];
+            let notify =
+                o.after.state == State::Firing || (o.before == State::Firing && o.after.state == State::Resolved);
+            notify.then(|| {
+                let body = json!({
+                    "rule_id": rule,
+                    "rule_name": spec.name,
+                    "metric": spec.metric,
+                    "group": o.group,
+                    "from": o.before.as_str(),
+                    "to": o.after.state.as_str(),
+                    "value": o.value,
+                    "at": rfc3339(at),
+                    "version": version,
+                    "annotations": spec.annotations,
+                })
+                .to_string();
+                Notification {
+                    version: *version,
+                    url: webhook.url.clone(),
+                    signature: sign(&webhook.secret, &body),
+                    body,
+                }
+            })
+        })
+        .collect()
 }

@@ -5,12 +5,14 @@
 //!   alerting semantics plus `no_data`), pure;
 //! - `store`: rules, instances and history in PostgreSQL;
 //! - `evaluator`: the per-replica loop that claims and evaluates rules;
+//! - `notifier`: hands queued webhook notifications to the jobs service;
 //! - `watch`: `WatchAlerts` streams.
 //!
 //! [`Alerts`] is what the gRPC API calls; it never picks a status code of
 //! its own beyond the shared table.
 
 pub mod evaluator;
+pub mod notifier;
 pub mod rule;
 pub mod state;
 pub mod store;
@@ -81,6 +83,9 @@ impl Alerts {
 
     pub async fn create(&self, tenant: &str, r: pb::CreateAlertRuleRequest) -> Result<pb::AlertRule, Status> {
         let s = self.checked(r.spec)?;
+        if s.webhook.as_ref().is_some_and(|w| w.secret.is_empty()) {
+            return Err(invalid("spec.webhook.secret is required"));
+        }
         let rule = store::create(&self.pool, tenant, &s).await.map_err(unavailable)?;
         Ok(rule_pb(&rule))
     }
@@ -115,7 +120,19 @@ impl Alerts {
 
     pub async fn update(&self, tenant: &str, r: pb::UpdateAlertRuleRequest) -> Result<pb::AlertRule, Status> {
         let id = rule_id(&r.id)?;
-        let s = self.checked(r.spec)?;
+        let mut s = self.checked(r.spec)?;
+        if let Some(webhook) = s.webhook.as_mut().filter(|w| w.secret.is_empty()) {
+            // An empty secret keeps the rule's current one.
+            let current = store::get(&self.pool, tenant, id)
+                .await
+                .map_err(unavailable)?
+                .ok_or_else(not_found)?;
+            webhook.secret = current
+                .spec
+                .webhook
+                .map(|w| w.secret)
+                .ok_or_else(|| invalid("spec.webhook.secret is required: the rule has no webhook yet"))?;
+        }
         let expected = i64::try_from(r.expected_version)
             .ok()
             .filter(|v| *v >= 1)

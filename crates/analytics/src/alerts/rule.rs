@@ -50,7 +50,28 @@ pub struct RuleSpec {
     pub group_by: Option<String>,
     pub enabled: bool,
     pub annotations: BTreeMap<String, String>,
+    #[serde(default)]
+    pub webhook: Option<Webhook>,
 }
+
+/// Where firing and resolved notifications go, and the secret that signs them.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct Webhook {
+    pub url: String,
+    pub secret: String,
+}
+
+impl std::fmt::Debug for Webhook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Webhook")
+            .field("url", &self.url)
+            .field("secret", &"[redacted]")
+            .finish()
+    }
+}
+
+/// A webhook secret's length, in characters.
+pub const SECRET_LEN: std::ops::RangeInclusive<usize> = 16..=256;
 
 impl RuleSpec {
     pub fn timing(&self) -> Timing {
@@ -69,12 +90,14 @@ pub const MAX_ANNOTATION_VALUE: usize = 4096;
 pub const MAX_HOLD: Micros = 7 * 24 * 3600 * SECOND;
 
 /// The limits a spec is checked against that come from configuration.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct RuleLimits {
     /// The evaluation interval: a window must be at least this long.
     pub interval: Micros,
     /// The longest window.
     pub max_window: Micros,
+    /// Where webhooks may point.
+    pub webhook_hosts: sextant_common::outbound::AllowList,
 }
 
 impl RuleLimits {
@@ -90,6 +113,11 @@ impl RuleLimits {
         }
         if spec.window % SECOND != 0 {
             return Err("spec.window must be a whole number of seconds".into());
+        }
+        if let Some(webhook) = &spec.webhook {
+            self.webhook_hosts
+                .check(&webhook.url)
+                .map_err(|e| format!("spec.webhook.url {e}"))?;
         }
         Ok(())
     }

@@ -212,17 +212,17 @@ pub struct Outcome {
 
 /// Writes an evaluation at `at`: every instance, a history row per state
 /// change (numbered by the tenant's alert version), and the rule's
-/// `evaluated_at`. Returns the newest version handed out, if any.
+/// `evaluated_at`. Returns the version given to each outcome that changed
+/// state (by index into `outcomes`), oldest first.
 pub async fn record(
     tx: &mut Transaction<'_, Postgres>,
     tenant: &str,
     rule: Uuid,
     at: Micros,
     outcomes: &[Outcome],
-) -> Result<Option<i64>, sqlx::Error> {
+) -> Result<Vec<(usize, i64)>, sqlx::Error> {
     let changed: Vec<&Outcome> = outcomes.iter().filter(|o| o.before != o.after.state).collect();
     let mut first_version = 0;
-    let mut newest = None;
     if !changed.is_empty() {
         let n = changed.len() as i64;
         let top: i64 = sqlx::query_scalar(
@@ -235,7 +235,6 @@ pub async fn record(
         .fetch_one(&mut **tx)
         .await?;
         first_version = top - n + 1;
-        newest = Some(top);
     }
     let mut version_of = std::collections::HashMap::new();
     for (i, o) in changed.iter().enumerate() {
@@ -302,7 +301,76 @@ pub async fn record(
         .bind(datetime(at))
         .execute(&mut **tx)
         .await?;
-    Ok(newest)
+    Ok(outcomes
+        .iter()
+        .enumerate()
+        .filter_map(|(i, o)| version_of.get(o.group.as_str()).map(|v| (i, *v)))
+        .collect())
+}
+
+/// A webhook notification to send, as written with its transition.
+pub struct Notification {
+    pub version: i64,
+    pub url: String,
+    pub body: String,
+    pub signature: String,
+}
+
+/// Queues notifications in the evaluation's transaction (the outbox).
+pub async fn enqueue(
+    tx: &mut Transaction<'_, Postgres>,
+    tenant: &str,
+    rule: Uuid,
+    notifications: &[Notification],
+) -> Result<(), sqlx::Error> {
+    if notifications.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO alert_notifications (tenant, version, rule_id, url, body, signature)
+         SELECT $1, v, $2, u, b, s FROM unnest($3::int8[], $4::text[], $5::text[], $6::text[]) AS x(v, u, b, s)",
+    )
+    .bind(tenant)
+    .bind(rule)
+    .bind(notifications.iter().map(|n| n.version).collect::<Vec<_>>())
+    .bind(notifications.iter().map(|n| n.url.as_str()).collect::<Vec<_>>())
+    .bind(notifications.iter().map(|n| n.body.as_str()).collect::<Vec<_>>())
+    .bind(notifications.iter().map(|n| n.signature.as_str()).collect::<Vec<_>>())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// A queued notification not yet handed to the jobs service.
+#[derive(Debug, sqlx::FromRow)]
+pub struct Pending {
+    pub tenant: String,
+    pub version: i64,
+    pub rule_id: Uuid,
+    pub url: String,
+    pub body: String,
+    pub signature: String,
+}
+
+/// Locks up to `limit` unsubmitted notifications, oldest first.
+pub async fn pending(tx: &mut PgConnection, limit: i64) -> Result<Vec<Pending>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT tenant, version, rule_id, url, body, signature FROM alert_notifications
+         WHERE job_id IS NULL ORDER BY created_at LIMIT $1 FOR UPDATE SKIP LOCKED",
+    )
+    .bind(limit)
+    .fetch_all(tx)
+    .await
+}
+
+pub async fn submitted(tx: &mut PgConnection, tenant: &str, version: i64, job: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE alert_notifications SET job_id = $3 WHERE tenant = $1 AND version = $2")
+        .bind(tenant)
+        .bind(version)
+        .bind(job)
+        .execute(tx)
+        .await?;
+    Ok(())
 }
 
 // ---------- reads ----------
@@ -383,11 +451,21 @@ pub struct TransitionRow {
     pub to: State,
     pub value: Option<f64>,
     pub at: OffsetDateTime,
+    pub notification_job_id: Option<Uuid>,
 }
 
-type TransitionTuple = (i64, Uuid, String, String, String, Option<f64>, OffsetDateTime);
+type TransitionTuple = (
+    i64,
+    Uuid,
+    String,
+    String,
+    String,
+    Option<f64>,
+    OffsetDateTime,
+    Option<Uuid>,
+);
 
-fn transition_row((version, rule_id, group, from, to, value, at): TransitionTuple) -> TransitionRow {
+fn transition_row((version, rule_id, group, from, to, value, at, job): TransitionTuple) -> TransitionRow {
     TransitionRow {
         version,
         rule_id,
@@ -396,6 +474,7 @@ fn transition_row((version, rule_id, group, from, to, value, at): TransitionTupl
         to: State::parse(&to).unwrap_or(State::Inactive),
         value,
         at,
+        notification_job_id: job,
     }
 }
 
@@ -410,11 +489,13 @@ pub async fn history(
     limit: i64,
 ) -> Result<Vec<TransitionRow>, sqlx::Error> {
     let rows: Vec<TransitionTuple> = sqlx::query_as(
-        "SELECT version, rule_id, grp, from_state, to_state, value, at FROM alert_history
-         WHERE tenant = $1 AND ($2::uuid IS NULL OR rule_id = $2)
-           AND ($3::timestamptz IS NULL OR at >= $3) AND ($4::timestamptz IS NULL OR at < $4)
-           AND version > $5
-         ORDER BY version LIMIT $6",
+        "SELECT h.version, h.rule_id, h.grp, h.from_state, h.to_state, h.value, h.at, n.job_id
+         FROM alert_history h
+         LEFT JOIN alert_notifications n ON n.tenant = h.tenant AND n.version = h.version
+         WHERE h.tenant = $1 AND ($2::uuid IS NULL OR h.rule_id = $2)
+           AND ($3::timestamptz IS NULL OR h.at >= $3) AND ($4::timestamptz IS NULL OR h.at < $4)
+           AND h.version > $5
+         ORDER BY h.version LIMIT $6",
     )
     .bind(tenant)
     .bind(rule)

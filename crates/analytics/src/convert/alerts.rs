@@ -6,7 +6,9 @@ use sextant_proto::analytics::v1 as pb;
 use tonic::Status;
 
 use super::{aggregation, aggregation_pb, duration, invalid, matcher, matcher_pb, offset_timestamp, timestamp};
-use crate::alerts::rule::{Comparator, MAX_ANNOTATION_VALUE, MAX_ANNOTATIONS, MAX_HOLD, MAX_NAME, RuleSpec};
+use crate::alerts::rule::{
+    Comparator, MAX_ANNOTATION_VALUE, MAX_ANNOTATIONS, MAX_HOLD, MAX_NAME, RuleSpec, SECRET_LEN, Webhook,
+};
 use crate::alerts::state::State;
 use crate::alerts::store::{InstanceRow, Rule, TransitionRow};
 use crate::model::{self, valid_name};
@@ -123,6 +125,26 @@ pub fn spec(s: pb::AlertRuleSpec) -> Result<RuleSpec, Status> {
             )));
         }
     }
+    let webhook = match s.webhook {
+        None => None,
+        Some(w) => {
+            if w.url.is_empty() || w.url.len() > 2048 {
+                return Err(invalid("spec.webhook.url is required: 1 to 2048 bytes"));
+            }
+            // Empty: keep the rule's current secret (checked on create and update).
+            if !w.secret.is_empty() && !SECRET_LEN.contains(&w.secret.chars().count()) {
+                return Err(invalid(format!(
+                    "spec.webhook.secret must be {} to {} characters",
+                    SECRET_LEN.start(),
+                    SECRET_LEN.end()
+                )));
+            }
+            Some(Webhook {
+                url: w.url,
+                secret: w.secret,
+            })
+        }
+    };
     Ok(RuleSpec {
         name: s.name,
         metric: s.metric,
@@ -136,6 +158,7 @@ pub fn spec(s: pb::AlertRuleSpec) -> Result<RuleSpec, Status> {
         group_by,
         enabled: s.enabled,
         annotations: s.annotations.into_iter().collect::<BTreeMap<_, _>>(),
+        webhook,
     })
 }
 
@@ -160,6 +183,11 @@ pub fn spec_pb(s: &RuleSpec) -> pb::AlertRuleSpec {
         group_by: s.group_by.clone().unwrap_or_default(),
         enabled: s.enabled,
         annotations: s.annotations.clone().into_iter().collect(),
+        // The secret is write-only.
+        webhook: s.webhook.as_ref().map(|w| pb::Webhook {
+            url: w.url.clone(),
+            secret: String::new(),
+        }),
     }
 }
 
@@ -194,5 +222,6 @@ pub fn transition_pb(t: &TransitionRow) -> pb::AlertTransition {
         value: t.value.unwrap_or(f64::NAN),
         at: Some(timestamp(model::micros_of(t.at))),
         version: u64::try_from(t.version).unwrap_or(0),
+        notification_job_id: t.notification_job_id.map(|id| id.to_string()).unwrap_or_default(),
     }
 }

@@ -102,6 +102,8 @@ pub struct RuleBody {
     pub enabled: bool,
     #[serde(default)]
     pub annotations: HashMap<String, String>,
+    #[serde(default)]
+    pub webhook: Option<WebhookBody>,
     /// Only on `PUT`: the version the change was made from.
     #[serde(default)]
     pub version: Option<u64>,
@@ -109,6 +111,16 @@ pub struct RuleBody {
 
 fn enabled() -> bool {
     true
+}
+
+/// A rule's webhook as written; the secret is write-only (left out on
+/// `PUT`: the rule keeps its current one).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookBody {
+    pub url: String,
+    #[serde(default)]
+    pub secret: Option<String>,
 }
 
 impl RuleBody {
@@ -129,6 +141,10 @@ impl RuleBody {
             group_by: self.group_by.clone().unwrap_or_default(),
             enabled: self.enabled,
             annotations: self.annotations.clone(),
+            webhook: self.webhook.as_ref().map(|w| pb::Webhook {
+                url: w.url.clone(),
+                secret: w.secret.clone().unwrap_or_default(),
+            }),
         })
     }
 }
@@ -163,6 +179,7 @@ pub fn rule_json(rule: &pb::AlertRule) -> Value {
         "group_by": if spec.group_by.is_empty() { Value::Null } else { Value::from(spec.group_by) },
         "enabled": spec.enabled,
         "annotations": spec.annotations,
+        "webhook": spec.webhook.as_ref().map(|w| json!({ "url": w.url })),
         "version": rule.version,
         "created_at": rfc3339(&rule.created_at),
         "updated_at": rfc3339(&rule.updated_at),
@@ -196,5 +213,13 @@ pub fn transition_json(t: &pb::AlertTransition) -> Map<String, Value> {
     body.insert("value".into(), number(t.value));
     body.insert("at".into(), rfc3339(&t.at));
     body.insert("version".into(), json!(t.version));
+    body.insert(
+        "notification_job_id".into(),
+        if t.notification_job_id.is_empty() {
+            Value::Null
+        } else {
+            json!(t.notification_job_id)
+        },
+    );
     body
 }

@@ -1,0 +1,102 @@
+//! The `notify` kind: delivers one webhook notification, a signed JSON POST,
+//! with the queue's retries and backoff. The analytics service submits one
+//! per alert transition that notifies.
+//!
+//! Payload: `{"url": …, "body": "<the exact JSON text>", "signature": "<hex>"}`.
+//! The request carries `Content-Type: application/json`,
+//! `X-Sextant-Signature: sha256=<hex HMAC-SHA256 of the body under the rule's
+//! secret>`, `X-Sextant-Delivery: <job id>` (the same on every attempt, for
+//! receivers that deduplicate) and `X-Sextant-Attempt`. A 2xx answer
+//! succeeds; anything else, or no answer within `jobs.notify.timeout`, fails
+//! the attempt, to be retried. Redirects are not followed, and the target
+//! must be on `jobs.notify.allow_hosts` at submit time and again at delivery.
+
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sextant_common::outbound::AllowList;
+
+use crate::context::JobContext;
+use crate::kinds::{Failure, Kind, Kinds, Outcome, parse};
+
+/// The largest body a notification may carry.
+const MAX_BODY: usize = 64 * 1024;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Payload {
+    url: String,
+    body: String,
+    signature: String,
+}
+
+pub struct Notify {
+    allow: AllowList,
+    http: reqwest::Client,
+}
+
+impl Notify {
+    pub fn new(allow: AllowList, timeout: Duration) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent("sextant-notify/1")
+            .build()?;
+        Ok(Self { allow, http })
+    }
+
+    fn check(&self, p: &Payload) -> Result<reqwest::Url, String> {
+        let url = self.allow.check(&p.url).map_err(|e| format!("url {e}"))?;
+        if p.body.len() > MAX_BODY {
+            return Err(format!("body must be at most {MAX_BODY} bytes"));
+        }
+        if p.signature.len() != 64 || !p.signature.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err("signature must be 64 hex digits (HMAC-SHA256)".into());
+        }
+        Ok(url)
+    }
+}
+
+impl Kind for Notify {
+    fn name(&self) -> &'static str {
+        "notify"
+    }
+
+    fn validate(&self, payload: &Value, _kinds: &Kinds) -> Result<(), String> {
+        let p: Payload = parse(payload)?;
+        self.check(&p).map(|_| ())
+    }
+
+    fn internal(&self) -> bool {
+        true
+    }
+
+    fn run<'a>(&'a self, ctx: &'a JobContext, payload: Value) -> BoxFuture<'a, Outcome> {
+        Box::pin(async move {
+            let p: Payload = parse(&payload).map_err(|m| Failure::new("invalid_payload", m))?;
+            // The allow-list may have shrunk since the job was submitted.
+            let url = self.check(&p).map_err(|m| Failure::new("target_not_allowed", m))?;
+            let response = self
+                .http
+                .post(url)
+                .header("content-type", "application/json")
+                .header("x-sextant-signature", format!("sha256={}", p.signature))
+                .header("x-sextant-delivery", ctx.job_id.to_string())
+                .header("x-sextant-attempt", ctx.attempt.to_string())
+                .body(p.body)
+                .send()
+                .await
+                .map_err(|e| Failure::new("webhook_unreachable", format!("{}: {e}", p.url)))?;
+            let status = response.status();
+            if !status.is_success() {
+                return Err(Failure::new(
+                    "webhook_failed",
+                    format!("{} answered {}", p.url, status.as_u16()),
+                ));
+            }
+            Ok(json!({ "status": status.as_u16() }))
+        })
+    }
+}
