@@ -128,7 +128,9 @@ impl TestSystem {
         let mut backend = |service: &str, extra: Vec<(String, String)>| {
             let upper = service.to_uppercase();
             let database = format!("e2e_{id}_{service}");
-            databases.push(database.clone());
+            if !databases.contains(&database) {
+                databases.push(database.clone());
+            }
             let mut env = common.clone();
             env.extend([
                 (format!("SEXTANT_{upper}__GRPC__PORT"), "0".to_owned()),
@@ -142,14 +144,18 @@ impl TestSystem {
             ]);
             env.extend(extra);
             let process = ServiceProcess::spawn(service, &format!("sextant-{service}"), &env)
-                .unwrap_or_else(|e| panic!("starting {service}: {e:#}"));
-            (process, env)
+                .map_err(|e| format!("starting {service}: {e:#}"))?;
+            Ok::<_, String>((process, env))
         };
-        // Jobs first: analytics submits webhook deliveries to it.
-        let mut jobs_extra = builder.jobs_env.clone();
-        jobs_extra.splice(
-            0..0,
-            vec![
+        // Jobs and analytics call each other (analyze jobs run in analytics;
+        // analytics queues webhook deliveries as jobs), so analytics gets a
+        // port picked up front and jobs is told it. Should another process
+        // take that port first, analytics cannot bind it: both start again.
+        let mut tries = 0;
+        let ((jobs, jobs_env), (analytics, analytics_env)) = loop {
+            tries += 1;
+            let analytics_port = crate::local::free_port();
+            let mut jobs_extra = vec![
                 ("SEXTANT_JOBS__AMQP__URL".to_owned(), amqp_url.clone()),
                 ("SEXTANT_JOBS__AMQP__PREFIX".to_owned(), format!("e2e-{id}")),
                 ("SEXTANT_JOBS__AMQP__RECONNECT_MAX_DELAY".to_owned(), "500ms".to_owned()),
@@ -159,28 +165,49 @@ impl TestSystem {
                     "SEXTANT_JOBS__NOTIFY__ALLOW_HOSTS".to_owned(),
                     r#"["127.0.0.1"]"#.to_owned(),
                 ),
-            ],
-        );
-        let (jobs, jobs_env) = backend("jobs", jobs_extra);
-        let mut analytics_extra = vec![
-            ("SEXTANT_ANALYTICS__AMQP__URL".to_owned(), amqp_url.clone()),
-            ("SEXTANT_ANALYTICS__AMQP__PREFIX".to_owned(), format!("e2e-{id}")),
-            (
-                "SEXTANT_ANALYTICS__AMQP__RECONNECT_MAX_DELAY".to_owned(),
-                "500ms".to_owned(),
-            ),
-            (
-                "SEXTANT_ANALYTICS__JOBS__URL".to_owned(),
-                format!("http://{}", jobs.addr),
-            ),
-            (
-                "SEXTANT_ANALYTICS__ALERTS__WEBHOOK_HOSTS".to_owned(),
-                r#"["127.0.0.1"]"#.to_owned(),
-            ),
-        ];
-        analytics_extra.extend(builder.analytics_env.iter().cloned());
-        let (analytics, analytics_env) = backend("analytics", analytics_extra);
-        let (exports, _) = backend("exports", vec![]);
+                (
+                    "SEXTANT_JOBS__ANALYTICS__URL".to_owned(),
+                    format!("http://127.0.0.1:{analytics_port}"),
+                ),
+            ];
+            jobs_extra.extend(builder.jobs_env.iter().cloned());
+            let jobs = backend("jobs", jobs_extra).unwrap_or_else(|e| panic!("{e}"));
+            let mut analytics_extra = vec![
+                ("SEXTANT_ANALYTICS__GRPC__PORT".to_owned(), analytics_port.to_string()),
+                ("SEXTANT_ANALYTICS__AMQP__URL".to_owned(), amqp_url.clone()),
+                ("SEXTANT_ANALYTICS__AMQP__PREFIX".to_owned(), format!("e2e-{id}")),
+                (
+                    "SEXTANT_ANALYTICS__AMQP__RECONNECT_MAX_DELAY".to_owned(),
+                    "500ms".to_owned(),
+                ),
+                (
+                    "SEXTANT_ANALYTICS__JOBS__URL".to_owned(),
+                    format!("http://{}", jobs.0.addr),
+                ),
+                (
+                    "SEXTANT_ANALYTICS__ALERTS__WEBHOOK_HOSTS".to_owned(),
+                    r#"["127.0.0.1"]"#.to_owned(),
+                ),
+            ];
+            analytics_extra.extend(builder.analytics_env.iter().cloned());
+            match backend("analytics", analytics_extra) {
+                Ok(analytics) => break (jobs, analytics),
+                Err(error) if tries < 5 => eprintln!("{error}; starting jobs and analytics again"),
+                Err(error) => panic!("{error}"),
+            }
+        };
+        // Replicas started later listen on ports of their own.
+        let analytics_env: Vec<(String, String)> = analytics_env
+            .into_iter()
+            .map(|(k, v)| {
+                if k == "SEXTANT_ANALYTICS__GRPC__PORT" {
+                    (k, "0".to_owned())
+                } else {
+                    (k, v)
+                }
+            })
+            .collect();
+        let (exports, _) = backend("exports", vec![]).unwrap_or_else(|e| panic!("{e}"));
 
         let mut env = common.clone();
         env.extend([

@@ -1,7 +1,6 @@
 //! The `AnalyticsService` gRPC API: metric ingest, queries, the metric and
-//! label-value lists, live watches, and alert rules (handled by
-//! [`Alerts`]). Analyses come with their own issue and answer
-//! `UNIMPLEMENTED` until then.
+//! label-value lists, live watches, alert rules (handled by [`Alerts`]) and
+//! analyses (by [`Analyses`]).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -19,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use crate::alerts::Alerts;
+use crate::analysis::Analyses;
 use crate::config::IngestConfig;
 use crate::convert::{self, invalid};
 use crate::live::{self, Live};
@@ -35,6 +35,7 @@ const MAX_KEY_LEN: usize = 200;
 pub struct AnalyticsApi {
     pub pool: PgPool,
     pub alerts: Alerts,
+    pub analyses: Analyses,
     pub series: Arc<SeriesCache>,
     pub ingest: IngestConfig,
     pub limits: Limits,
@@ -113,10 +114,6 @@ impl AnalyticsApi {
 }
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchMetricResponse, Status>> + Send>>;
-
-fn unimplemented<T>() -> Result<T, Status> {
-    Err(ErrorCode::Unimplemented.status("analyses are not available yet"))
-}
 
 #[tonic::async_trait]
 impl AnalyticsService for AnalyticsApi {
@@ -378,15 +375,38 @@ impl AnalyticsService for AnalyticsApi {
         Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
     }
 
-    async fn create_analysis(&self, _: Request<CreateAnalysisRequest>) -> Result<Response<Analysis>, Status> {
-        unimplemented()
+    async fn create_analysis(&self, request: Request<CreateAnalysisRequest>) -> Result<Response<Analysis>, Status> {
+        let caller = caller(&request)?;
+        Ok(Response::new(
+            self.analyses.create(&caller.tenant, request.into_inner()).await?,
+        ))
     }
 
-    async fn get_analysis(&self, _: Request<GetAnalysisRequest>) -> Result<Response<Analysis>, Status> {
-        unimplemented()
+    type RunAnalysisStream = Pin<Box<dyn Stream<Item = Result<RunAnalysisResponse, Status>> + Send>>;
+
+    async fn run_analysis(
+        &self,
+        request: Request<RunAnalysisRequest>,
+    ) -> Result<Response<Self::RunAnalysisStream>, Status> {
+        let caller = caller(&request)?;
+        let receiver = self.analyses.run(caller.tenant, request.into_inner())?;
+        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
     }
 
-    async fn list_analyses(&self, _: Request<ListAnalysesRequest>) -> Result<Response<ListAnalysesResponse>, Status> {
-        unimplemented()
+    async fn get_analysis(&self, request: Request<GetAnalysisRequest>) -> Result<Response<Analysis>, Status> {
+        let caller = caller(&request)?;
+        Ok(Response::new(
+            self.analyses.get(&caller.tenant, request.into_inner()).await?,
+        ))
+    }
+
+    async fn list_analyses(
+        &self,
+        request: Request<ListAnalysesRequest>,
+    ) -> Result<Response<ListAnalysesResponse>, Status> {
+        let caller = caller(&request)?;
+        Ok(Response::new(
+            self.analyses.list(&caller.tenant, request.into_inner()).await?,
+        ))
     }
 }

@@ -98,6 +98,11 @@ webhook_hosts = []
 # Delivery attempts per notification (the notify job's max_attempts).
 webhook_attempts = 5
 
+[analytics.analysis]
+# A bucket is an anomaly when its avg lies more than this many robust
+# standard deviations (1.4826 × MAD) from the median of the range's buckets.
+anomaly_k = 5.0
+
 [analytics.jobs]
 # The jobs service, which delivers webhook notifications as `notify` jobs.
 url = "http://127.0.0.1:50052"
@@ -121,7 +126,14 @@ pub struct AnalyticsConfig {
     pub retention: RetentionConfig,
     pub live: LiveConfig,
     pub alerts: AlertsConfig,
+    pub analysis: AnalysisConfig,
     pub jobs: JobsLink,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnalysisConfig {
+    pub anomaly_k: f64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -331,6 +343,11 @@ impl Validate for Config {
             (1..=20).contains(&al.webhook_attempts),
             "analytics.alerts.webhook_attempts",
             "must be between 1 and 20",
+        );
+        problems.check(
+            a.analysis.anomaly_k.is_finite() && (1.0..=100.0).contains(&a.analysis.anomaly_k),
+            "analytics.analysis.anomaly_k",
+            "must be between 1 and 100",
         );
         problems.check(
             url::Url::parse(&a.jobs.url).is_ok_and(|u| matches!(u.scheme(), "http" | "https")),

@@ -1,6 +1,6 @@
 //! The analytics service: ingests metric events, answers time-bucketed
-//! queries, streams live metric updates, and evaluates alert rules (analyses
-//! come next). Owns the `sextant_analytics` database.
+//! queries, streams live metric updates, evaluates alert rules, and produces
+//! analysis reports. Owns the `sextant_analytics` database.
 //!
 //! - `model`: events, queries and their checks; `aggregate`: bucket state
 //!   (exact count/sum/min/max, a DDSketch for percentiles);
@@ -8,6 +8,7 @@
 //! - `live`: change hints over RabbitMQ and the `WatchMetric` streams;
 //! - `cache`: repeated queries' buckets, kept current from the change log;
 //! - `alerts`: alert rules, their evaluation and their watches;
+//! - `analysis`: reports over a time range (summaries, findings, charts);
 //! - `convert`: protobuf ↔ domain; `api`: the gRPC service.
 //!
 //! This crate is a library so tests can start it on port 0; `main.rs` only
@@ -15,6 +16,7 @@
 
 pub mod aggregate;
 pub mod alerts;
+pub mod analysis;
 pub mod api;
 pub mod cache;
 pub mod config;
@@ -152,9 +154,15 @@ impl Application {
                     .map_err(|e| anyhow::anyhow!("analytics.alerts.webhook_hosts: {e}"))?,
             },
         };
+        let analyses = crate::analysis::Analyses {
+            pool: pool.clone(),
+            limits,
+            anomaly_k: a.analysis.anomaly_k,
+        };
         let api = AnalyticsApi {
             pool: pool.clone(),
             alerts,
+            analyses,
             series: Arc::new(store::SeriesCache::new(SERIES_CACHE)),
             cache: Arc::new(cache::QueryCache::new(a.query.cache_buckets, rollups.retention)),
             ingest: a.ingest.clone(),

@@ -49,6 +49,10 @@ allow_hosts = []
 # How long one delivery attempt may wait for an answer.
 timeout = "10s"
 
+[jobs.analytics]
+# The analytics service, which `analyze` jobs run their analyses in.
+url = "http://127.0.0.1:50051"
+
 [jobs.amqp]
 url = "amqp://guest:guest@127.0.0.1:5672/%2f"
 prefix = "sextant"
@@ -71,6 +75,13 @@ pub struct JobsConfig {
     pub queue: QueueConfig,
     pub worker: WorkerConfig,
     pub notify: NotifyConfig,
+    pub analytics: AnalyticsLink,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnalyticsLink {
+    pub url: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -143,6 +154,11 @@ impl Validate for Config {
                 && self.jobs.notify.timeout <= std::time::Duration::from_secs(300),
             "jobs.notify.timeout",
             "must be between 100ms and 5m",
+        );
+        problems.check(
+            url::Url::parse(&self.jobs.analytics.url).is_ok_and(|u| matches!(u.scheme(), "http" | "https")),
+            "jobs.analytics.url",
+            "must be an http:// or https:// URL",
         );
         let worker = &self.jobs.worker;
         problems.check(

@@ -4,6 +4,7 @@
 //! This crate is a library so tests can start it on port 0; `main.rs` only
 //! wires config and signals to [`Application`].
 
+pub mod analyze;
 pub mod api;
 pub mod batch;
 pub mod batcher;
@@ -104,7 +105,13 @@ impl Application {
             .map_err(|e| anyhow::anyhow!("jobs.notify.allow_hosts: {e}"))?;
         let kinds = Arc::new(Kinds::with(
             queue.diagnostic_kinds,
-            vec![Box::new(notify::Notify::new(allow, notify.timeout)?)],
+            vec![
+                Box::new(notify::Notify::new(allow, notify.timeout)?),
+                Box::new(analyze::Analyze::new(
+                    &config.jobs.analytics.url,
+                    &config.internal.secret,
+                )?),
+            ],
         ));
         let names = Arc::new(Names::new(&config.jobs.amqp.prefix));
         let signals = Arc::new(Signals::default());

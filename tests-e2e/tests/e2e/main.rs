@@ -4,6 +4,7 @@
 mod alerts;
 mod alerts_faults;
 mod alerts_webhooks;
+mod analyses;
 mod auth;
 mod breaker;
 mod config;

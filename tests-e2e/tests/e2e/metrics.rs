@@ -164,7 +164,7 @@ pub(crate) fn expected(
     out
 }
 
-fn percentile(sorted: &[f64], q: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[f64], q: f64) -> f64 {
     sorted[(q * (sorted.len() - 1) as f64) as usize]
 }
 

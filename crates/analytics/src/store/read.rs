@@ -321,6 +321,49 @@ pub async fn window(
     Ok((selection.groups, per_group))
 }
 
+/// A query without `group_by` over its range: its buckets, and the state of
+/// the whole range (every bucket merged) — an analysis's chart and summary
+/// from one read.
+pub async fn query_with_total(
+    pool: &PgPool,
+    tenant: &str,
+    query: &Query,
+    limits: &Limits,
+) -> Result<(Vec<BucketResult>, Agg), QueryError> {
+    let selection = select(pool, tenant, query, limits).await?;
+    let mut cells = Cells::new();
+    let scope = Scope {
+        pool,
+        tenant,
+        query,
+        selection: &selection,
+        limits,
+    };
+    accumulate(scope, query.start, query.end, &mut cells).await?;
+    let mut total = Agg::new(query.needs_sketch());
+    let mut buckets: Vec<BucketResult> = cells
+        .iter()
+        .map(|((_, start), agg)| {
+            total.merge(agg);
+            bucket_result(query, *start, agg)
+        })
+        .collect();
+    buckets.sort_by_key(|b| b.start);
+    Ok((buckets, total))
+}
+
+/// The tenant's metrics with events in `[start, end)`, by name.
+pub async fn metrics_in(pool: &PgPool, tenant: &str, start: Micros, end: Micros) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT name FROM metrics WHERE tenant = $1 AND first_seen < $3 AND last_seen >= $2 ORDER BY name",
+    )
+    .bind(tenant)
+    .bind(datetime(start))
+    .bind(datetime(end))
+    .fetch_all(pool)
+    .await
+}
+
 /// A metric as listed.
 #[derive(Debug, Clone)]
 pub struct MetricRow {

@@ -3,6 +3,7 @@
 //! Jobs live here; metrics in [`metrics`], alerts in [`alerts`].
 
 pub mod alerts;
+pub mod analyses;
 pub mod metrics;
 
 use serde_json::{Value, json};

@@ -1,6 +1,7 @@
 //! HTTP routes. Each module owns one area; `configure` mounts them all.
 
 mod alerts;
+mod analyses;
 pub(crate) mod jobs;
 pub(crate) mod metrics;
 mod ops;
@@ -61,6 +62,14 @@ pub fn configure(cfg: &mut web::ServiceConfig, ingest_body_limit: usize) {
                 ))
                 .service(only("/alerts/instances", [(Method::GET, web::to(alerts::instances))]))
                 .service(only("/alerts/history", [(Method::GET, web::to(alerts::history))]))
+                .service(only(
+                    "/analyses",
+                    [
+                        (Method::GET, web::to(analyses::list)),
+                        (Method::POST, web::to(analyses::create)),
+                    ],
+                ))
+                .service(only("/analyses/{id}", [(Method::GET, web::to(analyses::get))]))
                 .service(only("/ws", [(Method::GET, web::to(crate::ws::connect))])),
         );
 }

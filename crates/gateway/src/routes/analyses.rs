@@ -1,0 +1,113 @@
+//! `/api/v1/analyses…`: create an analysis (it runs as an `analyze` job:
+//! `202` with the job, whose progress is on its WebSocket topic and whose
+//! result names the analysis), list analyses, get one.
+
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::Deserialize;
+use serde_json::json;
+use sextant_common::ErrorCode;
+use sextant_proto::analytics::v1 as pb;
+use sextant_proto::common::v1::PageRequest;
+use sextant_proto::jobs::v1::SubmitJobRequest;
+
+use super::metrics::{next, read};
+use crate::auth::Principal;
+use crate::backends::{Backends, request};
+use crate::convert::analyses::{AnalysisBody, analysis_json, heading_json};
+use crate::convert::job_json;
+use crate::error::{ApiError, JsonBody};
+
+const MAX_KEY_CHARS: usize = 200;
+const MAX_PAGE_SIZE: u32 = 100;
+
+pub async fn create(
+    req: HttpRequest,
+    principal: Principal,
+    backends: web::Data<Backends>,
+    JsonBody(body): JsonBody<AnalysisBody>,
+) -> Result<HttpResponse, ApiError> {
+    let key = match req.headers().get("idempotency-key") {
+        None => String::new(),
+        Some(v) => v
+            .to_str()
+            .ok()
+            .filter(|k| !k.is_empty() && k.chars().count() <= MAX_KEY_CHARS)
+            .ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::InvalidArgument,
+                    format!("Idempotency-Key must be 1 to {MAX_KEY_CHARS} visible ASCII characters"),
+                )
+            })?
+            .to_owned(),
+    };
+    let message = SubmitJobRequest {
+        kind: "analyze".into(),
+        payload_json: body.payload().to_string(),
+        idempotency_key: key,
+        ..Default::default()
+    };
+    let response = backends
+        .jobs()
+        .submit_job(request(&principal.caller(), message)?)
+        .await?
+        .into_inner();
+    let job = response.job.unwrap_or_default();
+    let mut reply = if response.created {
+        HttpResponse::Accepted()
+    } else {
+        HttpResponse::Ok()
+    };
+    Ok(reply
+        .insert_header((header::LOCATION, format!("/api/v1/jobs/{}", job.id)))
+        .json(job_json(&job)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    page_size: Option<u32>,
+    cursor: Option<String>,
+}
+
+pub async fn list(
+    principal: Principal,
+    backends: web::Data<Backends>,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    if let Some(size) = query.page_size
+        && !(1..=MAX_PAGE_SIZE).contains(&size)
+    {
+        return Err(ApiError::new(
+            ErrorCode::InvalidArgument,
+            format!("page_size must be between 1 and {MAX_PAGE_SIZE}"),
+        ));
+    }
+    let message = pb::ListAnalysesRequest {
+        page: Some(PageRequest {
+            page_size: query.page_size.unwrap_or(0),
+            cursor: query.cursor.clone().unwrap_or_default(),
+        }),
+    };
+    let response = read(&backends, &principal, message, |mut c, m| async move {
+        c.list_analyses(m).await
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(json!({
+        "analyses": response.analyses.iter().map(heading_json).collect::<Vec<_>>(),
+        "next_cursor": next(response.page),
+    })))
+}
+
+pub async fn get(
+    principal: Principal,
+    backends: web::Data<Backends>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let message = pb::GetAnalysisRequest { id: id.into_inner() };
+    let analysis = read(&backends, &principal, message, |mut c, m| async move {
+        c.get_analysis(m).await
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(analysis_json(&analysis)))
+}
