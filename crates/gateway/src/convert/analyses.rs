@@ -47,7 +47,7 @@ fn severity(s: i32) -> &'static str {
 
 /// An analysis's heading: what lists show.
 pub fn heading_json(a: &pb::Analysis) -> Value {
-    let range = a.range.clone().unwrap_or_default();
+    let range = a.range.unwrap_or_default();
     json!({
         "id": a.id,
         "title": a.title,
