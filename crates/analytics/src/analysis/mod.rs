@@ -372,17 +372,20 @@ impl Analyses {
     }
 }
 
+/// A transition to firing with its rule: version, rule, group, value, time, spec.
+type FiredRow = (
+    i64,
+    Uuid,
+    String,
+    Option<f64>,
+    time::OffsetDateTime,
+    sqlx::types::Json<crate::alerts::rule::RuleSpec>,
+);
+
 /// `alert_fired` for every transition to firing in `[start, end)`.
 async fn fired(pool: &PgPool, tenant: &str, start: Micros, end: Micros) -> Result<Vec<pb::Finding>, sqlx::Error> {
     use crate::model::datetime;
-    let rows: Vec<(
-        i64,
-        Uuid,
-        String,
-        Option<f64>,
-        time::OffsetDateTime,
-        sqlx::types::Json<crate::alerts::rule::RuleSpec>,
-    )> = sqlx::query_as(
+    let rows: Vec<FiredRow> = sqlx::query_as(
         "SELECT h.version, h.rule_id, h.grp, h.value, h.at, r.spec
              FROM alert_history h JOIN alert_rules r ON r.tenant = h.tenant AND r.id = h.rule_id
              WHERE h.tenant = $1 AND h.to_state = 'firing' AND h.at >= $2 AND h.at < $3

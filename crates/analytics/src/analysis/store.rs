@@ -14,7 +14,7 @@ pub async fn insert(
     report: &pb::Analysis,
 ) -> Result<pb::Analysis, sqlx::Error> {
     let id = Uuid::parse_str(&report.id).unwrap_or_else(|_| Uuid::now_v7());
-    let range = report.range.clone().unwrap_or_default();
+    let range = report.range.unwrap_or_default();
     let time = |t: Option<prost_types::Timestamp>| {
         let t = t.unwrap_or_default();
         time::OffsetDateTime::from_unix_timestamp(t.seconds).unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
