@@ -30,6 +30,19 @@ def _jobs(body):
     return [body]
 
 
+def _payloads(body):
+    """Every job payload in a submit, a batch submit, or a batch job."""
+    for job in _jobs(body):
+        if not isinstance(job, dict):
+            continue
+        payload = job.get("payload")
+        if isinstance(payload, dict):
+            yield payload
+            for child in payload.get("children") or []:
+                if isinstance(child, dict) and isinstance(child.get("payload"), dict):
+                    yield child["payload"]
+
+
 # A metric query's range must hold at most this many buckets (`max_buckets`).
 MAX_BUCKETS = 10_000
 
@@ -45,8 +58,9 @@ def _instant(text):
 
 
 def _unanswerable_query(body) -> bool:
-    """`start` after `end`, or more buckets than `max_buckets`: limits the
-    MetricQuery description states and JSON Schema cannot."""
+    """`start` after `end` (or equal, for an analysis), or more buckets than
+    `max_buckets`: limits the MetricQuery and AnalysisRequest descriptions
+    state and JSON Schema cannot."""
     if not isinstance(body, dict) or "bucket_seconds" not in body:
         return False
     start, end, bucket = _instant(body.get("start")), _instant(body.get("end")), body.get("bucket_seconds")
@@ -58,7 +72,8 @@ def _unanswerable_query(body) -> bool:
     if start > end:
         return True
     if start == end:
-        return False
+        # An empty range is an empty metric query, but no analysis.
+        return "aggregations" not in body
     first = int(start.timestamp()) // bucket
     last = (int(end.timestamp() * 1_000_000) - 1) // 1_000_000 // bucket
     return last - first + 1 > MAX_BUCKETS
@@ -70,6 +85,8 @@ def filter_body(ctx, body):
     answered, or a string anywhere holding U+0000 (PostgreSQL text cannot),
     is a negative case the schema cannot mark."""
     if _has_nul(body) or _unanswerable_query(body):
+        return False
+    if any(_unanswerable_query(p) for p in _payloads(body)):
         return False
     return not any(isinstance(job, dict) and _too_far(job.get("run_at")) for job in _jobs(body))
 
