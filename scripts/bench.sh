@@ -44,14 +44,19 @@ bench_analytics() {
   DUCKDB_PYTHON="$duckdb/bin/python" "$CARGO_TARGET_DIR/release/bench_analytics"
 }
 
+bench_analysis() {
+  "$CARGO_TARGET_DIR/release/bench_analysis"
+}
+
 cargo build --release --quiet --bins
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(jobs fanout analytics)
+[ ${#targets[@]} -gt 0 ] || targets=(jobs fanout analytics analysis)
 for target in "${targets[@]}"; do
   case "$target" in
     jobs) bench_jobs ;;
     fanout) bench_fanout ;;
     analytics) bench_analytics ;;
-    *) echo "unknown benchmark: $target (jobs, fanout, analytics)" >&2; exit 2 ;;
+    analysis) bench_analysis ;;
+    *) echo "unknown benchmark: $target (jobs, fanout, analytics, analysis)" >&2; exit 2 ;;
   esac
 done
