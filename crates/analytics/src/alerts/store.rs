@@ -88,7 +88,9 @@ pub async fn update(
     expected: i64,
 ) -> Result<Updated, sqlx::Error> {
     let row: Option<RuleRow> = sqlx::query_as(&format!(
-        "UPDATE alert_rules SET spec = $3, enabled = $4, version = version + 1, updated_at = now()
+        "UPDATE alert_rules SET spec = $3, enabled = $4, version = version + 1, updated_at = now(),
+           -- Enabled again: evaluation starts at the next T, not over the time it was off.
+           evaluated_at = CASE WHEN enabled THEN evaluated_at END
          WHERE tenant = $1 AND id = $2 AND version = $5 RETURNING {RULE_COLUMNS}"
     ))
     .bind(tenant)
