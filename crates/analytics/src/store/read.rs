@@ -272,13 +272,8 @@ pub fn bucket_result(query: &Query, start: Micros, agg: &Agg) -> BucketResult {
     }
 }
 
-/// Runs a query over its range.
-pub async fn query(
-    pool: &PgPool,
-    tenant: &str,
-    query: &Query,
-    limits: &Limits,
-) -> Result<Vec<SeriesResult>, QueryError> {
+/// The series a query covers and its cells over its whole range.
+async fn cells(pool: &PgPool, tenant: &str, query: &Query, limits: &Limits) -> Result<(Selection, Cells), QueryError> {
     let selection = select(pool, tenant, query, limits).await?;
     let mut cells = Cells::new();
     let scope = Scope {
@@ -289,6 +284,17 @@ pub async fn query(
         limits,
     };
     accumulate(scope, query.start, query.end, &mut cells).await?;
+    Ok((selection, cells))
+}
+
+/// Runs a query over its range.
+pub async fn query(
+    pool: &PgPool,
+    tenant: &str,
+    query: &Query,
+    limits: &Limits,
+) -> Result<Vec<SeriesResult>, QueryError> {
+    let (selection, cells) = cells(pool, tenant, query, limits).await?;
     Ok(render(query, &selection, &cells))
 }
 
@@ -301,16 +307,7 @@ pub async fn window(
     query: &Query,
     limits: &Limits,
 ) -> Result<(Vec<String>, BTreeMap<usize, Agg>), QueryError> {
-    let selection = select(pool, tenant, query, limits).await?;
-    let mut cells = Cells::new();
-    let scope = Scope {
-        pool,
-        tenant,
-        query,
-        selection: &selection,
-        limits,
-    };
-    accumulate(scope, query.start, query.end, &mut cells).await?;
+    let (selection, cells) = cells(pool, tenant, query, limits).await?;
     let mut per_group: BTreeMap<usize, Agg> = BTreeMap::new();
     for ((group, _), agg) in cells {
         per_group
@@ -330,16 +327,7 @@ pub async fn query_with_total(
     query: &Query,
     limits: &Limits,
 ) -> Result<(Vec<BucketResult>, Agg), QueryError> {
-    let selection = select(pool, tenant, query, limits).await?;
-    let mut cells = Cells::new();
-    let scope = Scope {
-        pool,
-        tenant,
-        query,
-        selection: &selection,
-        limits,
-    };
-    accumulate(scope, query.start, query.end, &mut cells).await?;
+    let (_, cells) = cells(pool, tenant, query, limits).await?;
     let mut total = Agg::new(query.needs_sketch());
     let mut buckets: Vec<BucketResult> = cells
         .iter()

@@ -25,11 +25,12 @@ fn invalid(message: impl Into<String>) -> ApiError {
     ApiError::new(ErrorCode::InvalidArgument, message)
 }
 
-fn page(page_size: Option<u32>, cursor: &Option<String>) -> Result<PageRequest, ApiError> {
+/// A page request from `page_size` (1 to `max`) and `cursor`.
+pub(crate) fn page(page_size: Option<u32>, cursor: &Option<String>, max: u32) -> Result<PageRequest, ApiError> {
     if let Some(size) = page_size
-        && !(1..=MAX_PAGE_SIZE).contains(&size)
+        && !(1..=max).contains(&size)
     {
-        return Err(invalid(format!("page_size must be between 1 and {MAX_PAGE_SIZE}")));
+        return Err(invalid(format!("page_size must be between 1 and {max}")));
     }
     Ok(PageRequest {
         page_size: page_size.unwrap_or(0),
@@ -78,7 +79,7 @@ pub async fn list(
     query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let message = pb::ListAlertRulesRequest {
-        page: Some(page(query.page_size, &query.cursor)?),
+        page: Some(page(query.page_size, &query.cursor, MAX_PAGE_SIZE)?),
     };
     let response = read(&backends, &principal, message, |mut c, m| async move {
         c.list_alert_rules(m).await
@@ -206,7 +207,7 @@ pub async fn instances(
     let message = pb::ListAlertInstancesRequest {
         rule_id: query.rule_id.clone().unwrap_or_default(),
         states: states(query.state.as_deref())?,
-        page: Some(page(query.page_size, &query.cursor)?),
+        page: Some(page(query.page_size, &query.cursor, MAX_PAGE_SIZE)?),
     };
     let response = read(&backends, &principal, message, |mut c, m| async move {
         c.list_alert_instances(m).await
@@ -246,7 +247,7 @@ pub async fn history(
             start: query.start.map(timestamp),
             end: query.end.map(timestamp),
         }),
-        page: Some(page(query.page_size, &query.cursor)?),
+        page: Some(page(query.page_size, &query.cursor, MAX_PAGE_SIZE)?),
     };
     let response = read(&backends, &principal, message, |mut c, m| async move {
         c.list_alert_history(m).await

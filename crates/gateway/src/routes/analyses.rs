@@ -6,9 +6,7 @@ use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use serde_json::json;
-use sextant_common::ErrorCode;
 use sextant_proto::analytics::v1 as pb;
-use sextant_proto::common::v1::PageRequest;
 use sextant_proto::jobs::v1::SubmitJobRequest;
 
 use super::metrics::{next, read};
@@ -18,7 +16,6 @@ use crate::convert::analyses::{AnalysisBody, analysis_json, heading_json};
 use crate::convert::job_json;
 use crate::error::{ApiError, JsonBody};
 
-const MAX_KEY_CHARS: usize = 200;
 const MAX_PAGE_SIZE: u32 = 100;
 
 pub async fn create(
@@ -27,20 +24,8 @@ pub async fn create(
     backends: web::Data<Backends>,
     JsonBody(body): JsonBody<AnalysisBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let key = match req.headers().get("idempotency-key") {
-        None => String::new(),
-        Some(v) => v
-            .to_str()
-            .ok()
-            .filter(|k| !k.is_empty() && k.chars().count() <= MAX_KEY_CHARS)
-            .ok_or_else(|| {
-                ApiError::new(
-                    ErrorCode::InvalidArgument,
-                    format!("Idempotency-Key must be 1 to {MAX_KEY_CHARS} visible ASCII characters"),
-                )
-            })?
-            .to_owned(),
-    };
+    // Its length is checked by the jobs service, as for any job.
+    let key = super::jobs::idempotency_header(&req)?.unwrap_or_default();
     let message = SubmitJobRequest {
         kind: "analyze".into(),
         payload_json: body.payload().to_string(),
@@ -75,19 +60,8 @@ pub async fn list(
     backends: web::Data<Backends>,
     query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    if let Some(size) = query.page_size
-        && !(1..=MAX_PAGE_SIZE).contains(&size)
-    {
-        return Err(ApiError::new(
-            ErrorCode::InvalidArgument,
-            format!("page_size must be between 1 and {MAX_PAGE_SIZE}"),
-        ));
-    }
     let message = pb::ListAnalysesRequest {
-        page: Some(PageRequest {
-            page_size: query.page_size.unwrap_or(0),
-            cursor: query.cursor.clone().unwrap_or_default(),
-        }),
+        page: Some(super::alerts::page(query.page_size, &query.cursor, MAX_PAGE_SIZE)?),
     };
     let response = read(&backends, &principal, message, |mut c, m| async move {
         c.list_analyses(m).await

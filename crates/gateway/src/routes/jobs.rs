@@ -100,7 +100,7 @@ impl SubmitBody {
     }
 }
 
-fn idempotency_header(req: &HttpRequest) -> Result<Option<String>, ApiError> {
+pub(crate) fn idempotency_header(req: &HttpRequest) -> Result<Option<String>, ApiError> {
     req.headers()
         .get("idempotency-key")
         .map(|v| {

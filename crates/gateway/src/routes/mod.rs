@@ -1,6 +1,6 @@
 //! HTTP routes. Each module owns one area; `configure` mounts them all.
 
-mod alerts;
+pub(crate) mod alerts;
 mod analyses;
 pub(crate) mod jobs;
 pub(crate) mod metrics;
