@@ -83,6 +83,7 @@ async fn the_evaluating_replica_killed_mid_run_is_replaced_and_the_history_has_n
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let killed = killed.unwrap();
+    eprintln!("killed the evaluating replica: {killed}");
     let survivor = if killed == "analytics" {
         &second
     } else {
