@@ -212,3 +212,52 @@ async fn bad_analysis_requests_are_refused_and_start_no_job() {
         assert_eq!((status, body["code"].as_str()), (404, Some("not_found")), "{path}");
     }
 }
+
+/// What an `analyze` job relies on when its attempt is retried (a worker
+/// died after the report was stored): the same run id answers the same
+/// report, and no second one is stored.
+#[tokio::test]
+async fn a_retried_run_answers_the_report_the_first_run_stored() {
+    use futures::StreamExt;
+    use sextant_proto::analytics::v1 as pb;
+
+    let system = system!();
+    let client = Client::new(&system, "acme");
+    let now = OffsetDateTime::now_utc();
+    client
+        .ingest(&[json!({"name": "retried", "ts": rfc3339(now - time::Duration::minutes(5)), "value": 1.0})])
+        .await;
+    let mut grpc = system.analytics_client("acme").await;
+    let ts = |t: OffsetDateTime| prost_types::Timestamp {
+        seconds: t.unix_timestamp(),
+        nanos: 0,
+    };
+    let request = pb::RunAnalysisRequest {
+        analysis: Some(pb::CreateAnalysisRequest {
+            title: "retried".into(),
+            range: Some(sextant_proto::common::v1::TimeRange {
+                start: Some(ts(now - time::Duration::hours(1))),
+                end: Some(ts(now)),
+            }),
+            metrics: vec![],
+            bucket: Some(prost_types::Duration { seconds: 60, nanos: 0 }),
+        }),
+        run_id: "job-0193".into(),
+    };
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let mut stream = grpc.run_analysis(request.clone()).await.unwrap().into_inner();
+        let mut last = None;
+        while let Some(message) = stream.next().await {
+            last = message.unwrap().message;
+        }
+        match last {
+            Some(pb::run_analysis_response::Message::Analysis(a)) => ids.push(a.id),
+            other => panic!("the run ended with {other:?}"),
+        }
+    }
+    assert_eq!(ids[0], ids[1], "one report per run id");
+    let (_, list) = client.get("/api/v1/analyses").await;
+    assert_eq!(list["analyses"].as_array().unwrap().len(), 1, "{list}");
+    assert_eq!(list["analyses"][0]["id"], ids[0].as_str());
+}
