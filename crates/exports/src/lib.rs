@@ -5,6 +5,7 @@
 //! wires config and signals to [`Application`].
 
 pub mod config;
+pub mod render;
 
 use std::net::SocketAddr;
 

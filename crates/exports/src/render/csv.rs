@@ -1,0 +1,368 @@
+//! CSV (RFC 4180, through the `csv` crate): one section of an analysis, or
+//! all of them combined.
+//!
+//! Sections and their columns:
+//! - `summary`: `field,value` — the analysis's id, title, range, bucket, and
+//!   its counts of metrics and of findings per severity;
+//! - `metrics`: `metric,count,sum,avg,min,max,p50,p90,p95,p99`;
+//! - `findings`: `id,kind,severity,metric,at,value,message,properties`
+//!   (properties as `key=value` pairs joined with `; `, keys sorted);
+//! - `series`: `metric,aggregation,bucket_start,count,value`;
+//! - `combined`: every row of the four, each led by its `section`, under the
+//!   union of their columns (cells a section does not have are empty).
+//!
+//! User-supplied strings go through [`super::inert`]; numbers are written as
+//! numbers (empty for a value that does not exist, e.g. the min of no
+//! events), times as RFC 3339 in UTC.
+
+use std::io::Write;
+
+use sextant_proto::analytics::v1 as pb;
+
+use super::inert;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Section {
+    Summary,
+    Metrics,
+    Findings,
+    Series,
+    Combined,
+}
+
+impl Section {
+    pub fn parse(name: &str) -> Option<Self> {
+        Some(match name {
+            "summary" => Self::Summary,
+            "metrics" => Self::Metrics,
+            "findings" => Self::Findings,
+            "series" => Self::Series,
+            "combined" => Self::Combined,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Summary => "summary",
+            Self::Metrics => "metrics",
+            Self::Findings => "findings",
+            Self::Series => "series",
+            Self::Combined => "combined",
+        }
+    }
+}
+
+const SUMMARY: &[&str] = &["field", "value"];
+const METRICS: &[&str] = &[
+    "metric", "count", "sum", "avg", "min", "max", "p50", "p90", "p95", "p99",
+];
+const FINDINGS: &[&str] = &[
+    "id",
+    "kind",
+    "severity",
+    "metric",
+    "at",
+    "value",
+    "message",
+    "properties",
+];
+const SERIES: &[&str] = &["metric", "aggregation", "bucket_start", "count", "value"];
+
+/// The combined header: `section`, then each column name once, in order of
+/// first appearance across the sections.
+fn combined_columns() -> Vec<&'static str> {
+    let mut columns = vec!["section"];
+    for name in [SUMMARY, METRICS, FINDINGS, SERIES].concat() {
+        if !columns.contains(&name) {
+            columns.push(name);
+        }
+    }
+    columns
+}
+
+fn number(v: f64) -> String {
+    if v.is_finite() { format!("{v}") } else { String::new() }
+}
+
+fn time(t: &Option<prost_types::Timestamp>) -> String {
+    t.and_then(|t| {
+        time::OffsetDateTime::from_unix_timestamp(t.seconds)
+            .ok()
+            .map(|d| (d, t.nanos))
+    })
+    .and_then(|(d, nanos)| {
+        (d + time::Duration::nanoseconds(i64::from(nanos)))
+            .format(&time::format_description::well_known::Rfc3339)
+            .ok()
+    })
+    .unwrap_or_default()
+}
+
+fn severity(s: i32) -> &'static str {
+    match pb::Severity::try_from(s).unwrap_or_default() {
+        pb::Severity::Note => "note",
+        pb::Severity::Warning => "warning",
+        pb::Severity::Error => "error",
+        pb::Severity::Unspecified => "",
+    }
+}
+
+fn aggregation(a: i32) -> &'static str {
+    match pb::Aggregation::try_from(a).unwrap_or_default() {
+        pb::Aggregation::Count => "count",
+        pb::Aggregation::Sum => "sum",
+        pb::Aggregation::Avg => "avg",
+        pb::Aggregation::Min => "min",
+        pb::Aggregation::Max => "max",
+        pb::Aggregation::P50 => "p50",
+        pb::Aggregation::P90 => "p90",
+        pb::Aggregation::P95 => "p95",
+        pb::Aggregation::P99 => "p99",
+        pb::Aggregation::Unspecified => "",
+    }
+}
+
+/// One row: (column, cell) pairs; columns not named are empty.
+type Row = Vec<(&'static str, String)>;
+
+fn summary_rows(a: &pb::Analysis) -> Vec<Row> {
+    let range = a.range.unwrap_or_default();
+    let count = |s: pb::Severity| a.findings.iter().filter(|f| f.severity == s as i32).count().to_string();
+    [
+        ("id", inert(&a.id).into_owned()),
+        ("title", inert(&a.title).into_owned()),
+        ("start", time(&range.start)),
+        ("end", time(&range.end)),
+        ("bucket_seconds", a.bucket.map_or(0, |b| b.seconds).to_string()),
+        ("created_at", time(&a.created_at)),
+        ("metrics", a.summaries.len().to_string()),
+        ("findings", a.findings.len().to_string()),
+        ("findings_error", count(pb::Severity::Error)),
+        ("findings_warning", count(pb::Severity::Warning)),
+        ("findings_note", count(pb::Severity::Note)),
+    ]
+    .into_iter()
+    .map(|(field, value)| vec![("field", field.to_owned()), ("value", value)])
+    .collect()
+}
+
+fn metric_rows(a: &pb::Analysis) -> Vec<Row> {
+    a.summaries
+        .iter()
+        .map(|s| {
+            vec![
+                ("metric", inert(&s.metric).into_owned()),
+                ("count", s.count.to_string()),
+                ("sum", number(s.sum)),
+                ("avg", number(s.avg)),
+                ("min", number(s.min)),
+                ("max", number(s.max)),
+                ("p50", number(s.p50)),
+                ("p90", number(s.p90)),
+                ("p95", number(s.p95)),
+                ("p99", number(s.p99)),
+            ]
+        })
+        .collect()
+}
+
+fn finding_rows(a: &pb::Analysis) -> Vec<Row> {
+    a.findings
+        .iter()
+        .map(|f| {
+            let mut properties: Vec<(&String, &String)> = f.properties.iter().collect();
+            properties.sort();
+            let properties = properties
+                .into_iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join("; ");
+            vec![
+                ("id", inert(&f.id).into_owned()),
+                ("kind", inert(&f.kind).into_owned()),
+                ("severity", severity(f.severity).to_owned()),
+                ("metric", inert(&f.metric).into_owned()),
+                ("at", time(&f.at)),
+                ("value", number(f.value)),
+                ("message", inert(&f.message).into_owned()),
+                ("properties", inert(&properties).into_owned()),
+            ]
+        })
+        .collect()
+}
+
+fn series_rows(a: &pb::Analysis) -> Vec<Row> {
+    a.series
+        .iter()
+        .flat_map(|c| {
+            let series = c.series.clone().unwrap_or_default();
+            series.buckets.into_iter().map(move |b| {
+                vec![
+                    ("metric", inert(&c.metric).into_owned()),
+                    ("aggregation", aggregation(c.aggregation).to_owned()),
+                    ("bucket_start", time(&b.start)),
+                    ("count", b.count.to_string()),
+                    ("value", number(b.values.first().copied().unwrap_or(f64::NAN))),
+                ]
+            })
+        })
+        .collect()
+}
+
+fn write_rows(
+    writer: &mut csv::Writer<impl Write>,
+    columns: &[&str],
+    section: Option<&str>,
+    rows: Vec<Row>,
+) -> csv::Result<()> {
+    for row in rows {
+        let cells = columns.iter().map(|column| {
+            if *column == "section" {
+                return section.unwrap_or_default().to_owned();
+            }
+            row.iter()
+                .find(|(c, _)| c == column)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default()
+        });
+        writer.write_record(cells)?;
+    }
+    Ok(())
+}
+
+/// Writes `section` of `analysis` as CSV to `out`.
+pub fn write(analysis: &pb::Analysis, section: Section, out: impl Write) -> csv::Result<()> {
+    let mut writer = csv::Writer::from_writer(out);
+    let parts: Vec<(Section, &[&str], Vec<Row>)> = vec![
+        (Section::Summary, SUMMARY, summary_rows(analysis)),
+        (Section::Metrics, METRICS, metric_rows(analysis)),
+        (Section::Findings, FINDINGS, finding_rows(analysis)),
+        (Section::Series, SERIES, series_rows(analysis)),
+    ];
+    if section == Section::Combined {
+        let columns = combined_columns();
+        writer.write_record(&columns)?;
+        for (part, _, rows) in parts {
+            write_rows(&mut writer, &columns, Some(part.name()), rows)?;
+        }
+    } else {
+        let (_, columns, rows) = parts
+            .into_iter()
+            .find(|(s, _, _)| *s == section)
+            .expect("every section but combined is a part");
+        writer.write_record(columns)?;
+        write_rows(&mut writer, columns, None, rows)?;
+    }
+    writer.flush()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ts(seconds: i64) -> Option<prost_types::Timestamp> {
+        Some(prost_types::Timestamp { seconds, nanos: 0 })
+    }
+
+    fn analysis() -> pb::Analysis {
+        pb::Analysis {
+            id: "0193".into(),
+            title: "=HYPERLINK(\"http://evil\",\"click\")".into(),
+            range: Some(sextant_proto::common::v1::TimeRange {
+                start: ts(1_795_000_000),
+                end: ts(1_795_003_600),
+            }),
+            created_at: ts(1_795_003_700),
+            summaries: vec![pb::MetricSummary {
+                metric: "cpu".into(),
+                count: 3,
+                sum: -6.5,
+                avg: -2.1666666666666665,
+                min: -5.0,
+                max: 1.5,
+                p50: -3.0,
+                p90: 1.5,
+                p95: 1.5,
+                p99: 1.5,
+            }],
+            findings: vec![pb::Finding {
+                id: "anomaly:cpu:1795000060".into(),
+                kind: "anomaly".into(),
+                severity: pb::Severity::Error as i32,
+                metric: "cpu".into(),
+                message: "+cmd|' /C calc'!A0, \"quoted\"\nand a new line".into(),
+                at: ts(1_795_000_060),
+                value: -5.0,
+                properties: [("note".to_owned(), "@SUM(A1)".to_owned())].into(),
+            }],
+            series: vec![pb::ChartSeries {
+                metric: "cpu".into(),
+                aggregation: pb::Aggregation::Avg as i32,
+                series: Some(pb::Series {
+                    group: String::new(),
+                    buckets: vec![pb::Bucket {
+                        start: ts(1_795_000_060),
+                        values: vec![-2.5],
+                        count: 2,
+                    }],
+                }),
+            }],
+            bucket: Some(prost_types::Duration { seconds: 60, nanos: 0 }),
+            metrics: vec!["cpu".into()],
+        }
+    }
+
+    fn render(section: Section) -> Vec<csv::StringRecord> {
+        let mut out = Vec::new();
+        write(&analysis(), section, &mut out).unwrap();
+        csv::Reader::from_reader(out.as_slice())
+            .records()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    #[test]
+    fn numbers_stay_numbers_and_user_strings_are_inert() {
+        let metrics = render(Section::Metrics);
+        assert_eq!(&metrics[0][0], "cpu");
+        assert_eq!(&metrics[0][2], "-6.5", "a negative number is not neutralised");
+        assert_eq!(&metrics[0][4], "-5");
+        let findings = render(Section::Findings);
+        assert_eq!(&findings[0][6], "'+cmd|' /C calc'!A0, \"quoted\"\nand a new line");
+        assert_eq!(&findings[0][5], "-5");
+        assert_eq!(&findings[0][4], "2026-11-18T11:07:40Z");
+        let summary = render(Section::Summary);
+        let title = summary.iter().find(|r| &r[0] == "title").unwrap();
+        assert_eq!(&title[1], "'=HYPERLINK(\"http://evil\",\"click\")");
+        let series = render(Section::Series);
+        assert_eq!(
+            series[0].iter().collect::<Vec<_>>(),
+            ["cpu", "avg", "2026-11-18T11:07:40Z", "2", "-2.5"]
+        );
+    }
+
+    #[test]
+    fn combined_holds_every_section_under_one_header() {
+        let mut out = Vec::new();
+        write(&analysis(), Section::Combined, &mut out).unwrap();
+        let mut reader = csv::Reader::from_reader(out.as_slice());
+        let header: Vec<String> = reader.headers().unwrap().iter().map(str::to_owned).collect();
+        assert_eq!(header[0], "section");
+        let rows: Vec<csv::StringRecord> = reader.records().collect::<Result<_, _>>().unwrap();
+        let count = |s: &str| rows.iter().filter(|r| &r[0] == s).count();
+        assert_eq!(
+            (count("summary"), count("metrics"), count("findings"), count("series")),
+            (11, 1, 1, 1)
+        );
+        assert!(
+            rows.iter().all(|r| r.len() == header.len()),
+            "every record has every column"
+        );
+        let finding = rows.iter().find(|r| &r[0] == "findings").unwrap();
+        let column = |name: &str| header.iter().position(|h| h == name).unwrap();
+        assert_eq!(&finding[column("severity")], "error");
+        assert_eq!(&finding[column("properties")], "note=@SUM(A1)");
+    }
+}

@@ -1,0 +1,233 @@
+//! SARIF 2.1.0, shaped for GitHub code scanning's upload requirements: one
+//! run whose `tool.driver` names Sextant, its version and one rule per
+//! finding kind (stable `id`, `shortDescription`, `fullDescription`, `help`,
+//! default level); one result per finding with `ruleId`, `level` from the
+//! finding's severity, `message.text`, a location, and `partialFingerprints`
+//! so that uploading the same findings again does not duplicate alerts.
+//!
+//! A finding concerns a metric, not a file: its location is the artifact
+//! `sextant/metrics/<metric>` (line 1), plus a logical location naming the
+//! metric. The fingerprint is the SHA-256 of the finding's kind, metric and
+//! stable id (e.g. the anomaly's bucket), not of its message.
+
+use serde_json::{Value, json};
+use sextant_proto::analytics::v1 as pb;
+use sha2::{Digest, Sha256};
+
+pub const SCHEMA: &str = "https://json.schemastore.org/sarif-2.1.0.json";
+
+/// A finding kind's rule: id, short description, full description, help.
+const RULES: &[(&str, &str, &str, &str)] = &[
+    (
+        "alert_fired",
+        "An alert rule fired",
+        "An alert rule's condition held over its window (for its `for` duration) in the analysed range, so the rule's instance entered the firing state.",
+        "Open the alert rule in Sextant, check the metric around the time of the finding, and follow the rule's runbook annotation if it has one.",
+    ),
+    (
+        "anomaly",
+        "A metric bucket left its robust baseline",
+        "The bucket's average lies more than k robust standard deviations (1.4826 × MAD) from the median of the metric's buckets over the analysed range.",
+        "Compare the bucket with its neighbours in the analysis's chart; the finding's properties give the expected value, the bounds and the score.",
+    ),
+];
+
+fn level(severity: i32) -> &'static str {
+    match pb::Severity::try_from(severity).unwrap_or_default() {
+        pb::Severity::Error => "error",
+        pb::Severity::Warning => "warning",
+        pb::Severity::Note | pb::Severity::Unspecified => "note",
+    }
+}
+
+fn default_level(rule: &str) -> &'static str {
+    if rule == "alert_fired" { "error" } else { "warning" }
+}
+
+/// `metric` as a URI path segment: unreserved characters kept, the rest
+/// percent-encoded (metric names are `[a-zA-Z0-9_.:]`, so in practice only
+/// `:`).
+fn segment(metric: &str) -> String {
+    metric
+        .bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn fingerprint(f: &pb::Finding) -> String {
+    let mut hash = Sha256::new();
+    for part in [f.kind.as_str(), f.metric.as_str(), f.id.as_str()] {
+        hash.update(part.as_bytes());
+        hash.update([0]);
+    }
+    hex(&hash.finalize())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The analysis as one SARIF log.
+pub fn render(analysis: &pb::Analysis, version: &str) -> Value {
+    let rules: Vec<Value> = RULES
+        .iter()
+        .map(|(id, short, full, help)| {
+            json!({
+                "id": id,
+                "name": id,
+                "shortDescription": { "text": short },
+                "fullDescription": { "text": full },
+                "help": { "text": help },
+                "defaultConfiguration": { "level": default_level(id) },
+            })
+        })
+        .collect();
+    let results: Vec<Value> = analysis
+        .findings
+        .iter()
+        .map(|f| {
+            let rule = RULES.iter().position(|(id, ..)| *id == f.kind);
+            let mut properties: serde_json::Map<String, Value> =
+                f.properties.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+            properties.insert("findingId".into(), json!(f.id));
+            if f.value.is_finite() {
+                properties.insert("value".into(), json!(f.value));
+            }
+            let mut result = json!({
+                "ruleId": f.kind,
+                "level": level(f.severity),
+                "message": { "text": f.message },
+                "locations": [{
+                    "physicalLocation": {
+                        "artifactLocation": { "uri": format!("sextant/metrics/{}", segment(&f.metric)) },
+                        "region": { "startLine": 1 },
+                    },
+                    "logicalLocations": [{ "name": f.metric, "kind": "metric" }],
+                }],
+                "partialFingerprints": { "sextantFinding/v1": fingerprint(f) },
+                "properties": properties,
+            });
+            if let Some(index) = rule {
+                result["ruleIndex"] = json!(index);
+            }
+            result
+        })
+        .collect();
+    let range = analysis.range.unwrap_or_default();
+    json!({
+        "$schema": SCHEMA,
+        "version": "2.1.0",
+        "runs": [{
+            "tool": { "driver": {
+                "name": "Sextant",
+                "version": version,
+                "informationUri": "https://sextant.dev",
+                "rules": rules,
+            }},
+            "automationDetails": { "id": format!("sextant/analysis/{}", analysis.id) },
+            "properties": {
+                "analysisId": analysis.id,
+                "title": analysis.title,
+                "start": range.start.map(|t| t.seconds),
+                "end": range.end.map(|t| t.seconds),
+            },
+            "results": results,
+        }],
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn analysis() -> pb::Analysis {
+        let finding = |id: &str, kind: &str, severity: pb::Severity, metric: &str| pb::Finding {
+            id: id.into(),
+            kind: kind.into(),
+            severity: severity as i32,
+            metric: metric.into(),
+            message: format!("<script>alert(1)</script> {kind} on {metric}"),
+            at: Some(prost_types::Timestamp {
+                seconds: 1_795_000_060,
+                nanos: 0,
+            }),
+            value: 900.0,
+            properties: [("rule_name".to_owned(), "\"><img onerror=x>".to_owned())].into(),
+        };
+        pb::Analysis {
+            id: "0193".into(),
+            title: "t".into(),
+            findings: vec![
+                finding(
+                    "anomaly:api.latency:1795000060",
+                    "anomaly",
+                    pb::Severity::Error,
+                    "api.latency",
+                ),
+                finding("alert_fired:r:4", "alert_fired", pb::Severity::Error, "ns:cpu"),
+                finding("anomaly:x:1", "anomaly", pb::Severity::Warning, "x"),
+            ],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_log_is_valid_against_the_sarif_2_1_0_schema() {
+        let schema: Value = serde_json::from_str(include_str!("../../tests/data/sarif-schema-2.1.0.json")).unwrap();
+        let validator = jsonschema::draft4::new(&schema).expect("the OASIS schema compiles");
+        let log = render(&analysis(), "0.1.0");
+        let errors: Vec<String> = validator
+            .iter_errors(&log)
+            .map(|e| format!("{e} at {}", e.instance_path()))
+            .collect();
+        assert!(errors.is_empty(), "{errors:#?}");
+        // And one with no findings at all.
+        assert!(validator.is_valid(&render(&pb::Analysis::default(), "0.1.0")));
+        // The validator does refuse what the schema forbids.
+        let mut broken = log.clone();
+        broken["runs"][0]["results"][0]["level"] = json!("fatal");
+        assert!(!validator.is_valid(&broken));
+    }
+
+    #[test]
+    fn results_carry_what_github_code_scanning_requires() {
+        let log = render(&analysis(), "0.1.0");
+        let run = &log["runs"][0];
+        let rules = run["tool"]["driver"]["rules"].as_array().unwrap();
+        for rule in rules {
+            for field in [
+                "id",
+                "shortDescription",
+                "fullDescription",
+                "help",
+                "defaultConfiguration",
+            ] {
+                assert!(!rule[field].is_null(), "{field} in {rule}");
+            }
+        }
+        let results = run["results"].as_array().unwrap();
+        assert_eq!(results.len(), 3);
+        assert_eq!(results[0]["level"], "error");
+        assert_eq!(results[2]["level"], "warning");
+        assert_eq!(
+            results[1]["locations"][0]["physicalLocation"]["artifactLocation"]["uri"],
+            "sextant/metrics/ns%3Acpu"
+        );
+        let prints: Vec<&str> = results
+            .iter()
+            .map(|r| r["partialFingerprints"]["sextantFinding/v1"].as_str().unwrap())
+            .collect();
+        assert_eq!(prints.len(), 3);
+        assert!(prints[0] != prints[1] && prints[1] != prints[2] && prints[0] != prints[2]);
+        // The same finding fingerprints alike however its message reads.
+        let mut again = analysis();
+        again.findings[0].message = "reworded".into();
+        assert_eq!(
+            render(&again, "0.1.0")["runs"][0]["results"][0]["partialFingerprints"],
+            results[0]["partialFingerprints"]
+        );
+    }
+}
