@@ -19,7 +19,7 @@ use std::io::Write;
 
 use sextant_proto::analytics::v1 as pb;
 
-use super::inert;
+use super::{aggregation, inert, severity, time};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Section {
@@ -83,44 +83,6 @@ fn combined_columns() -> Vec<&'static str> {
 
 fn number(v: f64) -> String {
     if v.is_finite() { format!("{v}") } else { String::new() }
-}
-
-fn time(t: &Option<prost_types::Timestamp>) -> String {
-    t.and_then(|t| {
-        time::OffsetDateTime::from_unix_timestamp(t.seconds)
-            .ok()
-            .map(|d| (d, t.nanos))
-    })
-    .and_then(|(d, nanos)| {
-        (d + time::Duration::nanoseconds(i64::from(nanos)))
-            .format(&time::format_description::well_known::Rfc3339)
-            .ok()
-    })
-    .unwrap_or_default()
-}
-
-fn severity(s: i32) -> &'static str {
-    match pb::Severity::try_from(s).unwrap_or_default() {
-        pb::Severity::Note => "note",
-        pb::Severity::Warning => "warning",
-        pb::Severity::Error => "error",
-        pb::Severity::Unspecified => "",
-    }
-}
-
-fn aggregation(a: i32) -> &'static str {
-    match pb::Aggregation::try_from(a).unwrap_or_default() {
-        pb::Aggregation::Count => "count",
-        pb::Aggregation::Sum => "sum",
-        pb::Aggregation::Avg => "avg",
-        pb::Aggregation::Min => "min",
-        pb::Aggregation::Max => "max",
-        pb::Aggregation::P50 => "p50",
-        pb::Aggregation::P90 => "p90",
-        pb::Aggregation::P95 => "p95",
-        pb::Aggregation::P99 => "p99",
-        pb::Aggregation::Unspecified => "",
-    }
 }
 
 /// One row: (column, cell) pairs; columns not named are empty.

@@ -4,7 +4,10 @@
 //! threads (they are CPU-bound).
 
 pub mod csv;
+pub mod json;
 pub mod sarif;
+
+use sextant_proto::analytics::v1 as pb;
 
 /// A user-supplied string as a spreadsheet cell: text a spreadsheet would run
 /// as a formula (starting with `=`, `+`, `-`, `@`, a tab or a carriage
@@ -14,6 +17,47 @@ pub fn inert(text: &str) -> std::borrow::Cow<'_, str> {
     match text.chars().next() {
         Some('=' | '+' | '-' | '@' | '\t' | '\r') => format!("'{text}").into(),
         _ => text.into(),
+    }
+}
+
+/// A time as RFC 3339 in UTC; empty when absent.
+pub(crate) fn time(t: &Option<prost_types::Timestamp>) -> String {
+    t.and_then(|t| {
+        time::OffsetDateTime::from_unix_timestamp(t.seconds)
+            .ok()
+            .map(|d| (d, t.nanos))
+    })
+    .and_then(|(d, nanos)| {
+        (d + time::Duration::nanoseconds(i64::from(nanos)))
+            .format(&time::format_description::well_known::Rfc3339)
+            .ok()
+    })
+    .unwrap_or_default()
+}
+
+/// A finding's severity by name; empty when unspecified.
+pub(crate) fn severity(s: i32) -> &'static str {
+    match pb::Severity::try_from(s).unwrap_or_default() {
+        pb::Severity::Note => "note",
+        pb::Severity::Warning => "warning",
+        pb::Severity::Error => "error",
+        pb::Severity::Unspecified => "",
+    }
+}
+
+/// An aggregation by name; empty when unspecified.
+pub(crate) fn aggregation(a: i32) -> &'static str {
+    match pb::Aggregation::try_from(a).unwrap_or_default() {
+        pb::Aggregation::Count => "count",
+        pb::Aggregation::Sum => "sum",
+        pb::Aggregation::Avg => "avg",
+        pb::Aggregation::Min => "min",
+        pb::Aggregation::Max => "max",
+        pb::Aggregation::P50 => "p50",
+        pb::Aggregation::P90 => "p90",
+        pb::Aggregation::P95 => "p95",
+        pb::Aggregation::P99 => "p99",
+        pb::Aggregation::Unspecified => "",
     }
 }
 
