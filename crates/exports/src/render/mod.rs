@@ -4,6 +4,7 @@
 //! threads (they are CPU-bound).
 
 pub mod csv;
+pub mod html;
 pub mod json;
 pub mod sarif;
 
