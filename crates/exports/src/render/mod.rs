@@ -7,6 +7,7 @@ pub mod csv;
 pub mod html;
 pub mod json;
 pub mod sarif;
+pub mod xlsx;
 
 use sextant_proto::analytics::v1 as pb;
 
