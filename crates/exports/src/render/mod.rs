@@ -8,6 +8,7 @@ pub mod html;
 pub mod json;
 pub mod sarif;
 pub mod xlsx;
+pub mod zip;
 
 use sextant_proto::analytics::v1 as pb;
 
