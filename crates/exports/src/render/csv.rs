@@ -19,7 +19,7 @@ use std::io::Write;
 
 use sextant_proto::analytics::v1 as pb;
 
-use super::{aggregation, inert, severity, time};
+use super::{aggregation, inert, properties_text, severity, time};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Section {
@@ -133,13 +133,7 @@ fn finding_rows(a: &pb::Analysis) -> Vec<Row> {
     a.findings
         .iter()
         .map(|f| {
-            let mut properties: Vec<(&String, &String)> = f.properties.iter().collect();
-            properties.sort();
-            let properties = properties
-                .into_iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect::<Vec<_>>()
-                .join("; ");
+            let properties = properties_text(f);
             vec![
                 ("id", inert(&f.id).into_owned()),
                 ("kind", inert(&f.kind).into_owned()),

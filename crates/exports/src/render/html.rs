@@ -11,7 +11,7 @@
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 use sextant_proto::analytics::v1 as pb;
 
-use super::{aggregation, severity, time};
+use super::{aggregation, severity, sorted_properties, time};
 
 /// Forbids every fetch and script; allows only the inline style.
 pub const CSP: &str =
@@ -37,12 +37,6 @@ fn fmt(v: f64) -> String {
 
 fn seconds(t: &Option<prost_types::Timestamp>) -> f64 {
     t.map_or(0.0, |t| t.seconds as f64 + f64::from(t.nanos) / 1e9)
-}
-
-fn sorted(map: &std::collections::HashMap<String, String>) -> Vec<(&String, &String)> {
-    let mut pairs: Vec<_> = map.iter().collect();
-    pairs.sort();
-    pairs
 }
 
 /// One series as an SVG line chart over `[start, end)`.
@@ -132,7 +126,7 @@ pub fn render(a: &pb::Analysis) -> String {
                         thead { tr { th { "time" } th { "severity" } th { "kind" } th { "metric" } th { "value" } th { "message" } th { "details" } } }
                         tbody {
                             @for f in &a.findings {
-                                @let properties = sorted(&f.properties);
+                                @let properties = sorted_properties(f);
                                 tr {
                                     td { (time(&f.at)) }
                                     td class=(format!("sev-{}", severity(f.severity))) { (severity(f.severity)) }

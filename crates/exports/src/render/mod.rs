@@ -23,6 +23,23 @@ pub fn inert(text: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
+/// A finding's properties, sorted by key, as `key=value` pairs.
+pub(crate) fn sorted_properties(f: &pb::Finding) -> Vec<(&String, &String)> {
+    let mut pairs: Vec<_> = f.properties.iter().collect();
+    pairs.sort();
+    pairs
+}
+
+/// A finding's properties in one cell: `key=value` pairs, keys sorted,
+/// joined with `; `.
+pub(crate) fn properties_text(f: &pb::Finding) -> String {
+    sorted_properties(f)
+        .into_iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// A time as RFC 3339 in UTC; empty when absent.
 pub(crate) fn time(t: &Option<prost_types::Timestamp>) -> String {
     t.and_then(|t| {

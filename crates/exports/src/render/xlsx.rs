@@ -10,7 +10,7 @@
 use rust_xlsxwriter::{Chart, ChartType, ExcelDateTime, Format, Workbook, Worksheet, XlsxError};
 use sextant_proto::analytics::v1 as pb;
 
-use super::{aggregation, severity, time};
+use super::{aggregation, properties_text, severity, time};
 
 /// Charts drawn at most (the data stays in `series` either way).
 pub const MAX_CHARTS: usize = 100;
@@ -130,13 +130,7 @@ fn findings(workbook: &mut Workbook, a: &pb::Analysis, f: &Formats) -> Result<()
     table(sheet, f, &header, a.findings.len() as u32)?;
     for (i, x) in a.findings.iter().enumerate() {
         let row = i as u32 + 1;
-        let mut properties: Vec<_> = x.properties.iter().collect();
-        properties.sort();
-        let properties = properties
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join("; ");
+        let properties = properties_text(x);
         datetime(sheet, row, 0, &x.at, f)?;
         sheet.write_string(row, 1, severity(x.severity))?;
         sheet.write_string(row, 2, &x.kind)?;

@@ -36,8 +36,9 @@ pub fn write(entries: &[Entry], out: impl Write) -> zip::result::ZipResult<()> {
             "content_type": entry.content_type,
         }));
     }
-    let manifest = serde_json::to_vec_pretty(&json!({ "format": "sextant.export-batch", "version": 1, "files": files }))
-        .expect("a manifest serialises");
+    let manifest =
+        serde_json::to_vec_pretty(&json!({ "format": "sextant.export-batch", "version": 1, "files": files }))
+            .expect("a manifest serialises");
     archive.start_file(MANIFEST, options)?;
     archive.write_all(&manifest)?;
     archive.finish()?;
@@ -68,13 +69,21 @@ mod tests {
         write(&entries, &mut out).unwrap();
         let mut archive = zip::ZipArchive::new(Cursor::new(out)).unwrap();
         let mut manifest = String::new();
-        archive.by_name(MANIFEST).unwrap().read_to_string(&mut manifest).unwrap();
+        archive
+            .by_name(MANIFEST)
+            .unwrap()
+            .read_to_string(&mut manifest)
+            .unwrap();
         let manifest: serde_json::Value = serde_json::from_str(&manifest).unwrap();
         let files = manifest["files"].as_array().unwrap();
         assert_eq!(files.len(), 2);
         for (file, entry) in files.iter().zip(&entries) {
             let mut bytes = Vec::new();
-            archive.by_name(file["name"].as_str().unwrap()).unwrap().read_to_end(&mut bytes).unwrap();
+            archive
+                .by_name(file["name"].as_str().unwrap())
+                .unwrap()
+                .read_to_end(&mut bytes)
+                .unwrap();
             assert_eq!(bytes, entry.bytes);
             assert_eq!(file["size"], bytes.len());
             let digest: String = Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
