@@ -96,6 +96,8 @@ pub struct TestSystem {
     /// The gateway's environment, likewise.
     gateway_env: Vec<(String, String)>,
     databases: Vec<String>,
+    /// The exports service's storage directory, removed with the system.
+    exports_root: std::path::PathBuf,
     _infra: Option<Infra>,
 }
 
@@ -207,7 +209,18 @@ impl TestSystem {
                 }
             })
             .collect();
-        let (exports, _) = backend("exports", vec![]).unwrap_or_else(|e| panic!("{e}"));
+        let exports_root = std::env::temp_dir().join(format!("sextant-e2e-{id}-exports"));
+        let exports_env = vec![
+            (
+                "SEXTANT_EXPORTS__STORAGE__ROOT".to_owned(),
+                exports_root.display().to_string(),
+            ),
+            (
+                "SEXTANT_EXPORTS__ANALYTICS__URL".to_owned(),
+                format!("http://{}", analytics.addr),
+            ),
+        ];
+        let (exports, _) = backend("exports", exports_env).unwrap_or_else(|e| panic!("{e}"));
 
         let mut env = common.clone();
         env.extend([
@@ -251,6 +264,7 @@ impl TestSystem {
                 .build()
                 .expect("an HTTP client"),
             databases,
+            exports_root,
             _infra: infra,
         };
         system
@@ -311,6 +325,13 @@ impl TestSystem {
     /// A gRPC client straight to the analytics service, calling as `tenant`.
     pub async fn analytics_client(&self, tenant: &str) -> AnalyticsClient {
         self.analytics_client_at(&self.analytics, tenant).await
+    }
+
+    /// A gRPC client straight to the exports service, calling as `tenant`.
+    pub async fn exports_client(&self, tenant: &str) -> ExportsClient {
+        let (channel, call_as) = self.channel_as(&self.exports, tenant).await;
+        sextant_proto::exports::v1::export_service_client::ExportServiceClient::with_interceptor(channel, call_as)
+            .max_decoding_message_size(64 << 20)
     }
 
     /// A gRPC client straight to this analytics replica, calling as `tenant`.
@@ -398,6 +419,7 @@ impl Drop for TestSystem {
                 process.wait_exit(Duration::from_secs(5));
             }
         }
+        let _ = std::fs::remove_dir_all(&self.exports_root);
         let admin_url = self.admin_url.clone();
         let databases = std::mem::take(&mut self.databases);
         let (amqp_url, prefix) = (self.amqp_url.clone(), format!("e2e-{}", self.id));
@@ -444,6 +466,10 @@ impl tonic::service::Interceptor for CallAs {
 }
 
 pub type AnalyticsClient = sextant_proto::analytics::v1::analytics_service_client::AnalyticsServiceClient<
+    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, CallAs>,
+>;
+
+pub type ExportsClient = sextant_proto::exports::v1::export_service_client::ExportServiceClient<
     tonic::service::interceptor::InterceptedService<tonic::transport::Channel, CallAs>,
 >;
 

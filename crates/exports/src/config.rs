@@ -19,6 +19,15 @@ url = "postgres://postgres@127.0.0.1:5432/sextant_exports"
 max_connections = 16
 acquire_timeout = "5s"
 startup_timeout = "30s"
+
+[exports.storage]
+# Rendered files go to this local directory (made at start-up if missing),
+# through the object_store crate.
+root = "/tmp/sextant-exports"
+
+[exports.analytics]
+# The analytics service, which the analyses to export come from.
+url = "http://127.0.0.1:50051"
 "#;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -33,12 +42,36 @@ pub struct Config {
 pub struct ExportsConfig {
     pub grpc: GrpcServerConfig,
     pub database: DatabaseConfig,
+    pub storage: StorageConfig,
+    pub analytics: AnalyticsLink,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    pub root: std::path::PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnalyticsLink {
+    pub url: String,
 }
 
 impl Validate for Config {
     fn validate(&self, problems: &mut Problems) {
         self.exports.grpc.validate_at("exports.grpc", problems);
         self.exports.database.validate_at("exports.database", problems);
+        problems.check(
+            self.exports.storage.root.is_absolute(),
+            "exports.storage.root",
+            "must be an absolute path",
+        );
+        problems.check(
+            self.exports.analytics.url.starts_with("http://") || self.exports.analytics.url.starts_with("https://"),
+            "exports.analytics.url",
+            "must be an http:// or https:// URL",
+        );
         self.internal.validate(problems);
         self.telemetry.validate(problems);
     }

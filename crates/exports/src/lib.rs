@@ -4,10 +4,15 @@
 //! This crate is a library so tests can start it on port 0; `main.rs` only
 //! wires config and signals to [`Application`].
 
+pub mod api;
 pub mod config;
+pub mod formats;
 pub mod render;
+pub mod store;
 
 use std::net::SocketAddr;
+
+use anyhow::Context as _;
 
 use sextant_common::db;
 use sextant_common::grpc::{BackendServer, Dependency};
@@ -26,6 +31,7 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 pub struct Application {
     server: BackendServer,
     pool: PgPool,
+    api: api::ExportsApi,
 }
 
 impl Application {
@@ -37,7 +43,26 @@ impl Application {
             config.internal.secret.clone(),
         )
         .await?;
-        Ok(Self { server, pool })
+        let e = &config.exports;
+        std::fs::create_dir_all(&e.storage.root)
+            .with_context(|| format!("making exports.storage.root {}", e.storage.root.display()))?;
+        let store = object_store::local::LocalFileSystem::new_with_prefix(&e.storage.root)
+            .context("opening exports.storage.root")?;
+        let channel = tonic::transport::Endpoint::from_shared(e.analytics.url.clone())?
+            .connect_timeout(std::time::Duration::from_secs(5))
+            .connect_lazy();
+        let analytics =
+            sextant_proto::analytics::v1::analytics_service_client::AnalyticsServiceClient::with_interceptor(
+                channel,
+                sextant_common::internal_auth::ClientAuth::new(&config.internal.secret)?,
+            )
+            .max_decoding_message_size(256 << 20);
+        let api = api::ExportsApi {
+            pool: pool.clone(),
+            store: std::sync::Arc::new(store),
+            analytics,
+        };
+        Ok(Self { server, pool, api })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -49,7 +74,7 @@ impl Application {
         let result = self
             .server
             .serve(
-                Routes::default(),
+                Routes::new(sextant_proto::exports::v1::export_service_server::ExportServiceServer::new(self.api)),
                 dependencies,
                 Registry::with_prefix("sextant_exports"),
                 shutdown,

@@ -10,6 +10,7 @@ mod breaker;
 mod config;
 mod contract;
 mod edge;
+mod exports;
 mod fanout;
 mod faults;
 mod internal_auth;

@@ -1,0 +1,148 @@
+//! Which file a format spec makes: its checks, content type, file name and
+//! bytes (through `render`). Protobuf names in, domain out.
+
+use sextant_proto::analytics::v1 as apb;
+use sextant_proto::exports::v1 as pb;
+
+use crate::render;
+use crate::render::csv::Section;
+
+/// A checked format spec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Sarif,
+    Html,
+    Csv(Section),
+    Xlsx,
+    Json,
+}
+
+impl Format {
+    /// `Err` says what is wrong with the spec, for the client.
+    pub fn parse(spec: &pb::FormatSpec) -> Result<Self, String> {
+        let section = pb::CsvSection::try_from(spec.csv_section).map_err(|_| "unknown csv_section".to_owned())?;
+        let format = match pb::ExportFormat::try_from(spec.format).unwrap_or_default() {
+            pb::ExportFormat::Sarif => Self::Sarif,
+            pb::ExportFormat::Html => Self::Html,
+            pb::ExportFormat::Xlsx => Self::Xlsx,
+            pb::ExportFormat::Json => Self::Json,
+            pb::ExportFormat::Csv => Self::Csv(match section {
+                pb::CsvSection::Unspecified | pb::CsvSection::Combined => Section::Combined,
+                pb::CsvSection::Summary => Section::Summary,
+                pb::CsvSection::Metrics => Section::Metrics,
+                pb::CsvSection::Findings => Section::Findings,
+                pb::CsvSection::Series => Section::Series,
+            }),
+            pb::ExportFormat::Zip => return Err("zip is a batch of formats: create a batch export".into()),
+            pb::ExportFormat::Unspecified => {
+                return Err("format must be one of sarif, html, csv, xlsx, json".into());
+            }
+        };
+        if section != pb::CsvSection::Unspecified && !matches!(format, Self::Csv(_)) {
+            return Err("csv_section applies only to the csv format".into());
+        }
+        Ok(format)
+    }
+
+    pub fn spec(self) -> pb::FormatSpec {
+        let (format, section) = match self {
+            Self::Sarif => (pb::ExportFormat::Sarif, pb::CsvSection::Unspecified),
+            Self::Html => (pb::ExportFormat::Html, pb::CsvSection::Unspecified),
+            Self::Xlsx => (pb::ExportFormat::Xlsx, pb::CsvSection::Unspecified),
+            Self::Json => (pb::ExportFormat::Json, pb::CsvSection::Unspecified),
+            Self::Csv(s) => (
+                pb::ExportFormat::Csv,
+                match s {
+                    Section::Summary => pb::CsvSection::Summary,
+                    Section::Metrics => pb::CsvSection::Metrics,
+                    Section::Findings => pb::CsvSection::Findings,
+                    Section::Series => pb::CsvSection::Series,
+                    Section::Combined => pb::CsvSection::Combined,
+                },
+            ),
+        };
+        pb::FormatSpec {
+            format: format as i32,
+            csv_section: section as i32,
+        }
+    }
+
+    /// A stable name, e.g. `csv:findings` (also the key of the stored spec).
+    pub fn name(self) -> String {
+        match self {
+            Self::Sarif => "sarif".into(),
+            Self::Html => "html".into(),
+            Self::Xlsx => "xlsx".into(),
+            Self::Json => "json".into(),
+            Self::Csv(s) => format!("csv:{}", s.name()),
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Some(match name.split_once(':') {
+            Some(("csv", s)) => Self::Csv(Section::parse(s)?),
+            None => match name {
+                "sarif" => Self::Sarif,
+                "html" => Self::Html,
+                "xlsx" => Self::Xlsx,
+                "json" => Self::Json,
+                _ => return None,
+            },
+            _ => return None,
+        })
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Self::Sarif => "application/sarif+json",
+            Self::Html => "text/html; charset=utf-8",
+            Self::Csv(_) => "text/csv; charset=utf-8",
+            Self::Xlsx => "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+            Self::Json => "application/json",
+        }
+    }
+
+    /// The file's name for an analysis.
+    pub fn filename(self, analysis: &str) -> String {
+        match self {
+            Self::Sarif => format!("analysis-{analysis}.sarif"),
+            Self::Html => format!("analysis-{analysis}.html"),
+            Self::Xlsx => format!("analysis-{analysis}.xlsx"),
+            Self::Json => format!("analysis-{analysis}.json"),
+            Self::Csv(Section::Combined) => format!("analysis-{analysis}.csv"),
+            Self::Csv(s) => format!("analysis-{analysis}-{}.csv", s.name()),
+        }
+    }
+
+    /// The file's bytes. CPU-bound: call it off the async threads.
+    pub fn render(self, analysis: &apb::Analysis) -> anyhow::Result<Vec<u8>> {
+        Ok(match self {
+            Self::Sarif => serde_json::to_vec_pretty(&render::sarif::render(analysis, env!("CARGO_PKG_VERSION")))?,
+            Self::Html => render::html::render(analysis).into_bytes(),
+            Self::Json => serde_json::to_vec_pretty(&render::json::render(analysis))?,
+            Self::Xlsx => render::xlsx::render(analysis)?,
+            Self::Csv(section) => {
+                let mut out = Vec::new();
+                render::csv::write(analysis, section, &mut out)?;
+                out
+            }
+        })
+    }
+}
+
+/// A ZIP of several formats of one analysis.
+pub fn render_batch(formats: &[Format], analysis: &apb::Analysis, id: &str) -> anyhow::Result<Vec<u8>> {
+    let entries = formats
+        .iter()
+        .map(|f| {
+            Ok(render::zip::Entry {
+                name: f.filename(id),
+                content_type: f.content_type(),
+                bytes: f.render(analysis)?,
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut out = Vec::new();
+    render::zip::write(&entries, &mut out)?;
+    Ok(out)
+}

@@ -1,0 +1,125 @@
+//! Export records in PostgreSQL.
+
+use sqlx::PgPool;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Record {
+    pub id: Uuid,
+    pub analysis_id: String,
+    pub formats: sqlx::types::Json<Vec<String>>,
+    pub batch: bool,
+    pub status: String,
+    pub content_type: String,
+    pub filename: String,
+    pub object_key: String,
+    pub size_bytes: Option<i64>,
+    pub sha256: Option<String>,
+    pub error: Option<String>,
+    pub fingerprint: String,
+    pub created_at: OffsetDateTime,
+    pub ready_at: Option<OffsetDateTime>,
+}
+
+const COLUMNS: &str = "id, analysis_id, formats, batch, status, content_type, filename, object_key, size_bytes, \
+                       sha256, error, fingerprint, created_at, ready_at";
+
+pub struct New<'a> {
+    pub id: Uuid,
+    pub analysis_id: &'a str,
+    pub formats: Vec<String>,
+    pub batch: bool,
+    pub content_type: &'a str,
+    pub filename: &'a str,
+    pub object_key: &'a str,
+    pub key: Option<&'a str>,
+    pub fingerprint: &'a str,
+}
+
+/// Inserts a `rendering` record; with an idempotency key already used, the
+/// existing record instead (`Err(existing)`).
+pub async fn insert(pool: &PgPool, tenant: &str, new: &New<'_>) -> Result<Result<Record, Record>, sqlx::Error> {
+    let inserted: Option<Record> = sqlx::query_as(&format!(
+        "INSERT INTO exports (tenant, id, analysis_id, formats, batch, status, content_type, filename, object_key,
+                              idempotency_key, fingerprint)
+         VALUES ($1, $2, $3, $4, $5, 'rendering', $6, $7, $8, $9, $10)
+         ON CONFLICT (tenant, idempotency_key) DO NOTHING
+         RETURNING {COLUMNS}"
+    ))
+    .bind(tenant)
+    .bind(new.id)
+    .bind(new.analysis_id)
+    .bind(sqlx::types::Json(&new.formats))
+    .bind(new.batch)
+    .bind(new.content_type)
+    .bind(new.filename)
+    .bind(new.object_key)
+    .bind(new.key)
+    .bind(new.fingerprint)
+    .fetch_optional(pool)
+    .await?;
+    if let Some(record) = inserted {
+        return Ok(Ok(record));
+    }
+    let existing: Record = sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM exports WHERE tenant = $1 AND idempotency_key = $2"
+    ))
+    .bind(tenant)
+    .bind(new.key)
+    .fetch_one(pool)
+    .await?;
+    Ok(Err(existing))
+}
+
+pub async fn ready(pool: &PgPool, tenant: &str, id: Uuid, size: i64, sha256: &str) -> Result<Record, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "UPDATE exports SET status = 'ready', size_bytes = $3, sha256 = $4, ready_at = now()
+         WHERE tenant = $1 AND id = $2 RETURNING {COLUMNS}"
+    ))
+    .bind(tenant)
+    .bind(id)
+    .bind(size)
+    .bind(sha256)
+    .fetch_one(pool)
+    .await
+}
+
+pub async fn failed(pool: &PgPool, tenant: &str, id: Uuid, error: &str) -> Result<Record, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "UPDATE exports SET status = 'failed', error = $3 WHERE tenant = $1 AND id = $2 RETURNING {COLUMNS}"
+    ))
+    .bind(tenant)
+    .bind(id)
+    .bind(error)
+    .fetch_one(pool)
+    .await
+}
+
+pub async fn get(pool: &PgPool, tenant: &str, id: Uuid) -> Result<Option<Record>, sqlx::Error> {
+    sqlx::query_as(&format!("SELECT {COLUMNS} FROM exports WHERE tenant = $1 AND id = $2"))
+        .bind(tenant)
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+}
+
+/// Newest first, before the cursor, optionally of one analysis.
+pub async fn list(
+    pool: &PgPool,
+    tenant: &str,
+    analysis: Option<&str>,
+    before: Option<Uuid>,
+    limit: i64,
+) -> Result<Vec<Record>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM exports WHERE tenant = $1 AND ($2::text IS NULL OR analysis_id = $2)
+           AND ($3::uuid IS NULL OR id < $3) ORDER BY id DESC LIMIT $4"
+    ))
+    .bind(tenant)
+    .bind(analysis)
+    .bind(before)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
