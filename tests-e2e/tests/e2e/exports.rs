@@ -148,11 +148,10 @@ async fn every_format_renders_stores_and_downloads_whole() {
 
     // A batch as one ZIP whose files match its manifest.
     let batch = client
-        .create_batch_export(pb::CreateBatchExportRequest {
-            analysis_id: analysis_id.clone(),
-            formats: vec![spec(pb::ExportFormat::Json), spec(pb::ExportFormat::Sarif)],
-            idempotency_key: "batch-1".into(),
-        })
+        .create_batch_export(keyed(
+            &analysis_id,
+            vec![spec(pb::ExportFormat::Json), spec(pb::ExportFormat::Sarif)],
+        ))
         .await
         .unwrap()
         .into_inner();
@@ -175,21 +174,16 @@ async fn every_format_renders_stores_and_downloads_whole() {
     }
     // The same key and request again: the same export; another request: refused.
     let again = client
-        .create_batch_export(pb::CreateBatchExportRequest {
-            analysis_id: analysis_id.clone(),
-            formats: vec![spec(pb::ExportFormat::Json), spec(pb::ExportFormat::Sarif)],
-            idempotency_key: "batch-1".into(),
-        })
+        .create_batch_export(keyed(
+            &analysis_id,
+            vec![spec(pb::ExportFormat::Json), spec(pb::ExportFormat::Sarif)],
+        ))
         .await
         .unwrap()
         .into_inner();
     assert_eq!(again.id, batch.id);
     let reused = client
-        .create_batch_export(pb::CreateBatchExportRequest {
-            analysis_id: analysis_id.clone(),
-            formats: vec![spec(pb::ExportFormat::Html)],
-            idempotency_key: "batch-1".into(),
-        })
+        .create_batch_export(keyed(&analysis_id, vec![spec(pb::ExportFormat::Html)]))
         .await
         .unwrap_err();
     assert_eq!(reused.code(), tonic::Code::AlreadyExists);
@@ -301,6 +295,14 @@ async fn bad_export_requests_are_refused_and_create_nothing() {
         .unwrap()
         .into_inner();
     assert!(listed.exports.is_empty(), "nothing was created: {listed:?}");
+}
+
+/// A batch request with the idempotency key `batch-1`.
+fn keyed(analysis_id: &str, formats: Vec<pb::FormatSpec>) -> pb::CreateBatchExportRequest {
+    pb::CreateBatchExportRequest {
+        idempotency_key: "batch-1".into(),
+        ..batch(analysis_id, formats)
+    }
 }
 
 fn batch(analysis_id: &str, formats: Vec<pb::FormatSpec>) -> pb::CreateBatchExportRequest {

@@ -2,7 +2,6 @@
 //! `202` with the job, whose progress is on its WebSocket topic and whose
 //! result names the analysis), list analyses, get one.
 
-use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use serde_json::json;
@@ -13,7 +12,6 @@ use super::metrics::{next, read};
 use crate::auth::Principal;
 use crate::backends::{Backends, request};
 use crate::convert::analyses::{AnalysisBody, analysis_json, heading_json};
-use crate::convert::job_json;
 use crate::error::{ApiError, JsonBody};
 
 const MAX_PAGE_SIZE: u32 = 100;
@@ -37,15 +35,7 @@ pub async fn create(
         .submit_job(request(&principal.caller(), message)?)
         .await?
         .into_inner();
-    let job = response.job.unwrap_or_default();
-    let mut reply = if response.created {
-        HttpResponse::Accepted()
-    } else {
-        HttpResponse::Ok()
-    };
-    Ok(reply
-        .insert_header((header::LOCATION, format!("/api/v1/jobs/{}", job.id)))
-        .json(job_json(&job)))
+    Ok(super::jobs::submitted(response, HttpResponse::Accepted))
 }
 
 #[derive(Debug, Deserialize)]

@@ -3,7 +3,7 @@
 //! and its errors come back as problem+json with the same stable codes.
 
 use actix_web::http::header;
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder, web};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sextant_common::ErrorCode;
@@ -123,15 +123,18 @@ pub async fn submit(
         .submit_job(request(&principal.caller(), message)?)
         .await?
         .into_inner();
+    Ok(submitted(response, HttpResponse::Created))
+}
+
+/// The answer to a job submission: `fresh` (201 here, 202 for an analysis)
+/// for a new job, 200 for the one an idempotency key already made; the job,
+/// with `Location` naming it.
+pub(crate) fn submitted(response: pb::SubmitJobResponse, fresh: fn() -> HttpResponseBuilder) -> HttpResponse {
     let job = response.job.unwrap_or_default();
-    let mut reply = if response.created {
-        HttpResponse::Created()
-    } else {
-        HttpResponse::Ok()
-    };
-    Ok(reply
+    let mut reply = if response.created { fresh() } else { HttpResponse::Ok() };
+    reply
         .insert_header((header::LOCATION, format!("/api/v1/jobs/{}", job.id)))
-        .json(job_json(&job)))
+        .json(job_json(&job))
 }
 
 #[derive(Debug, Deserialize)]
