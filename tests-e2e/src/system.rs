@@ -16,6 +16,7 @@ pub struct TestSystemBuilder {
     gateway_env: Vec<(String, String)>,
     jobs_env: Vec<(String, String)>,
     analytics_env: Vec<(String, String)>,
+    exports_env: Vec<(String, String)>,
     common_env: Vec<(String, String)>,
     database_url: Option<String>,
     amqp_url: Option<String>,
@@ -37,6 +38,12 @@ impl TestSystemBuilder {
     /// Extra analytics-service setting, e.g. `("SEXTANT_ANALYTICS__LIVE__POLL", "1s")`.
     pub fn analytics_env(mut self, key: &str, value: &str) -> Self {
         self.analytics_env.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Extra exports-service setting, e.g. `("SEXTANT_EXPORTS__JOB_THRESHOLD_ROWS", "100")`.
+    pub fn exports_env(mut self, key: &str, value: &str) -> Self {
+        self.exports_env.push((key.to_owned(), value.to_owned()));
         self
     }
 
@@ -95,6 +102,9 @@ pub struct TestSystem {
     analytics_env: Vec<(String, String)>,
     /// The gateway's environment, likewise.
     gateway_env: Vec<(String, String)>,
+    /// The exports service's environment, with its port: to start it again
+    /// where the jobs service expects it.
+    exports_env: Vec<(String, String)>,
     databases: Vec<String>,
     /// The exports service's storage directory, removed with the system.
     exports_root: std::path::PathBuf,
@@ -149,14 +159,18 @@ impl TestSystem {
                 .map_err(|e| format!("starting {service}: {e:#}"))?;
             Ok::<_, String>((process, env))
         };
-        // Jobs and analytics call each other (analyze jobs run in analytics;
-        // analytics queues webhook deliveries as jobs), so analytics gets a
-        // port picked up front and jobs is told it. Should another process
-        // take that port first, analytics cannot bind it: both start again.
+        // Jobs, analytics and exports call each other (analyze jobs run in
+        // analytics, export jobs in exports; analytics queues webhook
+        // deliveries and exports queues large renders as jobs), so analytics
+        // and exports get ports picked up front and jobs is told them. Should
+        // another process take one first, the service cannot bind it: all
+        // three start again.
+        let exports_root = std::env::temp_dir().join(format!("sextant-e2e-{id}-exports"));
         let mut tries = 0;
-        let ((jobs, jobs_env), (analytics, analytics_env)) = loop {
+        let ((jobs, jobs_env), (analytics, analytics_env), (exports, exports_env)) = loop {
             tries += 1;
             let analytics_port = crate::local::free_port();
+            let exports_port = crate::local::free_port();
             let mut jobs_extra = vec![
                 ("SEXTANT_JOBS__AMQP__URL".to_owned(), amqp_url.clone()),
                 ("SEXTANT_JOBS__AMQP__PREFIX".to_owned(), format!("e2e-{id}")),
@@ -170,6 +184,10 @@ impl TestSystem {
                 (
                     "SEXTANT_JOBS__ANALYTICS__URL".to_owned(),
                     format!("http://127.0.0.1:{analytics_port}"),
+                ),
+                (
+                    "SEXTANT_JOBS__EXPORTS__URL".to_owned(),
+                    format!("http://127.0.0.1:{exports_port}"),
                 ),
             ];
             jobs_extra.extend(builder.jobs_env.iter().cloned());
@@ -192,9 +210,37 @@ impl TestSystem {
                 ),
             ];
             analytics_extra.extend(builder.analytics_env.iter().cloned());
-            match backend("analytics", analytics_extra) {
-                Ok(analytics) => break (jobs, analytics),
-                Err(error) if tries < 5 => eprintln!("{error}; starting jobs and analytics again"),
+            let analytics = match backend("analytics", analytics_extra) {
+                Ok(analytics) => analytics,
+                Err(error) if tries < 5 => {
+                    eprintln!("{error}; starting jobs and analytics again");
+                    continue;
+                }
+                Err(error) => panic!("{error}"),
+            };
+            let mut exports_extra = vec![
+                ("SEXTANT_EXPORTS__GRPC__PORT".to_owned(), exports_port.to_string()),
+                (
+                    "SEXTANT_EXPORTS__STORAGE__ROOT".to_owned(),
+                    exports_root.join("files").display().to_string(),
+                ),
+                (
+                    "SEXTANT_EXPORTS__STORAGE__SCRATCH".to_owned(),
+                    exports_root.join("scratch").display().to_string(),
+                ),
+                (
+                    "SEXTANT_EXPORTS__ANALYTICS__URL".to_owned(),
+                    format!("http://{}", analytics.0.addr),
+                ),
+                (
+                    "SEXTANT_EXPORTS__JOBS__URL".to_owned(),
+                    format!("http://{}", jobs.0.addr),
+                ),
+            ];
+            exports_extra.extend(builder.exports_env.iter().cloned());
+            match backend("exports", exports_extra) {
+                Ok(exports) => break (jobs, analytics, exports),
+                Err(error) if tries < 5 => eprintln!("{error}; starting jobs, analytics and exports again"),
                 Err(error) => panic!("{error}"),
             }
         };
@@ -209,18 +255,6 @@ impl TestSystem {
                 }
             })
             .collect();
-        let exports_root = std::env::temp_dir().join(format!("sextant-e2e-{id}-exports"));
-        let exports_env = vec![
-            (
-                "SEXTANT_EXPORTS__STORAGE__ROOT".to_owned(),
-                exports_root.display().to_string(),
-            ),
-            (
-                "SEXTANT_EXPORTS__ANALYTICS__URL".to_owned(),
-                format!("http://{}", analytics.addr),
-            ),
-        ];
-        let (exports, _) = backend("exports", exports_env).unwrap_or_else(|e| panic!("{e}"));
 
         let mut env = common.clone();
         env.extend([
@@ -259,6 +293,7 @@ impl TestSystem {
             jobs_env,
             analytics_env,
             gateway_env,
+            exports_env,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
                 .build()
@@ -272,6 +307,17 @@ impl TestSystem {
             .await
             .unwrap_or_else(|body| panic!("the system never became ready: {body}\n{}", system.all_logs()));
         system
+    }
+
+    /// The exports service's directories: `files` (the object store) and `scratch`.
+    pub fn exports_dir(&self) -> &std::path::Path {
+        &self.exports_root
+    }
+
+    /// The exports service started again on its port (after a kill).
+    pub fn respawn_exports(&self, name: &str) -> ServiceProcess {
+        ServiceProcess::spawn(name, "sextant-exports", &self.exports_env)
+            .unwrap_or_else(|e| panic!("starting {name}: {e:#}"))
     }
 
     /// Another replica of the jobs service on the same database and broker,

@@ -59,6 +59,7 @@ error_codes! {
     PreconditionFailed => ("precondition_failed", FailedPrecondition, 412, "Precondition failed"),
     PayloadTooLarge => ("payload_too_large", InvalidArgument, 413, "Payload too large"),
     UnsupportedMediaType => ("unsupported_media_type", InvalidArgument, 415, "Unsupported media type"),
+    RangeNotSatisfiable => ("range_not_satisfiable", OutOfRange, 416, "Range not satisfiable"),
     RateLimited => ("rate_limited", ResourceExhausted, 429, "Too many requests"),
     Internal => ("internal", Internal, 500, "Internal error"),
     Unimplemented => ("unimplemented", Unimplemented, 501, "Not implemented"),

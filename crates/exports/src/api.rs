@@ -1,45 +1,67 @@
 //! The `ExportService` gRPC API: create (one format, or a batch as a ZIP),
-//! get, list and download exports of the caller's analyses. An export
-//! renders at once: the analysis is fetched from the analytics service (as
-//! the caller, so another tenant's analysis is not found), rendered off the
-//! async threads, written whole to the object store, and only then marked
-//! `ready`. Large exports as jobs (`RenderExport`) come next; until then that
-//! call answers `UNIMPLEMENTED`.
+//! get, list and download exports of the caller's analyses, and render the
+//! large ones as jobs.
+//!
+//! A create fetches the analysis from the analytics service (as the caller,
+//! so another tenant's analysis is not found), takes one request from the
+//! user's rate limit and records the export, in one transaction. An export
+//! of at most `exports.job_threshold_rows` rows renders at once; a larger
+//! one is queued as an `export` job, whose worker calls `RenderExport` and
+//! turns its progress into the job's. Either way the file is rendered to
+//! scratch disk, published to the object store whole, and only then is the
+//! record marked `ready` ([`crate::publish`]).
 
 use std::pin::Pin;
 use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt};
+use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt};
 use sextant_common::ErrorCode;
-use sextant_common::internal_auth::{Caller, ClientAuth};
+use sextant_common::internal_auth::{Caller, ClientAuth, SERVICE_HEADER};
 use sextant_proto::analytics::v1 as apb;
 use sextant_proto::analytics::v1::analytics_service_client::AnalyticsServiceClient;
 use sextant_proto::common::v1::PageResponse;
 use sextant_proto::exports::v1::export_service_server::ExportService;
 use sextant_proto::exports::v1::*;
-use sha2::{Digest, Sha256};
+use sextant_proto::jobs::v1::SubmitJobRequest;
+use sextant_proto::jobs::v1::job_service_client::JobServiceClient;
 use sqlx::PgPool;
 use tonic::codegen::InterceptedService;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
-use crate::formats::{Format, render_batch};
+use crate::config::LimitsConfig;
+use crate::formats::{Contents, Format};
+use crate::limits::{self, Class};
+use crate::publish::{self, Published, Report};
 use crate::store::{self, Record};
 
 pub type AnalyticsClient = AnalyticsServiceClient<InterceptedService<Channel, ClientAuth>>;
+pub type JobsClient = JobServiceClient<InterceptedService<Channel, ClientAuth>>;
 
 /// Formats one batch may hold.
 const MAX_BATCH: usize = 16;
 const MAX_KEY: usize = 200;
 const CHUNK: usize = 64 * 1024;
+/// The error of a render whose job was cancelled or whose worker went away.
+const STOPPED: &str = "the render was stopped: its job was cancelled or its worker went away";
 
+#[derive(Clone)]
 pub struct ExportsApi {
     pub pool: PgPool,
     pub store: Arc<dyn ObjectStore>,
     pub analytics: AnalyticsClient,
+    pub jobs: JobsClient,
+    pub settings: Arc<Settings>,
+}
+
+pub struct Settings {
+    pub job_threshold_rows: u64,
+    pub limits: LimitsConfig,
+    /// Where files are rendered before they are published.
+    pub scratch: std::path::PathBuf,
 }
 
 fn invalid(message: impl Into<String>) -> Status {
@@ -83,7 +105,7 @@ fn export(r: &Record) -> Export {
         content_type: r.content_type.clone(),
         filename: r.filename.clone(),
         size_bytes: r.size_bytes.and_then(|s| u64::try_from(s).ok()).unwrap_or(0),
-        job_id: String::new(),
+        job_id: r.job_id.map(|j| j.to_string()).unwrap_or_default(),
         error: r.error.clone().unwrap_or_default(),
         created_at: Some(timestamp(r.created_at)),
         ready_at: r.ready_at.map(timestamp),
@@ -107,88 +129,176 @@ impl ExportsApi {
         if Uuid::parse_str(id).is_err() {
             return Err(ErrorCode::NotFound.status("no such analysis"));
         }
-        let mut request = Request::new(apb::GetAnalysisRequest { id: id.to_owned() });
+        let mut request = Request::new(apb::GetAnalysisRequest {
+            id: id.to_owned(),
+            heading_only: false,
+        });
         caller.apply(request.metadata_mut())?;
         Ok(self.analytics.clone().get_analysis(request).await?.into_inner())
     }
 
-    /// Records, renders and stores one file; answers the record.
+    /// Records the export and renders it at once, or queues it as a job;
+    /// answers the record, with the user's rate limit in the metadata.
     async fn create(
         &self,
         caller: &Caller,
         analysis_id: &str,
-        formats: Vec<Format>,
-        batch: bool,
+        contents: Contents,
         idempotency_key: &str,
-    ) -> Result<Export, Status> {
+    ) -> Result<Response<Export>, Status> {
         let idempotency_key = key(idempotency_key)?;
         let analysis = self.analysis(caller, analysis_id).await?;
-        let names: Vec<String> = formats.iter().map(|f| f.name()).collect();
+        let batch = matches!(contents, Contents::Batch(_));
+        let names: Vec<String> = contents.formats().iter().map(|f| f.name()).collect();
         let fingerprint = format!("{analysis_id}|{batch}|{}", names.join(","));
+        let as_job = contents.rows(&analysis) > self.settings.job_threshold_rows;
         let id = Uuid::now_v7();
-        let (content_type, filename) = if batch {
-            ("application/zip", format!("analysis-{analysis_id}.zip"))
-        } else {
-            (formats[0].content_type(), formats[0].filename(analysis_id))
-        };
+        let filename = contents.filename(analysis_id);
         let object_key = format!("{}/{id}/{filename}", caller.tenant);
+        let replay = |existing: Record| {
+            if existing.fingerprint == fingerprint {
+                Ok(Response::new(export(&existing)))
+            } else {
+                Err(ErrorCode::AlreadyExists.status("idempotency key already used for a different export"))
+            }
+        };
+
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        if let Some(k) = idempotency_key
+            && let Some(existing) = store::by_key(&mut *tx, &caller.tenant, k).await.map_err(unavailable)?
+        {
+            return replay(existing);
+        }
+        let (class, limit, what) = if batch {
+            (
+                Class::Batch,
+                self.settings.limits.batch_exports_per_minute,
+                "batch exports",
+            )
+        } else {
+            (Class::Export, self.settings.limits.exports_per_minute, "exports")
+        };
+        let quota = match limits::take(&mut tx, &caller.tenant, &caller.user, class, limit)
+            .await
+            .map_err(unavailable)?
+        {
+            Ok(quota) => quota,
+            Err(quota) => {
+                let mut status = ErrorCode::RateLimited.status(format!(
+                    "at most {limit} {what} a minute per user; try again in {} s",
+                    quota.retry_after.unwrap_or(1)
+                ));
+                quota.apply(status.metadata_mut());
+                return Err(status);
+            }
+        };
         let new = store::New {
             id,
+            user: &caller.user,
+            status: if as_job { "pending" } else { "rendering" },
             analysis_id,
             formats: names,
             batch,
-            content_type,
+            content_type: contents.content_type(),
             filename: &filename,
             object_key: &object_key,
             key: idempotency_key,
             fingerprint: &fingerprint,
         };
-        let record = match store::insert(&self.pool, &caller.tenant, &new)
+        let Some(record) = store::insert(&mut *tx, &caller.tenant, &new)
             .await
             .map_err(unavailable)?
-        {
-            Ok(record) => record,
-            Err(existing) if existing.fingerprint == fingerprint => return Ok(export(&existing)),
-            Err(_) => {
-                return Err(ErrorCode::AlreadyExists.status("idempotency key already used for a different export"));
-            }
+        else {
+            // The same key, committed meanwhile: this request takes nothing.
+            drop(tx);
+            let existing = store::by_key(&self.pool, &caller.tenant, idempotency_key.unwrap_or_default())
+                .await
+                .map_err(unavailable)?
+                .ok_or_else(not_found)?;
+            return replay(existing);
         };
-        let rendered = tokio::task::spawn_blocking(move || {
-            if batch {
-                render_batch(&formats, &analysis, &analysis.id)
-            } else {
-                formats[0].render(&analysis)
-            }
-        })
-        .await
-        .map_err(|e| anyhow::anyhow!("the renderer panicked: {e}"))
-        .and_then(|r| r);
-        let bytes = match rendered {
-            Ok(bytes) => bytes,
-            Err(error) => {
-                tracing::error!(error = %format!("{error:#}"), export_id = %id, "rendering failed");
-                let failed = store::failed(&self.pool, &caller.tenant, id, "rendering failed")
-                    .await
-                    .map_err(unavailable)?;
-                return Ok(export(&failed));
-            }
+        tx.commit().await.map_err(unavailable)?;
+
+        let record = if as_job {
+            self.queue(caller, record).await?
+        } else {
+            self.finish(&caller.tenant, record, analysis, contents, Box::new(|_| Ok(())), || {
+                false
+            })
+            .await?
         };
-        let sha256: String = Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
-        let size = i64::try_from(bytes.len()).unwrap_or(i64::MAX);
-        // Written whole (an object store put is atomic), then published.
-        if let Err(error) = self
-            .store
-            .put(&Path::from(record.object_key.as_str()), bytes.into())
-            .await
-        {
-            tracing::error!(%error, export_id = %id, "storing the file failed");
-            let _ = store::failed(&self.pool, &caller.tenant, id, "storing the file failed").await;
-            return Err(ErrorCode::Unavailable.status("the export store is unavailable"));
+        let mut response = Response::new(export(&record));
+        quota.apply(response.metadata_mut());
+        Ok(response)
+    }
+
+    /// Queues the render of `record` as an `export` job.
+    async fn queue(&self, caller: &Caller, record: Record) -> Result<Record, Status> {
+        let mut request = Request::new(SubmitJobRequest {
+            kind: "export".into(),
+            payload_json: serde_json::json!({ "export_id": record.id }).to_string(),
+            idempotency_key: format!("export:{}", record.id),
+            ..Default::default()
+        });
+        caller.apply(request.metadata_mut())?;
+        request.metadata_mut().insert(
+            sextant_common::internal_auth::SERVICE_HEADER,
+            tonic::metadata::AsciiMetadataValue::from_static("sextant-exports"),
+        );
+        let submitted = self.jobs.clone().submit_job(request).await.and_then(|r| {
+            let id = r.into_inner().job.map(|j| j.id).unwrap_or_default();
+            Uuid::parse_str(&id).map_err(|_| Status::internal("the jobs service answered a malformed job id"))
+        });
+        match submitted {
+            Ok(job) => store::set_job(&self.pool, &caller.tenant, record.id, job)
+                .await
+                .map_err(unavailable),
+            Err(status) => {
+                tracing::error!(code = ?status.code(), message = status.message(), export_id = %record.id, "queueing the render failed");
+                let _ = store::failed(&self.pool, &caller.tenant, record.id, "the render could not be queued").await;
+                Err(ErrorCode::Unavailable.status("the jobs service is unavailable; try again shortly"))
+            }
         }
-        let ready = store::ready(&self.pool, &caller.tenant, id, size, &sha256)
+    }
+
+    /// Renders and publishes `record`'s file, then marks it `ready`; or
+    /// `failed` when rendering or storing failed, or `gone()` says the
+    /// caller went away (then no file is left either).
+    async fn finish(
+        &self,
+        tenant: &str,
+        record: Record,
+        analysis: apb::Analysis,
+        contents: Contents,
+        report: Report,
+        gone: impl Fn() -> bool,
+    ) -> Result<Record, Status> {
+        let scratch = self.settings.scratch.clone();
+        let published = publish::publish(&self.store, scratch, &record.object_key, analysis, contents, report).await;
+        let failure = match published {
+            Ok(Published { size, sha256 }) if !gone() => {
+                let size = i64::try_from(size).unwrap_or(i64::MAX);
+                return store::ready(&self.pool, tenant, record.id, size, &sha256)
+                    .await
+                    .map_err(unavailable);
+            }
+            Ok(_) => {
+                let _ = self.store.delete(&Path::from(record.object_key.as_str())).await;
+                STOPPED
+            }
+            Err(publish::Error::Stopped) => STOPPED,
+            Err(publish::Error::Render(error)) => {
+                tracing::error!(error = %format!("{error:#}"), export_id = %record.id, "rendering failed");
+                "rendering failed"
+            }
+            Err(publish::Error::Store(error)) => {
+                tracing::error!(error = %format!("{error:#}"), export_id = %record.id, "storing the file failed");
+                "storing the file failed"
+            }
+        };
+        store::failed(&self.pool, tenant, record.id, failure)
             .await
-            .map_err(unavailable)?;
-        Ok(export(&ready))
+            .map_err(unavailable)
     }
 
     async fn record(&self, caller: &Caller, id: &str) -> Result<Record, Status> {
@@ -201,6 +311,7 @@ impl ExportsApi {
 }
 
 type DownloadStream = Pin<Box<dyn Stream<Item = Result<DownloadExportResponse, Status>> + Send>>;
+type RenderStream = Pin<Box<dyn Stream<Item = Result<RenderExportResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl ExportService for ExportsApi {
@@ -208,10 +319,8 @@ impl ExportService for ExportsApi {
         let caller = Caller::from_metadata(request.metadata())?;
         let r = request.into_inner();
         let format = Format::parse(&r.format.ok_or_else(|| invalid("format is required"))?).map_err(invalid)?;
-        let export = self
-            .create(&caller, &r.analysis_id, vec![format], false, &r.idempotency_key)
-            .await?;
-        Ok(Response::new(export))
+        self.create(&caller, &r.analysis_id, Contents::One(format), &r.idempotency_key)
+            .await
     }
 
     async fn create_batch_export(
@@ -234,10 +343,8 @@ impl ExportService for ExportsApi {
                 return Err(invalid(format!("formats[{i}]: {} is named twice", f.name())));
             }
         }
-        let export = self
-            .create(&caller, &r.analysis_id, formats, true, &r.idempotency_key)
-            .await?;
-        Ok(Response::new(export))
+        self.create(&caller, &r.analysis_id, Contents::Batch(formats), &r.idempotency_key)
+            .await
     }
 
     async fn get_export(&self, request: Request<GetExportRequest>) -> Result<Response<Export>, Status> {
@@ -285,13 +392,26 @@ impl ExportService for ExportsApi {
         request: Request<DownloadExportRequest>,
     ) -> Result<Response<Self::DownloadExportStream>, Status> {
         let caller = Caller::from_metadata(request.metadata())?;
-        let record = self.record(&caller, &request.into_inner().id).await?;
+        let r = request.into_inner();
+        let record = self.record(&caller, &r.id).await?;
         if record.status != "ready" {
             return Err(ErrorCode::FailedPrecondition.status(format!("the export is {}, not ready", record.status)));
         }
+        let size = record.size_bytes.and_then(|s| u64::try_from(s).ok()).unwrap_or(0);
+        if r.offset > size || (r.offset == size && size > 0) {
+            return Err(ErrorCode::InvalidArgument.status(format!("offset must be below the size, {size}")));
+        }
+        let end = match r.length {
+            0 => size,
+            n => r.offset.saturating_add(n).min(size),
+        };
+        let options = GetOptions {
+            range: (r.offset > 0 || end < size).then_some(GetRange::Bounded(r.offset..end)),
+            ..Default::default()
+        };
         let object = self
             .store
-            .get(&Path::from(record.object_key.as_str()))
+            .get_opts(&Path::from(record.object_key.as_str()), options)
             .await
             .map_err(|error| {
                 tracing::error!(%error, export_id = %record.id, "reading the file failed");
@@ -319,7 +439,92 @@ impl ExportService for ExportsApi {
         Ok(Response::new(Box::pin(head.chain(body))))
     }
 
-    async fn render_export(&self, _: Request<RenderExportRequest>) -> Result<Response<Export>, Status> {
-        Err(ErrorCode::Unimplemented.status("large exports as jobs are not available yet"))
+    type RenderExportStream = RenderStream;
+
+    async fn render_export(
+        &self,
+        request: Request<RenderExportRequest>,
+    ) -> Result<Response<Self::RenderExportStream>, Status> {
+        if request.metadata().get(SERVICE_HEADER).is_none() {
+            return Err(ErrorCode::PermissionDenied.status("only the jobs service renders exports"));
+        }
+        let caller = Caller::from_metadata(request.metadata())?;
+        let record = self.record(&caller, &request.into_inner().id).await?;
+        let done = |record: &Record| -> Result<Response<RenderStream>, Status> {
+            let message = RenderExportResponse {
+                message: Some(render_export_response::Message::Export(export(record))),
+            };
+            Ok(Response::new(Box::pin(futures::stream::once(futures::future::ready(
+                Ok(message),
+            )))))
+        };
+        // A retried job whose first attempt got as far as publishing.
+        if record.status == "ready" {
+            return done(&record);
+        }
+        let contents = contents(&record).ok_or_else(|| Status::internal("the export's formats are unknown"))?;
+        let Some(record) = store::rendering(&self.pool, &caller.tenant, record.id)
+            .await
+            .map_err(unavailable)?
+        else {
+            return done(&self.record(&caller, &record.id.to_string()).await?);
+        };
+        let analysis = match self.analysis(&caller, &record.analysis_id).await {
+            Ok(analysis) => analysis,
+            Err(status) => {
+                if status.code() == tonic::Code::NotFound {
+                    let _ = store::failed(&self.pool, &caller.tenant, record.id, "the analysis no longer exists").await;
+                }
+                return Err(status);
+            }
+        };
+        let total = contents.rows(&analysis);
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        let api = self.clone();
+        tokio::spawn(async move {
+            let progress = tx.clone();
+            let report: Report = Box::new(move |rows| {
+                // The worker dropped the stream: its job was cancelled or it died.
+                if progress.is_closed() {
+                    return Err(crate::render::stopped());
+                }
+                let _ = progress.try_send(Ok(RenderExportResponse {
+                    message: Some(render_export_response::Message::Progress(RenderProgress {
+                        rows_written: rows,
+                        rows_total: total,
+                    })),
+                }));
+                Ok(())
+            });
+            let gone = tx.clone();
+            let finished = api
+                .finish(&caller.tenant, record, analysis, contents, report, move || {
+                    gone.is_closed()
+                })
+                .await;
+            let message = finished.and_then(|record| match record.status.as_str() {
+                "ready" => Ok(RenderExportResponse {
+                    message: Some(render_export_response::Message::Export(export(&record))),
+                }),
+                _ => Err(ErrorCode::Internal.status(record.error.unwrap_or_default())),
+            });
+            let _ = tx.send(message).await;
+        });
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+    }
+}
+
+/// What a record holds, from its stored format names.
+fn contents(record: &Record) -> Option<Contents> {
+    let formats = record
+        .formats
+        .0
+        .iter()
+        .map(|n| Format::from_name(n))
+        .collect::<Option<Vec<_>>>()?;
+    match (record.batch, formats.as_slice()) {
+        (false, [one]) => Some(Contents::One(*one)),
+        (true, [_, ..]) => Some(Contents::Batch(formats)),
+        _ => None,
     }
 }

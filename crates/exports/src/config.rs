@@ -6,6 +6,17 @@ use sextant_common::config::{InternalConfig, Problems, TelemetryConfig, Validate
 use sextant_common::db::DatabaseConfig;
 
 pub const DEFAULTS: &str = r#"
+[exports]
+# Exports of more rows than this (summary fields, metrics, findings and
+# series buckets, summed over a batch's files) render as `export` jobs, with
+# progress; smaller ones render at once.
+job_threshold_rows = 200000
+# Files and their records are deleted this long after they were created.
+retention = "7days"
+# How often expired exports are looked for, and how many go per statement.
+sweep_interval = "1m"
+sweep_batch = 500
+
 [exports.grpc]
 host = "127.0.0.1"
 port = 50053
@@ -21,9 +32,29 @@ acquire_timeout = "5s"
 startup_timeout = "30s"
 
 [exports.storage]
-# Rendered files go to this local directory (made at start-up if missing),
-# through the object_store crate.
+# "local": rendered files go to the directory `root` (made at start-up if
+# missing). "s3": to `s3.bucket` on any S3-compatible store; credentials and
+# anything not set here come from the standard AWS_* environment variables.
+kind = "local"
 root = "/tmp/sextant-exports"
+# Files are rendered here first, then published to the store whole.
+scratch = "/tmp/sextant-exports-scratch"
+
+[exports.storage.s3]
+bucket = ""
+# Empty: AWS itself; else an S3-compatible endpoint, e.g. http://127.0.0.1:9000.
+endpoint = ""
+region = "us-east-1"
+allow_http = false
+
+[exports.limits]
+# Per user, counted across every replica (in PostgreSQL).
+exports_per_minute = 10
+batch_exports_per_minute = 5
+
+[exports.jobs]
+# The jobs service, which runs large exports as `export` jobs.
+url = "http://127.0.0.1:50052"
 
 [exports.analytics]
 # The analytics service, which the analyses to export come from.
@@ -43,18 +74,53 @@ pub struct ExportsConfig {
     pub grpc: GrpcServerConfig,
     pub database: DatabaseConfig,
     pub storage: StorageConfig,
-    pub analytics: AnalyticsLink,
+    pub analytics: ServiceLink,
+    pub jobs: ServiceLink,
+    pub limits: LimitsConfig,
+    pub job_threshold_rows: u64,
+    #[serde(with = "humantime_serde")]
+    pub retention: std::time::Duration,
+    #[serde(with = "humantime_serde")]
+    pub sweep_interval: std::time::Duration,
+    pub sweep_batch: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    pub exports_per_minute: u32,
+    pub batch_exports_per_minute: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageKind {
+    Local,
+    S3,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Config {
+    pub bucket: String,
+    pub endpoint: String,
+    pub region: String,
+    pub allow_http: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StorageConfig {
+    pub kind: StorageKind,
     pub root: std::path::PathBuf,
+    pub scratch: std::path::PathBuf,
+    pub s3: S3Config,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct AnalyticsLink {
+/// A link to another service.
+pub struct ServiceLink {
     pub url: String,
 }
 
@@ -68,9 +134,49 @@ impl Validate for Config {
             "must be an absolute path",
         );
         problems.check(
-            self.exports.analytics.url.starts_with("http://") || self.exports.analytics.url.starts_with("https://"),
-            "exports.analytics.url",
-            "must be an http:// or https:// URL",
+            self.exports.storage.scratch.is_absolute(),
+            "exports.storage.scratch",
+            "must be an absolute path",
+        );
+        problems.check(
+            self.exports.storage.kind != StorageKind::S3 || !self.exports.storage.s3.bucket.is_empty(),
+            "exports.storage.s3.bucket",
+            "must be set when exports.storage.kind is s3",
+        );
+        for (url, key) in [
+            (&self.exports.analytics.url, "exports.analytics.url"),
+            (&self.exports.jobs.url, "exports.jobs.url"),
+        ] {
+            problems.check(
+                url.starts_with("http://") || url.starts_with("https://"),
+                key,
+                "must be an http:// or https:// URL",
+            );
+        }
+        let limits = &self.exports.limits;
+        for (value, key) in [
+            (limits.exports_per_minute, "exports.limits.exports_per_minute"),
+            (
+                limits.batch_exports_per_minute,
+                "exports.limits.batch_exports_per_minute",
+            ),
+        ] {
+            problems.check((1..=10_000).contains(&value), key, "must be between 1 and 10000");
+        }
+        problems.check(
+            self.exports.retention >= std::time::Duration::from_secs(1),
+            "exports.retention",
+            "must be at least 1s",
+        );
+        problems.check(
+            self.exports.sweep_interval >= std::time::Duration::from_millis(100),
+            "exports.sweep_interval",
+            "must be at least 100ms",
+        );
+        problems.check(
+            (1..=10_000).contains(&self.exports.sweep_batch),
+            "exports.sweep_batch",
+            "must be between 1 and 10000",
         );
         self.internal.validate(problems);
         self.telemetry.validate(problems);

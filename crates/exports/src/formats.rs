@@ -4,8 +4,10 @@
 use sextant_proto::analytics::v1 as apb;
 use sextant_proto::exports::v1 as pb;
 
-use crate::render;
+use std::io::Write;
+
 use crate::render::csv::Section;
+use crate::render::{self, MarkupFree, Rows};
 
 /// A checked format spec.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,35 +116,112 @@ impl Format {
         }
     }
 
-    /// The file's bytes. CPU-bound: call it off the async threads.
-    pub fn render(self, analysis: &apb::Analysis) -> anyhow::Result<Vec<u8>> {
-        Ok(match self {
-            Self::Sarif => serde_json::to_vec_pretty(&render::sarif::render(analysis, env!("CARGO_PKG_VERSION")))?,
-            Self::Html => render::html::render(analysis).into_bytes(),
-            Self::Json => serde_json::to_vec_pretty(&render::json::render(analysis))?,
-            Self::Xlsx => render::xlsx::render(analysis)?,
-            Self::Csv(section) => {
-                let mut out = Vec::new();
-                render::csv::write(analysis, section, &mut out)?;
-                out
+    /// The rows [`Format::write`] counts for this format.
+    pub fn rows(self, analysis: &apb::Analysis) -> u64 {
+        match self {
+            Self::Csv(section) => render::csv::rows(analysis, section),
+            _ => render::rows(analysis),
+        }
+    }
+
+    /// Writes the file to `out`, counting rows in `written`. CPU-bound:
+    /// call it off the async threads.
+    pub fn write(
+        self,
+        analysis: &apb::Analysis,
+        mut out: impl Write + Send,
+        written: &mut Rows<'_>,
+    ) -> anyhow::Result<()> {
+        match self {
+            Self::Sarif => {
+                let sarif = render::sarif::render(analysis, env!("CARGO_PKG_VERSION"));
+                serde_json::to_writer_pretty(MarkupFree(&mut out), &sarif)?;
             }
-        })
+            Self::Html => out.write_all(render::html::render(analysis).as_bytes())?,
+            Self::Json => serde_json::to_writer_pretty(MarkupFree(&mut out), &render::json::render(analysis))?,
+            Self::Xlsx => return Ok(render::xlsx::write(analysis, out, written)?),
+            Self::Csv(section) => return Ok(render::csv::write(analysis, section, out, written)?),
+        }
+        // The formats above render whole: their rows are written at once.
+        written.add(self.rows(analysis))?;
+        Ok(())
+    }
+
+    /// The file's bytes.
+    pub fn render(self, analysis: &apb::Analysis) -> anyhow::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        render::quietly(|rows| self.write(analysis, &mut out, rows))?;
+        Ok(out)
     }
 }
 
-/// A ZIP of several formats of one analysis.
-pub fn render_batch(formats: &[Format], analysis: &apb::Analysis, id: &str) -> anyhow::Result<Vec<u8>> {
-    let entries = formats
-        .iter()
-        .map(|f| {
-            Ok(render::zip::Entry {
-                name: f.filename(id),
-                content_type: f.content_type(),
-                bytes: f.render(analysis)?,
-            })
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let mut out = Vec::new();
-    render::zip::write(&entries, &mut out)?;
-    Ok(out)
+/// What one export holds: one format, or several as a ZIP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Contents {
+    One(Format),
+    Batch(Vec<Format>),
+}
+
+impl Contents {
+    pub fn formats(&self) -> &[Format] {
+        match self {
+            Self::One(f) => std::slice::from_ref(f),
+            Self::Batch(formats) => formats,
+        }
+    }
+
+    /// The rows [`Contents::write`] counts.
+    pub fn rows(&self, analysis: &apb::Analysis) -> u64 {
+        self.formats().iter().map(|f| f.rows(analysis)).sum()
+    }
+
+    pub fn content_type(&self) -> &'static str {
+        match self {
+            Self::One(f) => f.content_type(),
+            Self::Batch(_) => "application/zip",
+        }
+    }
+
+    pub fn filename(&self, analysis: &str) -> String {
+        match self {
+            Self::One(f) => f.filename(analysis),
+            Self::Batch(_) => format!("analysis-{analysis}.zip"),
+        }
+    }
+
+    /// Writes the file to `out`, counting rows in `written`. A batch's files
+    /// are rendered one at a time, each then written into the ZIP.
+    pub fn write(
+        &self,
+        analysis: &apb::Analysis,
+        out: impl Write + Send,
+        written: &mut Rows<'_>,
+    ) -> anyhow::Result<()> {
+        match self {
+            Self::One(f) => f.write(analysis, out, written),
+            Self::Batch(formats) => {
+                let entries = formats
+                    .iter()
+                    .map(|f| {
+                        let mut bytes = Vec::new();
+                        f.write(analysis, &mut bytes, written)?;
+                        Ok(render::zip::Entry {
+                            name: f.filename(&analysis.id),
+                            content_type: f.content_type(),
+                            bytes,
+                        })
+                    })
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                render::zip::write(&entries, out)?;
+                Ok(())
+            }
+        }
+    }
+
+    /// The file's bytes.
+    pub fn render(&self, analysis: &apb::Analysis) -> anyhow::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        render::quietly(|rows| self.write(analysis, &mut out, rows))?;
+        Ok(out)
+    }
 }

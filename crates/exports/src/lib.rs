@@ -7,7 +7,10 @@
 pub mod api;
 pub mod config;
 pub mod formats;
+pub mod limits;
+pub mod publish;
 pub mod render;
+pub mod retention;
 pub mod store;
 
 use std::net::SocketAddr;
@@ -32,6 +35,7 @@ pub struct Application {
     server: BackendServer,
     pool: PgPool,
     api: api::ExportsApi,
+    sweeper: retention::Sweeper,
 }
 
 impl Application {
@@ -44,25 +48,47 @@ impl Application {
         )
         .await?;
         let e = &config.exports;
-        std::fs::create_dir_all(&e.storage.root)
-            .with_context(|| format!("making exports.storage.root {}", e.storage.root.display()))?;
-        let store = object_store::local::LocalFileSystem::new_with_prefix(&e.storage.root)
-            .context("opening exports.storage.root")?;
-        let channel = tonic::transport::Endpoint::from_shared(e.analytics.url.clone())?
-            .connect_timeout(std::time::Duration::from_secs(5))
-            .connect_lazy();
-        let analytics =
-            sextant_proto::analytics::v1::analytics_service_client::AnalyticsServiceClient::with_interceptor(
+        std::fs::create_dir_all(&e.storage.scratch)
+            .with_context(|| format!("making exports.storage.scratch {}", e.storage.scratch.display()))?;
+        let store = object_store(&e.storage)?;
+        let client = |url: &str| -> anyhow::Result<_> {
+            let channel = tonic::transport::Endpoint::from_shared(url.to_owned())?
+                .connect_timeout(std::time::Duration::from_secs(5))
+                .connect_lazy();
+            Ok(tonic::service::interceptor::InterceptedService::new(
                 channel,
                 sextant_common::internal_auth::ClientAuth::new(&config.internal.secret)?,
-            )
-            .max_decoding_message_size(256 << 20);
+            ))
+        };
+        let analytics = sextant_proto::analytics::v1::analytics_service_client::AnalyticsServiceClient::new(client(
+            &e.analytics.url,
+        )?)
+        .max_decoding_message_size(1 << 30);
+        let jobs = sextant_proto::jobs::v1::job_service_client::JobServiceClient::new(client(&e.jobs.url)?);
         let api = api::ExportsApi {
             pool: pool.clone(),
-            store: std::sync::Arc::new(store),
+            store: store.clone(),
             analytics,
+            jobs,
+            settings: std::sync::Arc::new(api::Settings {
+                job_threshold_rows: e.job_threshold_rows,
+                limits: e.limits.clone(),
+                scratch: e.storage.scratch.clone(),
+            }),
         };
-        Ok(Self { server, pool, api })
+        let sweeper = retention::Sweeper {
+            pool: pool.clone(),
+            store,
+            retention: e.retention,
+            interval: e.sweep_interval,
+            batch: e.sweep_batch,
+        };
+        Ok(Self {
+            server,
+            pool,
+            api,
+            sweeper,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -71,6 +97,7 @@ impl Application {
 
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let dependencies = vec![Dependency::postgres(self.pool.clone())];
+        let sweeper = tokio::spawn(self.sweeper.run(shutdown.clone()));
         let result = self
             .server
             .serve(
@@ -80,7 +107,33 @@ impl Application {
                 shutdown,
             )
             .await;
+        sweeper.abort();
         self.pool.close().await;
         result
     }
+}
+
+/// The object store the config names: a local directory, or an S3 bucket.
+fn object_store(storage: &config::StorageConfig) -> anyhow::Result<std::sync::Arc<dyn object_store::ObjectStore>> {
+    Ok(match storage.kind {
+        config::StorageKind::Local => {
+            std::fs::create_dir_all(&storage.root)
+                .with_context(|| format!("making exports.storage.root {}", storage.root.display()))?;
+            std::sync::Arc::new(
+                object_store::local::LocalFileSystem::new_with_prefix(&storage.root)
+                    .context("opening exports.storage.root")?,
+            )
+        }
+        config::StorageKind::S3 => {
+            let s3 = &storage.s3;
+            let mut builder = object_store::aws::AmazonS3Builder::from_env()
+                .with_bucket_name(&s3.bucket)
+                .with_region(&s3.region)
+                .with_allow_http(s3.allow_http);
+            if !s3.endpoint.is_empty() {
+                builder = builder.with_endpoint(&s3.endpoint);
+            }
+            std::sync::Arc::new(builder.build().context("configuring the S3 store")?)
+        }
+    })
 }

@@ -1,6 +1,6 @@
 //! Export records in PostgreSQL.
 
-use sqlx::PgPool;
+use sqlx::{PgExecutor, PgPool};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -20,13 +20,17 @@ pub struct Record {
     pub fingerprint: String,
     pub created_at: OffsetDateTime,
     pub ready_at: Option<OffsetDateTime>,
+    pub job_id: Option<Uuid>,
 }
 
 const COLUMNS: &str = "id, analysis_id, formats, batch, status, content_type, filename, object_key, size_bytes, \
-                       sha256, error, fingerprint, created_at, ready_at";
+                       sha256, error, fingerprint, created_at, ready_at, job_id";
 
 pub struct New<'a> {
     pub id: Uuid,
+    pub user: &'a str,
+    /// `rendering` (at once) or `pending` (as a job).
+    pub status: &'a str,
     pub analysis_id: &'a str,
     pub formats: Vec<String>,
     pub batch: bool,
@@ -37,13 +41,23 @@ pub struct New<'a> {
     pub fingerprint: &'a str,
 }
 
-/// Inserts a `rendering` record; with an idempotency key already used, the
-/// existing record instead (`Err(existing)`).
-pub async fn insert(pool: &PgPool, tenant: &str, new: &New<'_>) -> Result<Result<Record, Record>, sqlx::Error> {
-    let inserted: Option<Record> = sqlx::query_as(&format!(
+/// The record an idempotency key names.
+pub async fn by_key(db: impl PgExecutor<'_>, tenant: &str, key: &str) -> Result<Option<Record>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM exports WHERE tenant = $1 AND idempotency_key = $2"
+    ))
+    .bind(tenant)
+    .bind(key)
+    .fetch_optional(db)
+    .await
+}
+
+/// Inserts a record; `None` when its idempotency key was taken meanwhile.
+pub async fn insert(db: impl PgExecutor<'_>, tenant: &str, new: &New<'_>) -> Result<Option<Record>, sqlx::Error> {
+    sqlx::query_as(&format!(
         "INSERT INTO exports (tenant, id, analysis_id, formats, batch, status, content_type, filename, object_key,
-                              idempotency_key, fingerprint)
-         VALUES ($1, $2, $3, $4, $5, 'rendering', $6, $7, $8, $9, $10)
+                              idempotency_key, fingerprint, user_id)
+         VALUES ($1, $2, $3, $4, $5, $11, $6, $7, $8, $9, $10, $12)
          ON CONFLICT (tenant, idempotency_key) DO NOTHING
          RETURNING {COLUMNS}"
     ))
@@ -57,19 +71,61 @@ pub async fn insert(pool: &PgPool, tenant: &str, new: &New<'_>) -> Result<Result
     .bind(new.object_key)
     .bind(new.key)
     .bind(new.fingerprint)
-    .fetch_optional(pool)
-    .await?;
-    if let Some(record) = inserted {
-        return Ok(Ok(record));
-    }
-    let existing: Record = sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM exports WHERE tenant = $1 AND idempotency_key = $2"
+    .bind(new.status)
+    .bind(new.user)
+    .fetch_optional(db)
+    .await
+}
+
+/// Names the job that renders the export.
+pub async fn set_job(pool: &PgPool, tenant: &str, id: Uuid, job: Uuid) -> Result<Record, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "UPDATE exports SET job_id = $3 WHERE tenant = $1 AND id = $2 RETURNING {COLUMNS}"
     ))
     .bind(tenant)
-    .bind(new.key)
+    .bind(id)
+    .bind(job)
     .fetch_one(pool)
-    .await?;
-    Ok(Err(existing))
+    .await
+}
+
+/// A (re)started render: `rendering`, no error. `None` when the record is
+/// gone (expired) or already ready.
+pub async fn rendering(pool: &PgPool, tenant: &str, id: Uuid) -> Result<Option<Record>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "UPDATE exports SET status = 'rendering', error = NULL
+         WHERE tenant = $1 AND id = $2 AND status <> 'ready' RETURNING {COLUMNS}"
+    ))
+    .bind(tenant)
+    .bind(id)
+    .fetch_optional(pool)
+    .await
+}
+
+/// Exports created before `before`, oldest first: (tenant, id, object key).
+pub async fn expired(
+    pool: &PgPool,
+    before: OffsetDateTime,
+    limit: i64,
+) -> Result<Vec<(String, Uuid, String)>, sqlx::Error> {
+    sqlx::query_as("SELECT tenant, id, object_key FROM exports WHERE created_at < $1 ORDER BY created_at LIMIT $2")
+        .bind(before)
+        .bind(limit)
+        .fetch_all(pool)
+        .await
+}
+
+/// Deletes records by (tenant, id).
+pub async fn delete(pool: &PgPool, records: &[(String, Uuid)]) -> Result<u64, sqlx::Error> {
+    let (tenants, ids): (Vec<String>, Vec<Uuid>) = records.iter().cloned().unzip();
+    Ok(
+        sqlx::query("DELETE FROM exports WHERE (tenant, id) IN (SELECT * FROM unnest($1::text[], $2::uuid[]))")
+            .bind(tenants)
+            .bind(ids)
+            .execute(pool)
+            .await?
+            .rows_affected(),
+    )
 }
 
 pub async fn ready(pool: &PgPool, tenant: &str, id: Uuid, size: i64, sha256: &str) -> Result<Record, sqlx::Error> {

@@ -52,6 +52,9 @@ pub struct Backends {
     /// live as long as a WebSocket subscription.
     jobs_streams: Channel,
     pub exports: Backend,
+    /// The exports channel without a request deadline, for downloads (a big
+    /// file to a slow client takes as long as it takes).
+    exports_streams: Channel,
     auth: ClientAuth,
     readiness_timeout: Duration,
     retry: ExponentialBuilder,
@@ -82,6 +85,7 @@ impl Backends {
             jobs: backend("jobs", &config.jobs_url)?,
             jobs_streams: endpoint(&config.jobs_url)?.connect_lazy(),
             exports: backend("exports", &config.exports_url)?,
+            exports_streams: endpoint(&config.exports_url)?.connect_lazy(),
             auth,
             readiness_timeout: config.readiness_timeout,
             retry: ExponentialBuilder::default()
@@ -116,6 +120,11 @@ impl Backends {
 
     pub fn exports(&self) -> ExportServiceClient<Authed> {
         ExportServiceClient::with_interceptor(self.exports.guarded.clone(), self.auth.clone())
+    }
+
+    /// For `DownloadExport`: no deadline.
+    pub fn exports_streams(&self) -> ExportServiceClient<Streams> {
+        ExportServiceClient::with_interceptor(self.exports_streams.clone(), self.auth.clone())
     }
 
     pub fn all(&self) -> [&Backend; 3] {

@@ -24,6 +24,8 @@ pub struct ApiError {
     pub allow: Option<String>,
     /// Extra members of the problem document, e.g. per-field errors.
     pub extensions: Option<serde_json::Value>,
+    /// Extra response headers, e.g. `RateLimit-*` on 429.
+    pub headers: Vec<(header::HeaderName, HeaderValue)>,
 }
 
 #[derive(Serialize)]
@@ -46,7 +48,13 @@ impl ApiError {
             retry_after: None,
             allow: None,
             extensions: None,
+            headers: Vec::new(),
         }
+    }
+
+    pub fn with_header(mut self, name: header::HeaderName, value: HeaderValue) -> Self {
+        self.headers.push((name, value));
+        self
     }
 
     pub fn unauthenticated(detail: impl Into<String>) -> Self {
@@ -99,6 +107,9 @@ impl ResponseError for ApiError {
         if let Some(methods) = &self.allow {
             response.insert_header((header::ALLOW, methods.as_str()));
         }
+        for (name, value) in &self.headers {
+            response.insert_header((name.clone(), value.clone()));
+        }
         response.body(self.body().to_string())
     }
 }
@@ -127,6 +138,17 @@ impl From<tonic::Status> for ApiError {
                     .with_retry_after(retry_after)
                     .with_extensions(serde_json::json!({ "backend": backend }))
             }
+            ErrorCode::RateLimited => {
+                let retry_after = status
+                    .metadata()
+                    .get(RETRY_AFTER_METADATA)
+                    .and_then(|v| v.to_str().ok()?.parse().ok())
+                    .unwrap_or(1);
+                rate_limit_headers(status.metadata())
+                    .into_iter()
+                    .fold(ApiError::new(code, status.message()), |e, (n, v)| e.with_header(n, v))
+                    .with_retry_after(retry_after)
+            }
             ErrorCode::Unavailable | ErrorCode::DeadlineExceeded => {
                 tracing::warn!(grpc_code = ?status.code(), message = status.message(), "backend unavailable");
                 ApiError::new(code, "a backend service is unavailable; try again shortly").with_retry_after(1)
@@ -134,6 +156,30 @@ impl From<tonic::Status> for ApiError {
             _ => ApiError::new(code, status.message()),
         }
     }
+}
+
+/// Where a backend's refusal says how long to wait.
+const RETRY_AFTER_METADATA: &str = "x-sextant-retry-after";
+/// The IETF RateLimit fields a backend may answer in metadata, passed on as headers.
+const RATE_LIMIT_FIELDS: [&str; 4] = [
+    "ratelimit-limit",
+    "ratelimit-remaining",
+    "ratelimit-reset",
+    "ratelimit-policy",
+];
+
+/// The `RateLimit-*` headers from a backend's answer metadata.
+pub fn rate_limit_headers(metadata: &tonic::metadata::MetadataMap) -> Vec<(header::HeaderName, HeaderValue)> {
+    RATE_LIMIT_FIELDS
+        .iter()
+        .filter_map(|name| {
+            let value = metadata.get(*name)?.to_str().ok()?;
+            Some((
+                header::HeaderName::from_static(name),
+                HeaderValue::from_str(value).ok()?,
+            ))
+        })
+        .collect()
 }
 
 /// A JSON request body, parsed so that a type error names its field

@@ -53,6 +53,10 @@ timeout = "10s"
 # The analytics service, which `analyze` jobs run their analyses in.
 url = "http://127.0.0.1:50051"
 
+[jobs.exports]
+# The exports service, which `export` jobs render their files in.
+url = "http://127.0.0.1:50053"
+
 [jobs.amqp]
 url = "amqp://guest:guest@127.0.0.1:5672/%2f"
 prefix = "sextant"
@@ -75,12 +79,13 @@ pub struct JobsConfig {
     pub queue: QueueConfig,
     pub worker: WorkerConfig,
     pub notify: NotifyConfig,
-    pub analytics: AnalyticsLink,
+    pub analytics: ServiceLink,
+    pub exports: ServiceLink,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct AnalyticsLink {
+pub struct ServiceLink {
     pub url: String,
 }
 
@@ -155,11 +160,16 @@ impl Validate for Config {
             "jobs.notify.timeout",
             "must be between 100ms and 5m",
         );
-        problems.check(
-            url::Url::parse(&self.jobs.analytics.url).is_ok_and(|u| matches!(u.scheme(), "http" | "https")),
-            "jobs.analytics.url",
-            "must be an http:// or https:// URL",
-        );
+        for (url, key) in [
+            (&self.jobs.analytics.url, "jobs.analytics.url"),
+            (&self.jobs.exports.url, "jobs.exports.url"),
+        ] {
+            problems.check(
+                url::Url::parse(url).is_ok_and(|u| matches!(u.scheme(), "http" | "https")),
+                key,
+                "must be an http:// or https:// URL",
+            );
+        }
         let worker = &self.jobs.worker;
         problems.check(
             (1..=1024).contains(&worker.concurrency),

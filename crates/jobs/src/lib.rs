@@ -12,6 +12,7 @@ pub mod config;
 pub mod context;
 pub mod dispatcher;
 pub mod events;
+pub mod export;
 pub mod kinds;
 pub mod metrics;
 pub mod notify;
@@ -111,6 +112,7 @@ impl Application {
                     &config.jobs.analytics.url,
                     &config.internal.secret,
                 )?),
+                Box::new(export::Export::new(&config.jobs.exports.url, &config.internal.secret)?),
             ],
         ));
         let names = Arc::new(Names::new(&config.jobs.amqp.prefix));

@@ -193,10 +193,11 @@ impl Analyses {
     pub async fn get(&self, tenant: &str, r: pb::GetAnalysisRequest) -> Result<pb::Analysis, Status> {
         let not_found = || ErrorCode::NotFound.status("no such analysis");
         let id = Uuid::parse_str(&r.id).map_err(|_| not_found())?;
-        store::get(&self.pool, tenant, id)
+        let report = store::get(&self.pool, tenant, id)
             .await
             .map_err(unavailable)?
-            .ok_or_else(not_found)
+            .ok_or_else(not_found)?;
+        Ok(if r.heading_only { heading(report) } else { report })
     }
 
     pub async fn list(&self, tenant: &str, r: pb::ListAnalysesRequest) -> Result<pb::ListAnalysesResponse, Status> {

@@ -19,7 +19,7 @@ use std::io::Write;
 
 use sextant_proto::analytics::v1 as pb;
 
-use super::{aggregation, inert, properties_text, severity, time};
+use super::{Rows, aggregation, inert, properties_text, severity, time};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Section {
@@ -148,29 +148,48 @@ fn finding_rows(a: &pb::Analysis) -> Vec<Row> {
         .collect()
 }
 
-fn series_rows(a: &pb::Analysis) -> Vec<Row> {
+/// Lazily: a series may hold millions of rows.
+fn series_rows(a: &pb::Analysis) -> impl Iterator<Item = Row> + '_ {
+    a.series.iter().flat_map(|c| {
+        let buckets = c.series.as_ref().map(|s| s.buckets.as_slice()).unwrap_or_default();
+        buckets.iter().map(move |b| {
+            vec![
+                ("metric", inert(&c.metric).into_owned()),
+                ("aggregation", aggregation(c.aggregation).to_owned()),
+                ("bucket_start", time(&b.start)),
+                ("count", b.count.to_string()),
+                ("value", number(b.values.first().copied().unwrap_or(f64::NAN))),
+            ]
+        })
+    })
+}
+
+fn series_count(a: &pb::Analysis) -> u64 {
     a.series
         .iter()
-        .flat_map(|c| {
-            let series = c.series.clone().unwrap_or_default();
-            series.buckets.into_iter().map(move |b| {
-                vec![
-                    ("metric", inert(&c.metric).into_owned()),
-                    ("aggregation", aggregation(c.aggregation).to_owned()),
-                    ("bucket_start", time(&b.start)),
-                    ("count", b.count.to_string()),
-                    ("value", number(b.values.first().copied().unwrap_or(f64::NAN))),
-                ]
-            })
-        })
-        .collect()
+        .map(|c| c.series.as_ref().map_or(0, |s| s.buckets.len() as u64))
+        .sum()
+}
+
+/// The rows `section` of `analysis` holds (headers not counted).
+pub fn rows(a: &pb::Analysis, section: Section) -> u64 {
+    let summary = summary_rows(a).len() as u64;
+    let (metrics, findings) = (a.summaries.len() as u64, a.findings.len() as u64);
+    match section {
+        Section::Summary => summary,
+        Section::Metrics => metrics,
+        Section::Findings => findings,
+        Section::Series => series_count(a),
+        Section::Combined => summary + metrics + findings + series_count(a),
+    }
 }
 
 fn write_rows(
     writer: &mut csv::Writer<impl Write>,
     columns: &[&str],
     section: Option<&str>,
-    rows: Vec<Row>,
+    rows: impl Iterator<Item = Row>,
+    written: &mut Rows<'_>,
 ) -> csv::Result<()> {
     for row in rows {
         let cells = columns.iter().map(|column| {
@@ -183,24 +202,31 @@ fn write_rows(
                 .unwrap_or_default()
         });
         writer.write_record(cells)?;
+        written.add(1)?;
     }
     Ok(())
 }
 
-/// Writes `section` of `analysis` as CSV to `out`.
-pub fn write(analysis: &pb::Analysis, section: Section, out: impl Write) -> csv::Result<()> {
+type Part<'a> = (Section, &'static [&'static str], Box<dyn Iterator<Item = Row> + 'a>);
+
+/// Writes `section` of `analysis` as CSV to `out`, counting rows in `written`.
+pub fn write(analysis: &pb::Analysis, section: Section, out: impl Write, written: &mut Rows<'_>) -> csv::Result<()> {
     let mut writer = csv::Writer::from_writer(out);
-    let parts: Vec<(Section, &[&str], Vec<Row>)> = vec![
-        (Section::Summary, SUMMARY, summary_rows(analysis)),
-        (Section::Metrics, METRICS, metric_rows(analysis)),
-        (Section::Findings, FINDINGS, finding_rows(analysis)),
-        (Section::Series, SERIES, series_rows(analysis)),
+    let parts: Vec<Part<'_>> = vec![
+        (Section::Summary, SUMMARY, Box::new(summary_rows(analysis).into_iter())),
+        (Section::Metrics, METRICS, Box::new(metric_rows(analysis).into_iter())),
+        (
+            Section::Findings,
+            FINDINGS,
+            Box::new(finding_rows(analysis).into_iter()),
+        ),
+        (Section::Series, SERIES, Box::new(series_rows(analysis))),
     ];
     if section == Section::Combined {
         let columns = combined_columns();
         writer.write_record(&columns)?;
         for (part, _, rows) in parts {
-            write_rows(&mut writer, &columns, Some(part.name()), rows)?;
+            write_rows(&mut writer, &columns, Some(part.name()), rows, written)?;
         }
     } else {
         let (_, columns, rows) = parts
@@ -208,7 +234,7 @@ pub fn write(analysis: &pb::Analysis, section: Section, out: impl Write) -> csv:
             .find(|(s, _, _)| *s == section)
             .expect("every section but combined is a part");
         writer.write_record(columns)?;
-        write_rows(&mut writer, columns, None, rows)?;
+        write_rows(&mut writer, columns, None, rows, written)?;
     }
     writer.flush()?;
     Ok(())
@@ -272,7 +298,7 @@ mod tests {
 
     fn render(section: Section) -> Vec<csv::StringRecord> {
         let mut out = Vec::new();
-        write(&analysis(), section, &mut out).unwrap();
+        super::super::quietly(|rows| write(&analysis(), section, &mut out, rows)).unwrap();
         csv::Reader::from_reader(out.as_slice())
             .records()
             .collect::<Result<_, _>>()
@@ -302,7 +328,7 @@ mod tests {
     #[test]
     fn combined_holds_every_section_under_one_header() {
         let mut out = Vec::new();
-        write(&analysis(), Section::Combined, &mut out).unwrap();
+        super::super::quietly(|rows| write(&analysis(), Section::Combined, &mut out, rows)).unwrap();
         let mut reader = csv::Reader::from_reader(out.as_slice());
         let header: Vec<String> = reader.headers().unwrap().iter().map(str::to_owned).collect();
         assert_eq!(header[0], "section");

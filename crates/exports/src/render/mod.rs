@@ -12,6 +12,88 @@ pub mod zip;
 
 use sextant_proto::analytics::v1 as pb;
 
+/// Rows between two progress reports.
+const REPORT_EVERY: u64 = 4096;
+
+/// Counts the rows a render has written and tells its caller every
+/// [`REPORT_EVERY`] rows. The caller's `Err` (it went away: the job was
+/// cancelled) stops the render at the next row.
+pub struct Rows<'a> {
+    written: u64,
+    report: &'a mut dyn FnMut(u64) -> std::io::Result<()>,
+}
+
+impl<'a> Rows<'a> {
+    pub fn new(report: &'a mut dyn FnMut(u64) -> std::io::Result<()>) -> Self {
+        Self { written: 0, report }
+    }
+
+    /// `n` more rows written.
+    pub fn add(&mut self, n: u64) -> std::io::Result<()> {
+        let before = self.written / REPORT_EVERY;
+        self.written += n;
+        if self.written / REPORT_EVERY != before {
+            (self.report)(self.written)?;
+        }
+        Ok(())
+    }
+
+    /// Tells the caller the final count.
+    pub fn finish(&mut self) -> std::io::Result<()> {
+        (self.report)(self.written)
+    }
+
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+}
+
+/// Renders without reporting: for tests and one-off renders.
+pub fn quietly<T>(render: impl FnOnce(&mut Rows<'_>) -> T) -> T {
+    let mut ignore = |_| Ok(());
+    render(&mut Rows::new(&mut ignore))
+}
+
+/// The rows of an analysis: its summary fields, metrics, findings and
+/// series buckets, the unit of a render's progress.
+pub fn rows(a: &pb::Analysis) -> u64 {
+    csv::rows(a, csv::Section::Combined)
+}
+
+/// A writer for JSON that escapes `<`, `>` and `&` as `\u003c`, `\u003e` and
+/// `\u0026`. In JSON those bytes occur only inside strings, so a JSON reader
+/// reads the same document; a file or viewer that treats it as HTML finds
+/// no markup in it.
+pub struct MarkupFree<W>(pub W);
+
+impl<W: std::io::Write> std::io::Write for MarkupFree<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut start = 0;
+        for (i, b) in buf.iter().enumerate() {
+            let escaped: &[u8] = match b {
+                b'<' => b"\\u003c",
+                b'>' => b"\\u003e",
+                b'&' => b"\\u0026",
+                _ => continue,
+            };
+            self.0.write_all(&buf[start..i])?;
+            self.0.write_all(escaped)?;
+            start = i + 1;
+        }
+        self.0.write_all(&buf[start..])?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
+/// The error that stops a render whose caller went away.
+pub fn stopped() -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::Interrupted, "the render was stopped")
+}
+
 /// A user-supplied string as a spreadsheet cell: text a spreadsheet would run
 /// as a formula (starting with `=`, `+`, `-`, `@`, a tab or a carriage
 /// return) gets a leading `'`, which spreadsheets show as text (OWASP
@@ -84,6 +166,20 @@ pub(crate) fn aggregation(a: i32) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_without_markup_reads_back_the_same() {
+        use std::io::Write;
+        let value = serde_json::json!({"title": "<script>alert(1)</script> & \"><img onerror=x>"});
+        let mut out = MarkupFree(Vec::new());
+        serde_json::to_writer(&mut out, &value).unwrap();
+        let text = String::from_utf8(out.0).unwrap();
+        assert!(!text.contains(['<', '>', '&']), "{text}");
+        assert_eq!(serde_json::from_str::<serde_json::Value>(&text).unwrap(), value);
+        let mut split = MarkupFree(Vec::new());
+        split.write_all(b"\"<a").unwrap();
+        assert_eq!(split.0, b"\"\\u003ca");
+    }
 
     #[test]
     fn formulas_become_text_and_other_strings_stay() {

@@ -7,10 +7,10 @@
 //! sheet — the one that grows with the range — is written in the writer's
 //! constant-memory mode (rows go to a temporary file as they are written).
 
-use rust_xlsxwriter::{Chart, ChartType, ExcelDateTime, Format, Workbook, Worksheet, XlsxError};
+use rust_xlsxwriter::{Chart, ChartType, DocProperties, ExcelDateTime, Format, Workbook, Worksheet, XlsxError};
 use sextant_proto::analytics::v1 as pb;
 
-use super::{aggregation, properties_text, severity, time};
+use super::{Rows, aggregation, properties_text, severity, time};
 
 /// Charts drawn at most (the data stays in `series` either way).
 pub const MAX_CHARTS: usize = 100;
@@ -144,7 +144,12 @@ fn findings(workbook: &mut Workbook, a: &pb::Analysis, f: &Formats) -> Result<()
 }
 
 /// The series sheet (constant memory) and, per series, its rows.
-fn series(workbook: &mut Workbook, a: &pb::Analysis, f: &Formats) -> Result<Vec<(String, u32, u32)>, XlsxError> {
+fn series(
+    workbook: &mut Workbook,
+    a: &pb::Analysis,
+    f: &Formats,
+    written: &mut Rows<'_>,
+) -> Result<Vec<(String, u32, u32)>, XlsxError> {
     let sheet = workbook.add_worksheet_with_constant_memory()?;
     sheet.set_name("series")?;
     let rows: u32 = a
@@ -171,6 +176,7 @@ fn series(workbook: &mut Workbook, a: &pb::Analysis, f: &Formats) -> Result<Vec<
             sheet.write_number_with_format(row, 3, b.count as f64, &f.count)?;
             number(sheet, row, 4, b.values.first().copied().unwrap_or(f64::NAN), &f.number)?;
             row += 1;
+            written.add(1)?;
         }
         if row > first {
             ranges.push((format!("{} ({})", c.metric, aggregation(c.aggregation)), first, row - 1));
@@ -179,14 +185,23 @@ fn series(workbook: &mut Workbook, a: &pb::Analysis, f: &Formats) -> Result<Vec<
     Ok(ranges)
 }
 
-/// The workbook as bytes.
-pub fn render(a: &pb::Analysis) -> Result<Vec<u8>, XlsxError> {
+/// Writes the workbook to `out`, counting rows in `written`. The same
+/// analysis always makes the same bytes: the workbook's creation time is the
+/// analysis's.
+pub fn write(a: &pb::Analysis, out: impl std::io::Write + Send, written: &mut Rows<'_>) -> Result<(), XlsxError> {
     let mut workbook = Workbook::new();
+    let created = a.created_at.map_or(0, |t| t.seconds);
+    workbook.set_properties(
+        &DocProperties::new()
+            .set_title(&a.title)
+            .set_creation_datetime(&ExcelDateTime::from_timestamp(created)?),
+    );
     let f = formats();
     summary(&mut workbook, a, &f)?;
     metrics(&mut workbook, a, &f)?;
     findings(&mut workbook, a, &f)?;
-    let ranges = series(&mut workbook, a, &f)?;
+    written.add((a.summaries.len() + a.findings.len()) as u64 + super::csv::rows(a, super::csv::Section::Summary))?;
+    let ranges = series(&mut workbook, a, &f, written)?;
     let sheet = workbook.add_worksheet().set_name("charts")?;
     for (i, (name, first, last)) in ranges.iter().take(MAX_CHARTS).enumerate() {
         let mut chart = Chart::new(ChartType::Line);
@@ -200,7 +215,7 @@ pub fn render(a: &pb::Analysis) -> Result<Vec<u8>, XlsxError> {
         chart.x_axis().set_num_format("hh:mm");
         sheet.insert_chart(i as u32 * 16, 0, &chart)?;
     }
-    workbook.save_to_buffer()
+    workbook.save_to_writer(out)
 }
 
 #[cfg(test)]
@@ -258,7 +273,8 @@ mod tests {
 
     #[test]
     fn a_reader_finds_the_sheets_values_and_inert_strings() {
-        let bytes = render(&analysis()).unwrap();
+        let mut bytes = Vec::new();
+        super::super::quietly(|rows| write(&analysis(), &mut bytes, rows)).unwrap();
         let mut book: Xlsx<_> = Xlsx::new(Cursor::new(bytes)).unwrap();
         assert_eq!(
             book.sheet_names(),

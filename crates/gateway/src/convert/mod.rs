@@ -4,6 +4,7 @@
 
 pub mod alerts;
 pub mod analyses;
+pub mod exports;
 pub mod metrics;
 
 use serde_json::{Value, json};

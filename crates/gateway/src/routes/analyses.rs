@@ -68,7 +68,10 @@ pub async fn get(
     backends: web::Data<Backends>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let message = pb::GetAnalysisRequest { id: id.into_inner() };
+    let message = pb::GetAnalysisRequest {
+        id: id.into_inner(),
+        heading_only: false,
+    };
     let analysis = read(&backends, &principal, message, |mut c, m| async move {
         c.get_analysis(m).await
     })

@@ -2,6 +2,7 @@
 
 pub(crate) mod alerts;
 mod analyses;
+mod exports;
 pub(crate) mod jobs;
 pub(crate) mod metrics;
 mod ops;
@@ -70,6 +71,23 @@ pub fn configure(cfg: &mut web::ServiceConfig, ingest_body_limit: usize) {
                     ],
                 ))
                 .service(only("/analyses/{id}", [(Method::GET, web::to(analyses::get))]))
+                .service(only(
+                    "/analyses/{id}/exports",
+                    [
+                        (Method::GET, web::to(exports::list_for_analysis)),
+                        (Method::POST, web::to(exports::create)),
+                    ],
+                ))
+                .service(only(
+                    "/analyses/{id}/exports/batch",
+                    [(Method::POST, web::to(exports::create_batch))],
+                ))
+                .service(only("/exports", [(Method::GET, web::to(exports::list))]))
+                .service(only("/exports/{id}", [(Method::GET, web::to(exports::get))]))
+                .service(only(
+                    "/exports/{id}/download",
+                    [(Method::GET, web::to(exports::download))],
+                ))
                 .service(only("/ws", [(Method::GET, web::to(crate::ws::connect))])),
         );
 }
