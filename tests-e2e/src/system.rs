@@ -296,6 +296,10 @@ impl TestSystem {
             exports_env,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
+                // Below the gateway's keep-alive (5 s): a connection left idle
+                // while a test blocked its thread is never reused after the
+                // gateway closed it.
+                .pool_idle_timeout(Duration::from_secs(3))
                 .build()
                 .expect("an HTTP client"),
             databases,

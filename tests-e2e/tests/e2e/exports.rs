@@ -81,7 +81,10 @@ impl<'a> Gateway<'a> {
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
-        let response = request.send().await.unwrap();
+        let response = request
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e:?}\n{}", self.system.all_logs()));
         Answer {
             status: response.status().as_u16(),
             headers: response.headers().clone(),

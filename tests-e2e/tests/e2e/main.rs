@@ -11,6 +11,7 @@ mod config;
 mod contract;
 mod edge;
 mod exports;
+mod exports_jobs;
 mod fanout;
 mod faults;
 mod internal_auth;
