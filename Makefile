@@ -1,7 +1,7 @@
 # The two commands the README opens with are `make run` and `make test`.
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/sextant/target
 
-.PHONY: run test e2e lint fmt up down bench bench-jobs bench-fanout bench-analytics bench-analysis token
+.PHONY: run test e2e lint fmt up down bench bench-jobs bench-fanout bench-analytics bench-analysis bench-exports token
 
 TENANT ?= acme
 DEV_USER ?= alice
@@ -42,6 +42,9 @@ bench-analytics:  ## metrics ingest, dashboard queries, live updates; beside COP
 
 bench-analysis:  ## an analysis of 24 h × 50 metrics over 10 M events, beside SQL
 	@scripts/bench.sh analysis
+
+bench-exports:  ## 1 M-row CSV and XLSX, SARIF, HTML exports; beside Python csv, openpyxl and XlsxWriter
+	@scripts/bench.sh exports
 
 token:  ## print a development token: make token TENANT=acme DEV_USER=alice
 	@cargo build --quiet -p sextant-gateway

@@ -48,15 +48,22 @@ bench_analysis() {
   "$CARGO_TARGET_DIR/release/bench_analysis"
 }
 
+bench_exports() {
+  local python
+  python=$(venv export-venv "openpyxl==3.*" "XlsxWriter==3.*")
+  EXPORT_PYTHON="$python/bin/python" "$CARGO_TARGET_DIR/release/bench_exports"
+}
+
 cargo build --release --quiet --bins
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(jobs fanout analytics analysis)
+[ ${#targets[@]} -gt 0 ] || targets=(jobs fanout analytics analysis exports)
 for target in "${targets[@]}"; do
   case "$target" in
     jobs) bench_jobs ;;
     fanout) bench_fanout ;;
     analytics) bench_analytics ;;
     analysis) bench_analysis ;;
-    *) echo "unknown benchmark: $target (jobs, fanout, analytics, analysis)" >&2; exit 2 ;;
+    exports) bench_exports ;;
+    *) echo "unknown benchmark: $target (jobs, fanout, analytics, analysis, exports)" >&2; exit 2 ;;
   esac
 done

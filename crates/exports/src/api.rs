@@ -276,7 +276,7 @@ impl ExportsApi {
         let scratch = self.settings.scratch.clone();
         let published = publish::publish(&self.store, scratch, &record.object_key, analysis, contents, report).await;
         let failure = match published {
-            Ok(Published { size, sha256 }) if !gone() => {
+            Ok(Published { size, sha256, .. }) if !gone() => {
                 let size = i64::try_from(size).unwrap_or(i64::MAX);
                 return store::ready(&self.pool, tenant, record.id, size, &sha256)
                     .await

@@ -188,3 +188,51 @@ impl CommonSections for Config {
         &self.telemetry
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use sextant_common::config::{COMMON_DEFAULTS, ConfigSource, load};
+
+    use super::*;
+
+    fn load_with(env: &[(&str, &str)]) -> Result<Config, sextant_common::config::ConfigError> {
+        load(
+            &format!("{COMMON_DEFAULTS}\n{DEFAULTS}"),
+            &ConfigSource::from_env(env.iter().copied()),
+        )
+    }
+
+    #[test]
+    fn the_example_config_file_loads_and_matches_the_defaults() {
+        let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/sextant.example.toml");
+        let source = ConfigSource {
+            file: Some(example.into()),
+            env: Vec::new(),
+        };
+        let from_file: Config = load(&format!("{COMMON_DEFAULTS}\n{DEFAULTS}"), &source).unwrap();
+        let defaults = load_with(&[]).unwrap();
+        assert_eq!(format!("{:?}", from_file.exports), format!("{:?}", defaults.exports));
+    }
+
+    #[test]
+    fn an_s3_store_needs_a_bucket_and_limits_must_be_positive() {
+        let err = load_with(&[
+            ("SEXTANT_EXPORTS__STORAGE__KIND", "s3"),
+            ("SEXTANT_EXPORTS__LIMITS__EXPORTS_PER_MINUTE", "0"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("exports.storage.s3.bucket: must be set"), "{err}");
+        assert!(
+            err.contains("exports.limits.exports_per_minute: must be between 1 and 10000"),
+            "{err}"
+        );
+        let config = load_with(&[
+            ("SEXTANT_EXPORTS__STORAGE__KIND", "s3"),
+            ("SEXTANT_EXPORTS__STORAGE__S3__BUCKET", "exports"),
+            ("SEXTANT_EXPORTS__STORAGE__S3__ENDPOINT", "http://127.0.0.1:9000"),
+        ])
+        .unwrap();
+        assert_eq!(config.exports.storage.kind, StorageKind::S3);
+    }
+}

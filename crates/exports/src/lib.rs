@@ -137,3 +137,25 @@ fn object_store(storage: &config::StorageConfig) -> anyhow::Result<std::sync::Ar
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_s3_compatible_store_is_built_from_the_config() {
+        let storage = config::StorageConfig {
+            kind: config::StorageKind::S3,
+            root: "/unused".into(),
+            scratch: "/unused".into(),
+            s3: config::S3Config {
+                bucket: "exports".into(),
+                endpoint: "http://127.0.0.1:9000".into(),
+                region: "us-east-1".into(),
+                allow_http: true,
+            },
+        };
+        let store = object_store(&storage).unwrap();
+        assert!(store.to_string().contains("exports"), "{store}");
+    }
+}

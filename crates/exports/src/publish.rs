@@ -28,6 +28,7 @@ pub type Report = Box<dyn FnMut(u64) -> std::io::Result<()> + Send>;
 pub struct Published {
     pub size: u64,
     pub sha256: String,
+    pub rows: u64,
 }
 
 #[derive(Debug)]
@@ -72,6 +73,7 @@ pub async fn publish(
     contents: Contents,
     mut report: Report,
 ) -> Result<Published, Error> {
+    let started = std::time::Instant::now();
     let rendered = tokio::task::spawn_blocking(move || {
         // Renderers wrap errors their own way; this says whether the caller stopped it.
         let stopped = std::cell::Cell::new(false);
@@ -81,30 +83,42 @@ pub async fn publish(
             result
         };
         let mut file = tempfile::NamedTempFile::new_in(&scratch).map_err(|e| Error::Render(e.into()))?;
-        let (size, hasher) = {
+        let (size, hasher, rows) = {
             let mut out = Hashing {
                 inner: BufWriter::with_capacity(1 << 20, file.as_file_mut()),
                 hasher: Sha256::new(),
                 size: 0,
             };
-            let written = contents.write(&analysis, &mut out, &mut Rows::new(&mut report));
+            let mut rows = Rows::new(&mut report);
+            let written = contents.write(&analysis, &mut out, &mut rows);
+            let rows = rows.written();
             if stopped.get() {
                 return Err(Error::Stopped);
             }
             written.map_err(Error::Render)?;
             out.flush().map_err(|e| Error::Render(e.into()))?;
-            (out.size, out.hasher)
+            (out.size, out.hasher, rows)
         };
         let published = Published {
             size,
             sha256: hex(&hasher.finalize()),
+            rows,
         };
         Ok((file, published))
     })
     .await
     .map_err(|e| Error::Render(anyhow::anyhow!("the renderer panicked: {e}")))?;
     let (file, published) = rendered?;
+    let rendered_in = started.elapsed();
     upload(store, key, file.path()).await.map_err(Error::Store)?;
+    tracing::info!(
+        key,
+        rows = published.rows,
+        bytes = published.size,
+        render_ms = rendered_in.as_millis() as u64,
+        store_ms = (started.elapsed() - rendered_in).as_millis() as u64,
+        "published"
+    );
     Ok(published)
 }
 

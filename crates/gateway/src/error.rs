@@ -20,11 +20,9 @@ pub struct ApiError {
     pub detail: String,
     /// Seconds, for `Retry-After` on 429 and 503.
     pub retry_after: Option<u64>,
-    /// The methods a path allows, for `Allow` on 405.
-    pub allow: Option<String>,
     /// Extra members of the problem document, e.g. per-field errors.
     pub extensions: Option<serde_json::Value>,
-    /// Extra response headers, e.g. `RateLimit-*` on 429.
+    /// Extra response headers: `Allow` on 405, `RateLimit-*` on 429.
     pub headers: Vec<(header::HeaderName, HeaderValue)>,
 }
 
@@ -46,7 +44,6 @@ impl ApiError {
             code,
             detail: detail.into(),
             retry_after: None,
-            allow: None,
             extensions: None,
             headers: Vec::new(),
         }
@@ -66,9 +63,12 @@ impl ApiError {
         self
     }
 
-    pub fn with_allow(mut self, methods: String) -> Self {
-        self.allow = Some(methods);
-        self
+    /// The methods a path allows, for `Allow` on 405.
+    pub fn with_allow(self, methods: String) -> Self {
+        match HeaderValue::from_str(&methods) {
+            Ok(value) => self.with_header(header::ALLOW, value),
+            Err(_) => self,
+        }
     }
 
     pub fn with_extensions(mut self, extensions: serde_json::Value) -> Self {
@@ -103,9 +103,6 @@ impl ResponseError for ApiError {
         }
         if let Some(seconds) = self.retry_after {
             response.insert_header((header::RETRY_AFTER, seconds.to_string()));
-        }
-        if let Some(methods) = &self.allow {
-            response.insert_header((header::ALLOW, methods.as_str()));
         }
         for (name, value) in &self.headers {
             response.insert_header((name.clone(), value.clone()));

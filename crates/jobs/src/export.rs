@@ -97,12 +97,12 @@ impl Kind for Export {
             let mut reported: Option<Instant> = None;
             while let Some(message) = stream.next().await {
                 match message.map_err(failure)?.message {
-                    Some(pb::render_export_response::Message::Progress(p)) => {
-                        if reported.is_none_or(|at| at.elapsed() >= REPORT_EVERY) {
-                            reported = Some(Instant::now());
-                            let message = format!("{} of {} rows written", p.rows_written, p.rows_total);
-                            ctx.progress(steps(p.rows_written), steps(p.rows_total), &message).await;
-                        }
+                    Some(pb::render_export_response::Message::Progress(p))
+                        if reported.is_none_or(|at| at.elapsed() >= REPORT_EVERY) =>
+                    {
+                        reported = Some(Instant::now());
+                        let message = format!("{} of {} rows written", p.rows_written, p.rows_total);
+                        ctx.progress(steps(p.rows_written), steps(p.rows_total), &message).await;
                     }
                     Some(pb::render_export_response::Message::Export(e)) => {
                         return Ok(json!({
@@ -112,7 +112,7 @@ impl Kind for Export {
                             "sha256": e.sha256,
                         }));
                     }
-                    None => {}
+                    Some(pb::render_export_response::Message::Progress(_)) | None => {}
                 }
             }
             Err(Failure::new(

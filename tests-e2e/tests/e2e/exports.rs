@@ -573,6 +573,9 @@ async fn every_format_downloads_through_the_gateway_and_reads_back_with_payloads
     assert_eq!(rest["exports"].as_array().unwrap().len(), 3);
 }
 
+/// What is wrong, path, body, headers, the status and a part of the detail.
+type Case<'a> = (&'a str, &'a str, Value, &'a [(&'a str, &'a str)], u16, &'a str);
+
 #[tokio::test]
 async fn bad_export_requests_are_clear_problems_that_create_and_take_nothing() {
     let system = system!();
@@ -591,7 +594,7 @@ async fn bad_export_requests_are_clear_problems_that_create_and_take_nothing() {
     let exports = format!("/api/v1/analyses/{analysis_id}/exports");
     let batch = format!("/api/v1/analyses/{analysis_id}/exports/batch");
     let missing = "/api/v1/analyses/0193a9d1-0000-7000-8000-000000000000/exports";
-    let cases: Vec<(&str, &str, Value, &[(&str, &str)], u16, &str)> = vec![
+    let cases: Vec<Case<'_>> = vec![
         (
             "unknown format",
             &exports,
