@@ -133,10 +133,7 @@ impl Format {
         written: &mut Rows<'_>,
     ) -> anyhow::Result<()> {
         match self {
-            Self::Sarif => {
-                let sarif = render::sarif::render(analysis, env!("CARGO_PKG_VERSION"));
-                serde_json::to_writer_pretty(MarkupFree(&mut out), &sarif)?;
-            }
+            Self::Sarif => render::sarif::write(analysis, env!("CARGO_PKG_VERSION"), MarkupFree(&mut out))?,
             Self::Html => out.write_all(render::html::render(analysis).as_bytes())?,
             Self::Json => serde_json::to_writer_pretty(MarkupFree(&mut out), &render::json::render(analysis))?,
             Self::Xlsx => return Ok(render::xlsx::write(analysis, out, written)?),

@@ -78,6 +78,7 @@ impl Application {
         };
         let sweeper = retention::Sweeper {
             pool: pool.clone(),
+            jobs: api.jobs.clone(),
             store,
             retention: e.retention,
             interval: e.sweep_interval,

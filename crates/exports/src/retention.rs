@@ -1,8 +1,13 @@
-//! Retention: exports older than `exports.retention` are deleted, file and
+//! Upkeep. Retention: exports older than `exports.retention` are deleted, file and
 //! record, oldest first, `exports.sweep_batch` at a time: the files, then
 //! their records. A download in between answers "unavailable", never a
 //! partial file; a file whose delete failed keeps its record, to be tried
 //! again on the next sweep.
+//!
+//! And exports whose job ended without rendering them (cancelled while
+//! queued, or out of attempts while the exports service was down) would stay
+//! `pending` or `rendering`: each sweep asks the jobs service about them and
+//! marks those whose job ended (cancelled or failed) `failed`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,10 +17,15 @@ use object_store::{ObjectStore, ObjectStoreExt};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
+use sextant_common::internal_auth::Caller;
+use sextant_proto::jobs::v1 as jpb;
+
+use crate::api::JobsClient;
 use crate::store;
 
 pub struct Sweeper {
     pub pool: PgPool,
+    pub jobs: JobsClient,
     pub store: Arc<dyn ObjectStore>,
     pub retention: Duration,
     pub interval: Duration,
@@ -29,6 +39,9 @@ impl Sweeper {
                 Ok(0) => {}
                 Ok(deleted) => tracing::info!(deleted, "deleted expired exports"),
                 Err(error) => tracing::warn!(error = %format!("{error:#}"), "deleting expired exports failed"),
+            }
+            if let Err(error) = self.reconcile().await {
+                tracing::warn!(error = %format!("{error:#}"), "checking unfinished exports failed");
             }
             tokio::select! {
                 _ = tokio::time::sleep(self.interval) => {}
@@ -65,5 +78,38 @@ impl Sweeper {
             .execute(&self.pool)
             .await?;
         Ok(deleted)
+    }
+}
+
+impl Sweeper {
+    /// Marks `failed` the exports whose job ended without rendering them.
+    pub async fn reconcile(&self) -> anyhow::Result<u64> {
+        // Only a job's final state counts, so no export is too young to ask about.
+        let before = time::OffsetDateTime::now_utc();
+        let mut failed = 0;
+        for (tenant, id, job) in store::unfinished(&self.pool, before, i64::from(self.batch)).await? {
+            let mut request = tonic::Request::new(jpb::GetJobRequest { id: job.to_string() });
+            Caller {
+                tenant: tenant.clone(),
+                user: "sextant-exports".into(),
+            }
+            .apply(request.metadata_mut())?;
+            let status = match self.jobs.clone().get_job(request).await {
+                Ok(job) => jpb::JobStatus::try_from(job.into_inner().status).unwrap_or_default(),
+                Err(status) if status.code() == tonic::Code::NotFound => jpb::JobStatus::Failed,
+                Err(status) => return Err(status.into()),
+            };
+            let error = match status {
+                jpb::JobStatus::Cancelled => "its job was cancelled",
+                jpb::JobStatus::Failed => "its job failed",
+                // Succeeded: the render marked it ready as it finished.
+                _ => continue,
+            };
+            if store::abandoned(&self.pool, &tenant, id, error).await? {
+                tracing::info!(export_id = %id, job_id = %job, error, "an export's job ended without it");
+                failed += 1;
+            }
+        }
+        Ok(failed)
     }
 }

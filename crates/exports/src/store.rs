@@ -179,3 +179,36 @@ pub async fn list(
     .fetch_all(pool)
     .await
 }
+
+/// Exports still `pending` or `rendering` through a job, made before
+/// `before`: (tenant, id, job id).
+pub async fn unfinished(
+    pool: &PgPool,
+    before: OffsetDateTime,
+    limit: i64,
+) -> Result<Vec<(String, Uuid, Uuid)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT tenant, id, job_id FROM exports
+         WHERE status IN ('pending', 'rendering') AND job_id IS NOT NULL AND created_at < $1
+         ORDER BY created_at LIMIT $2",
+    )
+    .bind(before)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// Marks an export `failed` unless it got further meanwhile.
+pub async fn abandoned(pool: &PgPool, tenant: &str, id: Uuid, error: &str) -> Result<bool, sqlx::Error> {
+    Ok(sqlx::query(
+        "UPDATE exports SET status = 'failed', error = $3
+         WHERE tenant = $1 AND id = $2 AND status IN ('pending', 'rendering')",
+    )
+    .bind(tenant)
+    .bind(id)
+    .bind(error)
+    .execute(pool)
+    .await?
+    .rows_affected()
+        == 1)
+}

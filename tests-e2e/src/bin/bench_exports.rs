@@ -1,19 +1,19 @@
 //! `make bench-exports`: exports of a large analysis, end to end.
 //!
-//! Data set: 50 metrics × 10,000 one-minute buckets, one event in each
-//! (500,000 events, values uniform in [20, 80)), and the analysis of it in
-//! 1-minute buckets with `anomaly_k` = 1 (so about a quarter of the buckets
-//! are anomaly findings): 1,000,000 series rows (avg and p95 per metric) and
-//! over 100,000 findings. A second analysis of 25 of the metrics has the 50
-//! series charts of the HTML figure.
+//! Data sets, each one event per one-minute bucket over 10,000 minutes:
+//! - tenant `bench`: 50 metrics, values uniform in [20, 80); its analysis has
+//!   1,000,000 series rows (avg and p95 per metric) and no findings, and an
+//!   analysis of 25 of its metrics has the 50 series charts of the HTML figure;
+//! - tenant `sarif`: 40 metrics, 50.0 in three buckets of four and 60-70 in
+//!   the fourth, so every fourth bucket is an anomaly: 100,000 findings.
 //!
 //! Measured, each `BENCH_EXPORT_RUNS` (default 3) times, median: `CreateExport`
 //! over gRPC, rendered at once (the job threshold is lifted so the figure is
 //! the render, not the queue): fetching the analysis from analytics, rendering
 //! to scratch disk, publishing to the object store and marking it ready; the
 //! service's own split (render / store) from its `published` log line; then
-//! the download through the gateway. The exports service's peak RSS during
-//! each export (`VmHWM`, reset before it through `clear_refs`).
+//! the download through the gateway. The exports service is started afresh
+//! for each format, and its peak RSS (`VmHWM`) read after that format's runs.
 //!
 //! - CSV, section `series`: exactly 1,000,000 rows;
 //! - XLSX: every sheet, the series sheet 1,000,000 rows (constant memory);
@@ -27,7 +27,6 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use futures::StreamExt as _;
 use sextant_e2e::TestSystem;
 use sextant_proto::analytics::v1 as apb;
 use sextant_proto::exports::v1 as pb;
@@ -63,10 +62,6 @@ fn peak_mib(pid: u32) -> f64 {
         .map_or(f64::NAN, |kib| kib / 1024.0)
 }
 
-fn reset_peak(pid: u32) {
-    let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
-}
-
 /// `render_ms` and `store_ms` of the service's last `published` line.
 fn split(logs: &str) -> (u64, u64) {
     logs.lines()
@@ -81,6 +76,36 @@ fn split(logs: &str) -> (u64, u64) {
         })
 }
 
+/// One event per minute of `metrics` metrics (`svc.m00` …) over `BUCKETS`
+/// minutes from `start`, valued `value(minute, metric)`.
+async fn ingest(
+    client: &mut sextant_e2e::system::AnalyticsClient,
+    start: i64,
+    metrics: usize,
+    value: impl Fn(i64, usize) -> f64,
+) -> anyhow::Result<()> {
+    let mut events = Vec::new();
+    for minute in 0..BUCKETS {
+        for m in 0..metrics {
+            events.push(apb::MetricEvent {
+                name: format!("svc.m{m:02}"),
+                ts: Some(ts(start + minute * 60 + 30)),
+                value: value(minute, m),
+                labels: Default::default(),
+            });
+            if events.len() == 10_000 || (minute == BUCKETS - 1 && m == metrics - 1) {
+                client
+                    .ingest_events(apb::IngestEventsRequest {
+                        events: std::mem::take(&mut events),
+                        idempotency_key: String::new(),
+                    })
+                    .await?;
+            }
+        }
+    }
+    Ok(())
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -90,7 +115,6 @@ fn median(mut v: Vec<f64>) -> f64 {
 async fn main() -> anyhow::Result<()> {
     let runs = env_or("BENCH_EXPORT_RUNS", 3);
     let system = TestSystem::builder()
-        .analytics_env("SEXTANT_ANALYTICS__ANALYSIS__ANOMALY_K", "1")
         .exports_env("SEXTANT_EXPORTS__JOB_THRESHOLD_ROWS", "1000000000")
         .exports_env("SEXTANT_EXPORTS__LIMITS__EXPORTS_PER_MINUTE", "10000")
         .start()
@@ -102,27 +126,23 @@ async fn main() -> anyhow::Result<()> {
     println!("exports benchmark: {METRICS} metrics × {BUCKETS} one-minute buckets");
 
     let started = Instant::now();
-    let mut events = Vec::new();
-    for minute in 0..BUCKETS {
-        for m in 0..METRICS {
-            events.push(apb::MetricEvent {
-                name: format!("svc.m{m:02}"),
-                ts: Some(ts(start + minute * 60 + 30)),
-                value: value((minute as u64) * METRICS as u64 + m as u64),
-                labels: Default::default(),
-            });
-            if events.len() == 10_000 {
-                let batch = std::mem::take(&mut events);
-                analytics
-                    .ingest_events(apb::IngestEventsRequest {
-                        events: batch,
-                        idempotency_key: String::new(),
-                    })
-                    .await?;
-            }
+    ingest(&mut analytics, start, METRICS, |minute, m| {
+        value(minute as u64 * METRICS as u64 + m as u64)
+    })
+    .await?;
+    let mut sarif_client = system
+        .analytics_client("sarif")
+        .await
+        .max_decoding_message_size(1 << 30);
+    ingest(&mut sarif_client, start, 40, |minute, m| {
+        if minute % 4 == 0 {
+            60.0 + ((minute + m as i64) % 11) as f64
+        } else {
+            50.0
         }
-    }
-    println!("  loaded in {:.1} s", started.elapsed().as_secs_f64());
+    })
+    .await?;
+    println!("  loaded 900,000 events in {:.1} s", started.elapsed().as_secs_f64());
 
     let analysis = |metrics: Vec<String>| apb::CreateAnalysisRequest {
         title: "bench".into(),
@@ -150,7 +170,9 @@ async fn main() -> anyhow::Result<()> {
         .await?
         .into_inner();
     println!("  analysis for HTML: {} series charts", half.series.len());
-    let findings = full.findings.len();
+    let sarif = sarif_client.create_analysis(analysis(Vec::new())).await?.into_inner();
+    let findings = sarif.findings.len();
+    println!("  analysis for SARIF: {findings} findings");
 
     // Fetching the analysis, as the exports service does first.
     let mut fetch = Vec::new();
@@ -169,37 +191,52 @@ async fn main() -> anyhow::Result<()> {
         median(fetch)
     );
 
-    let mut exports = system.exports_client(TENANT).await;
-    let token = system.token(TENANT, "e2e");
-    let pid = system.exports.pid();
-    println!("  exports service RSS before: {:.0} MiB", peak_mib(pid));
     let cases = [
         (
             "CSV, series section, 1,000,000 rows",
+            TENANT,
             &full,
             pb::ExportFormat::Csv,
             pb::CsvSection::Series,
         ),
         (
             "XLSX, every sheet (series: 1,000,000 rows)",
+            TENANT,
             &full,
             pb::ExportFormat::Xlsx,
             pb::CsvSection::Unspecified,
         ),
-        ("SARIF", &full, pb::ExportFormat::Sarif, pb::CsvSection::Unspecified),
+        (
+            "SARIF, 100,000 results",
+            "sarif",
+            &sarif,
+            pb::ExportFormat::Sarif,
+            pb::CsvSection::Unspecified,
+        ),
         (
             "HTML, 50 charts × 10,000 buckets",
+            TENANT,
             &half,
             pb::ExportFormat::Html,
             pb::CsvSection::Unspecified,
         ),
     ];
-    for (label, analysis, format, section) in cases {
-        let (mut totals, mut renders, mut stores, mut downloads, mut peaks) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut service: Option<sextant_e2e::process::ServiceProcess> = None;
+    for (label, tenant, analysis, format, section) in cases {
+        // A fresh exports service for each format: its peak is this format's.
+        match service.take() {
+            Some(old) => old.signal(libc::SIGKILL),
+            None => system.exports.signal(libc::SIGKILL),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let fresh = system.respawn_exports("exports-bench");
+        let pid = fresh.pid();
+        let idle = peak_mib(pid);
+        let mut exports = system.exports_client(tenant).await;
+        let token = system.token(tenant, "e2e");
+        let (mut totals, mut renders, mut stores, mut downloads) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let mut size = 0;
         for _ in 0..runs {
-            reset_peak(pid);
             let started = Instant::now();
             let export = exports
                 .create_export(pb::CreateExportRequest {
@@ -213,9 +250,8 @@ async fn main() -> anyhow::Result<()> {
                 .await?
                 .into_inner();
             totals.push(started.elapsed().as_secs_f64() * 1000.0);
-            peaks.push(peak_mib(pid));
             anyhow::ensure!(export.status == pb::ExportStatus::Ready as i32, "{export:?}");
-            let (render, store) = split(&system.exports.logs());
+            let (render, store) = split(&fresh.logs());
             renders.push(render as f64);
             stores.push(store as f64);
             size = export.size_bytes;
@@ -228,25 +264,25 @@ async fn main() -> anyhow::Result<()> {
                 .send()
                 .await?;
             anyhow::ensure!(response.status() == 200, "download: {}", response.status());
-            let mut body = response.bytes_stream();
+            let mut response = response;
             let mut got = 0u64;
-            while let Some(chunk) = body.next().await {
-                got += chunk?.len() as u64;
+            while let Some(chunk) = response.chunk().await? {
+                got += chunk.len() as u64;
             }
             anyhow::ensure!(got == size, "downloaded {got} of {size} bytes");
             downloads.push(started.elapsed().as_secs_f64() * 1000.0);
         }
         println!(
-            "  {label}: {:.1} MB; CreateExport {:.0} ms (render {:.0} ms, store {:.0} ms); download via the gateway {:.0} ms; peak RSS {:.0} MiB",
+            "  {label}: {:.1} MB; CreateExport {:.0} ms (render {:.0} ms, store {:.0} ms); download via the gateway {:.0} ms; exports service peak RSS {:.0} MiB (idle {idle:.0})",
             size as f64 / 1e6,
             median(totals),
             median(renders),
             median(stores),
             median(downloads),
-            peaks.iter().copied().fold(0.0, f64::max),
+            peak_mib(pid),
         );
+        service = Some(fresh);
     }
-    println!("  (SARIF results: {findings})");
 
     if let Ok(python) = std::env::var("EXPORT_PYTHON") {
         let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/export_baseline.py");

@@ -302,3 +302,42 @@ async fn expired_exports_are_deleted_file_and_record() {
     let young = gateway.get(&format!("/api/v1/exports/{young_id}/download"), &[]).await;
     assert_eq!(young.status, 200, "the young one is untouched");
 }
+
+#[tokio::test]
+async fn an_export_whose_job_is_cancelled_while_the_exports_service_is_down_ends_failed() {
+    let system = system!(with_jobs().exports_env("SEXTANT_EXPORTS__SWEEP_INTERVAL", "200ms"));
+    let analysis_id = large_analysis(&system).await;
+    let gateway = Gateway::new(&system, "acme", "alice");
+    let mut socket = following_jobs(&system, "acme").await;
+    let answer = gateway
+        .post(
+            &format!("/api/v1/analyses/{analysis_id}/exports"),
+            &json!({"format": "xlsx"}),
+        )
+        .await;
+    assert_eq!(answer.status, 202, "{}", answer.json());
+    let export = answer.json();
+    let job_id = export["job_id"].as_str().unwrap().to_owned();
+    first_progress(&mut socket, &job_id).await;
+    system.exports.signal(libc::SIGKILL);
+    // The attempt breaks off; the job waits for its retry, and is cancelled.
+    loop {
+        let f = frame(&mut socket).await;
+        if f["job_id"] == job_id.as_str() && f["event"] == "retry_scheduled" {
+            break;
+        }
+    }
+    let answer = gateway.post(&format!("/api/v1/jobs/{job_id}/cancel"), &json!({})).await;
+    assert_eq!(answer.status, 200, "{}", answer.json());
+    let _restarted = system.respawn_exports("exports-2");
+    let id = export["id"].as_str().unwrap();
+    let ended = export_when_final(&gateway, id).await;
+    assert_eq!(ended["status"], "failed", "{ended}");
+    assert_eq!(ended["error"], "its job was cancelled");
+    assert!(
+        !files(&system.exports_dir().join("files"))
+            .iter()
+            .any(|p| p.to_string_lossy().contains(id)),
+        "no file"
+    );
+}

@@ -10,6 +10,7 @@
 //! metric. The fingerprint is the SHA-256 of the finding's kind, metric and
 //! stable id (e.g. the anomaly's bucket), not of its message.
 
+use serde::Serialize;
 use serde_json::{Value, json};
 use sextant_proto::analytics::v1 as pb;
 use sha2::{Digest, Sha256};
@@ -70,8 +71,63 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The analysis as one SARIF log.
-pub fn render(analysis: &pb::Analysis, version: &str) -> Value {
+/// One finding as a SARIF result.
+fn result(f: &pb::Finding) -> Value {
+    let rule = RULES.iter().position(|(id, ..)| *id == f.kind);
+    let mut properties: serde_json::Map<String, Value> =
+        f.properties.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+    properties.insert("findingId".into(), json!(f.id));
+    if f.value.is_finite() {
+        properties.insert("value".into(), json!(f.value));
+    }
+    let mut result = json!({
+        "ruleId": f.kind,
+        "level": level(f.severity),
+        "message": { "text": f.message },
+        "locations": [{
+            "physicalLocation": {
+                "artifactLocation": { "uri": format!("sextant/metrics/{}", segment(&f.metric)) },
+                "region": { "startLine": 1 },
+            },
+            "logicalLocations": [{ "name": f.metric, "kind": "metric" }],
+        }],
+        "partialFingerprints": { "sextantFinding/v1": fingerprint(f) },
+        "properties": properties,
+    });
+    if let Some(index) = rule {
+        result["ruleIndex"] = json!(index);
+    }
+    result
+}
+
+/// The results, serialised one at a time: a log of 100,000 results is never
+/// a tree in memory.
+struct Results<'a>(&'a [pb::Finding]);
+
+impl Serialize for Results<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.iter().map(result))
+    }
+}
+
+#[derive(Serialize)]
+struct Log<'a> {
+    #[serde(rename = "$schema")]
+    schema: &'static str,
+    version: &'static str,
+    runs: [Run<'a>; 1],
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Run<'a> {
+    tool: Value,
+    automation_details: Value,
+    properties: Value,
+    results: Results<'a>,
+}
+
+fn log<'a>(analysis: &'a pb::Analysis, version: &str) -> Log<'a> {
     let rules: Vec<Value> = RULES
         .iter()
         .map(|(id, short, full, help)| {
@@ -85,58 +141,37 @@ pub fn render(analysis: &pb::Analysis, version: &str) -> Value {
             })
         })
         .collect();
-    let results: Vec<Value> = analysis
-        .findings
-        .iter()
-        .map(|f| {
-            let rule = RULES.iter().position(|(id, ..)| *id == f.kind);
-            let mut properties: serde_json::Map<String, Value> =
-                f.properties.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
-            properties.insert("findingId".into(), json!(f.id));
-            if f.value.is_finite() {
-                properties.insert("value".into(), json!(f.value));
-            }
-            let mut result = json!({
-                "ruleId": f.kind,
-                "level": level(f.severity),
-                "message": { "text": f.message },
-                "locations": [{
-                    "physicalLocation": {
-                        "artifactLocation": { "uri": format!("sextant/metrics/{}", segment(&f.metric)) },
-                        "region": { "startLine": 1 },
-                    },
-                    "logicalLocations": [{ "name": f.metric, "kind": "metric" }],
-                }],
-                "partialFingerprints": { "sextantFinding/v1": fingerprint(f) },
-                "properties": properties,
-            });
-            if let Some(index) = rule {
-                result["ruleIndex"] = json!(index);
-            }
-            result
-        })
-        .collect();
     let range = analysis.range.unwrap_or_default();
-    json!({
-        "$schema": SCHEMA,
-        "version": "2.1.0",
-        "runs": [{
-            "tool": { "driver": {
+    Log {
+        schema: SCHEMA,
+        version: "2.1.0",
+        runs: [Run {
+            tool: json!({ "driver": {
                 "name": "Sextant",
                 "version": version,
                 "informationUri": "https://sextant.dev",
                 "rules": rules,
-            }},
-            "automationDetails": { "id": format!("sextant/analysis/{}", analysis.id) },
-            "properties": {
+            }}),
+            automation_details: json!({ "id": format!("sextant/analysis/{}", analysis.id) }),
+            properties: json!({
                 "analysisId": analysis.id,
                 "title": analysis.title,
                 "start": range.start.map(|t| t.seconds),
                 "end": range.end.map(|t| t.seconds),
-            },
-            "results": results,
+            }),
+            results: Results(&analysis.findings),
         }],
-    })
+    }
+}
+
+/// The analysis as one SARIF log (a tree: for tests and small logs).
+pub fn render(analysis: &pb::Analysis, version: &str) -> Value {
+    serde_json::to_value(log(analysis, version)).expect("a SARIF log serialises")
+}
+
+/// Writes the analysis as one SARIF log to `out`, a result at a time.
+pub fn write(analysis: &pb::Analysis, version: &str, out: impl std::io::Write) -> serde_json::Result<()> {
+    serde_json::to_writer(out, &log(analysis, version))
 }
 
 #[cfg(test)]
