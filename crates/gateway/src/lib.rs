@@ -155,11 +155,18 @@ fn cors_middleware(config: &config::CorsConfig) -> Cors {
             actix_web::http::header::CONTENT_TYPE,
             actix_web::http::header::HeaderName::from_static("idempotency-key"),
             actix_web::http::header::HeaderName::from_static("traceparent"),
+            actix_web::http::header::IF_MATCH,
+            actix_web::http::header::IF_NONE_MATCH,
+            actix_web::http::header::IF_RANGE,
+            actix_web::http::header::RANGE,
         ])
         .expose_headers([
             actix_web::http::header::LOCATION,
             actix_web::http::header::RETRY_AFTER,
             actix_web::http::header::CONTENT_DISPOSITION,
+            actix_web::http::header::CONTENT_RANGE,
+            actix_web::http::header::ACCEPT_RANGES,
+            actix_web::http::header::ETAG,
             actix_web::http::header::HeaderName::from_static("ratelimit"),
             actix_web::http::header::HeaderName::from_static("ratelimit-policy"),
             actix_web::http::header::HeaderName::from_static("ratelimit-limit"),

@@ -88,4 +88,39 @@ async fn cors_allows_exactly_the_configured_origins() {
         response.headers()["access-control-allow-origin"],
         "https://app.example.com"
     );
+    let exposed = response.headers()["access-control-expose-headers"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    for header in [
+        "etag",
+        "content-range",
+        "content-disposition",
+        "retry-after",
+        "ratelimit-remaining",
+    ] {
+        assert!(exposed.contains(header), "{header} is readable by the page: {exposed}");
+    }
+
+    // A browser resuming a download, or updating a rule conditionally, may send these.
+    let resumed = system
+        .http
+        .request(reqwest::Method::OPTIONS, system.url("/api/v1/exports/x/download"))
+        .header("origin", "https://app.example.com")
+        .header("access-control-request-method", "GET")
+        .header(
+            "access-control-request-headers",
+            "authorization,range,if-range,if-none-match,if-match",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resumed.status(), 200);
+    let allowed = resumed.headers()["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .to_ascii_lowercase();
+    for header in ["range", "if-range", "if-none-match", "if-match"] {
+        assert!(allowed.contains(header), "{header}: {allowed}");
+    }
 }
