@@ -32,6 +32,12 @@ redispatch_after = "5m"
 # Job events, from which watch streams resume, are kept this long. A stream
 # resuming from an older point gets a fresh snapshot instead.
 event_retention = "7days"
+# Finished jobs (succeeded, failed, cancelled), with their attempts and
+# events, are deleted this long after they finished; a batch goes with its
+# children once all of them finished. Per tenant: job_retention_per_tenant,
+# e.g. { acme = "30days" }.
+job_retention = "7days"
+job_retention_per_tenant = {}
 
 [jobs.worker]
 # api: serve the API and dispatch; worker: run jobs; both.
@@ -134,6 +140,19 @@ pub struct QueueConfig {
     pub redispatch_after: std::time::Duration,
     #[serde(with = "humantime_serde")]
     pub event_retention: std::time::Duration,
+    #[serde(with = "humantime_serde")]
+    pub job_retention: std::time::Duration,
+    pub job_retention_per_tenant: std::collections::BTreeMap<String, humantime_serde::Serde<std::time::Duration>>,
+}
+
+impl QueueConfig {
+    /// How long each tenant named in the config keeps its finished jobs.
+    pub fn retention_overrides(&self) -> Vec<(String, std::time::Duration)> {
+        self.job_retention_per_tenant
+            .iter()
+            .map(|(tenant, keep)| (tenant.clone(), **keep))
+            .collect()
+    }
 }
 
 impl Validate for Config {
@@ -146,6 +165,18 @@ impl Validate for Config {
             "jobs.queue.redispatch_after",
             "must be at least 1s",
         );
+        problems.check(
+            self.jobs.queue.job_retention >= std::time::Duration::from_secs(1),
+            "jobs.queue.job_retention",
+            "must be at least 1s",
+        );
+        for (tenant, keep) in self.jobs.queue.retention_overrides() {
+            problems.check(
+                keep >= std::time::Duration::from_secs(1),
+                &format!("jobs.queue.job_retention_per_tenant.{tenant}"),
+                "must be at least 1s",
+            );
+        }
         problems.check(
             self.jobs.queue.event_retention >= std::time::Duration::from_secs(1),
             "jobs.queue.event_retention",

@@ -24,6 +24,8 @@ const BATCH: i64 = 500;
 const IDLE_POLL: Duration = Duration::from_millis(100);
 const REAP_EVERY: Duration = Duration::from_secs(1);
 const PRUNE_BATCH: i64 = 10_000;
+/// Finished jobs deleted per statement (each with its attempts and events).
+const JOB_PRUNE_BATCH: i64 = 500;
 
 pub struct Dispatcher {
     pub pool: PgPool,
@@ -34,13 +36,24 @@ pub struct Dispatcher {
     pub redispatch_after: Duration,
     /// See `jobs.queue.event_retention`.
     pub event_retention: Duration,
+    /// See `jobs.queue.job_retention` and `job_retention_per_tenant`.
+    pub job_retention: Duration,
+    pub job_retention_overrides: Vec<(String, Duration)>,
 }
 
 impl Dispatcher {
     pub async fn run(self, shutdown: CancellationToken) {
         let mut reap = tokio::time::interval(REAP_EVERY);
-        // Events are pruned every tenth of their retention (1 s to 1 min).
-        let mut prune = tokio::time::interval((self.event_retention / 10).clamp(REAP_EVERY, Duration::from_secs(60)));
+        // Events and finished jobs are pruned every tenth of the shortest
+        // retention (1 s to 1 min).
+        let shortest = self
+            .job_retention_overrides
+            .iter()
+            .map(|(_, keep)| *keep)
+            .chain([self.event_retention, self.job_retention])
+            .min()
+            .unwrap_or(self.event_retention);
+        let mut prune = tokio::time::interval((shortest / 10).clamp(REAP_EVERY, Duration::from_secs(60)));
         'connection: loop {
             let connection = tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -140,6 +153,32 @@ impl Dispatcher {
         }
         if pruned > 0 {
             tracing::info!(events = pruned, retention = ?self.event_retention, "pruned old job events");
+        }
+        // Finished jobs, a bounded batch per statement so no lock is held long.
+        let mut deleted = 0;
+        loop {
+            match store::delete_finished(
+                &self.pool,
+                self.job_retention,
+                &self.job_retention_overrides,
+                JOB_PRUNE_BATCH,
+            )
+            .await
+            {
+                Ok(n) => {
+                    deleted += n;
+                    if n == 0 {
+                        break;
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "deleting finished jobs failed");
+                    break;
+                }
+            }
+        }
+        if deleted > 0 {
+            tracing::info!(jobs = deleted, retention = ?self.job_retention, "deleted finished jobs past their retention");
         }
     }
 

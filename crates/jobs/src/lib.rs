@@ -139,6 +139,8 @@ impl Application {
             signals: signals.clone(),
             redispatch_after: queue.redispatch_after,
             event_retention: queue.event_retention,
+            job_retention: queue.job_retention,
+            job_retention_overrides: queue.retention_overrides(),
         };
         let relay = Relay {
             pool: pool.clone(),

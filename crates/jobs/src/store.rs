@@ -847,11 +847,49 @@ pub async fn last_seq(pool: &PgPool) -> sqlx::Result<i64> {
         .await
 }
 
-/// The highest event number pruned; events up to it are gone.
+/// The highest event number that may be gone: pruned by age, or deleted
+/// with its job. A resume point before it cannot be caught up.
 pub async fn pruned_through(pool: &PgPool) -> sqlx::Result<i64> {
-    sqlx::query_scalar("SELECT pruned_through FROM job_event_relay WHERE id = 1")
+    sqlx::query_scalar("SELECT GREATEST(pruned_through, forgotten_through) FROM job_event_relay WHERE id = 1")
         .fetch_one(pool)
         .await
+}
+
+/// Deletes up to `limit` finished top-level jobs (a batch with its children,
+/// once every child finished) that finished longer ago than their tenant's
+/// retention (`overrides`, else `default`), oldest first, with their
+/// attempts and events. Returns how many jobs went, children included.
+pub async fn delete_finished(
+    pool: &PgPool,
+    default: std::time::Duration,
+    overrides: &[(String, std::time::Duration)],
+    limit: i64,
+) -> sqlx::Result<u64> {
+    let (tenants, keep): (Vec<String>, Vec<i64>) = overrides.iter().map(|(t, d)| (t.clone(), lease_ms(*d))).unzip();
+    let count: i64 = sqlx::query_scalar(
+        "WITH overrides AS (SELECT * FROM unnest($1::text[], $2::bigint[]) AS o (tenant, keep_ms)), \
+         batch AS ( \
+             SELECT j.id FROM jobs j LEFT JOIN overrides o ON o.tenant = j.tenant \
+             WHERE j.status IN ('succeeded', 'failed', 'cancelled') AND j.parent_id IS NULL \
+               AND j.finished_at < now() - COALESCE(o.keep_ms, $3) * interval '1 millisecond' \
+               AND NOT EXISTS (SELECT 1 FROM jobs c WHERE c.parent_id = j.id \
+                               AND c.status NOT IN ('succeeded', 'failed', 'cancelled')) \
+             ORDER BY j.finished_at LIMIT $4 FOR UPDATE OF j SKIP LOCKED), \
+         doomed AS (SELECT id FROM batch UNION ALL SELECT c.id FROM jobs c JOIN batch b ON c.parent_id = b.id), \
+         events AS (DELETE FROM job_events e USING doomed d WHERE e.job_id = d.id RETURNING e.seq), \
+         forget AS ( \
+             UPDATE job_event_relay SET forgotten_through = GREATEST(forgotten_through, (SELECT max(seq) FROM events)) \
+             WHERE id = 1 AND (SELECT max(seq) FROM events) IS NOT NULL), \
+         gone AS (DELETE FROM jobs j USING doomed d WHERE j.id = d.id RETURNING j.id) \
+         SELECT count(*) FROM gone",
+    )
+    .bind(tenants)
+    .bind(keep)
+    .bind(lease_ms(default))
+    .bind(limit)
+    .fetch_one(pool)
+    .await?;
+    Ok(u64::try_from(count).unwrap_or(0))
 }
 
 /// Deletes up to `limit` published events older than `older_than`, in

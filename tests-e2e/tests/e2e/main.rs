@@ -18,6 +18,7 @@ mod internal_auth;
 mod jobs;
 mod jobs_faults;
 mod jobs_live;
+mod jobs_retention;
 mod lifecycle;
 mod metrics;
 mod metrics_faults;
