@@ -23,6 +23,7 @@ use sextant_e2e::system::JobsClient;
 use sextant_proto::jobs::v1::watch_jobs_request::Target;
 use sextant_proto::jobs::v1::watch_jobs_response::Message;
 use sextant_proto::jobs::v1::{JobEventType, SubmitJobRequest, SubmitJobsRequest, WatchJobsRequest, WatchJobsResponse};
+use sqlx::Connection as _;
 use tokio_tungstenite::tungstenite;
 
 const BATCH: u64 = 500;
@@ -144,6 +145,10 @@ where
     Fut: Future<Output = anyhow::Result<()>> + Send,
 {
     let mut done = completions(&mut system.jobs_client(tenant).await).await?;
+    let mut db = sqlx::PgConnection::connect(&system.admin_url).await?;
+    let wal_before: String = sqlx::query_scalar("SELECT pg_current_wal_lsn()::text")
+        .fetch_one(&mut db)
+        .await?;
     let started = Instant::now();
     let mut submitters = tokio::task::JoinSet::new();
     for s in 0..SUBMITTERS {
@@ -165,6 +170,13 @@ where
     let submitted = started.elapsed();
     let done = wait_finished(&mut done, jobs, Duration::from_secs(600)).await?;
     report_throughput(path, jobs, started, submitted, done);
+    // Everything PostgreSQL wrote to its log for the run (the whole cluster:
+    // nothing else runs during a benchmark), per job.
+    let wal: i64 = sqlx::query_scalar("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::text::pg_lsn)::bigint")
+        .bind(&wal_before)
+        .fetch_one(&mut db)
+        .await?;
+    println!("  {path}: WAL written {:.0} bytes per job", wal as f64 / jobs as f64);
     Ok(())
 }
 
