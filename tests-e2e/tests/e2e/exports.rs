@@ -275,7 +275,7 @@ fn check_xlsx(bytes: Vec<u8>, analysis: &Value) {
     let mut book: Xlsx<_> = Xlsx::new(Cursor::new(bytes)).unwrap();
     assert_eq!(
         book.sheet_names(),
-        ["summary", "metrics", "findings", "series", "charts"]
+        ["summary", "metrics", "findings", "series", "charts", "chart_data"]
     );
     let summary = book.worksheet_range("summary").unwrap();
     let title = summary

@@ -11,7 +11,7 @@
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 use sextant_proto::analytics::v1 as pb;
 
-use super::{aggregation, severity, sorted_properties, time};
+use super::{aggregation, per_pixel, severity, sorted_properties, time};
 
 /// Forbids every fetch and script; allows only the inline style.
 pub const CSP: &str =
@@ -37,38 +37,6 @@ fn fmt(v: f64) -> String {
 
 fn seconds(t: &Option<prost_types::Timestamp>) -> f64 {
     t.map_or(0.0, |t| t.seconds as f64 + f64::from(t.nanos) / 1e9)
-}
-
-/// At most two points per pixel column: its lowest and highest, in time
-/// order. The line looks the same (spikes stay) while a chart of 10,000
-/// buckets stays a few kilobytes.
-fn per_pixel(points: &[(f64, f64)], column: impl Fn(f64) -> i64) -> Vec<(f64, f64)> {
-    let mut kept: Vec<(f64, f64)> = Vec::new();
-    let mut i = 0;
-    while i < points.len() {
-        let col = column(points[i].0);
-        let mut j = i;
-        let (mut lo, mut hi) = (points[i], points[i]);
-        while j < points.len() && column(points[j].0) == col {
-            if points[j].1 < lo.1 {
-                lo = points[j];
-            }
-            if points[j].1 > hi.1 {
-                hi = points[j];
-            }
-            j += 1;
-        }
-        if lo.0 <= hi.0 {
-            kept.push(lo);
-            if hi != lo {
-                kept.push(hi);
-            }
-        } else {
-            kept.extend([hi, lo]);
-        }
-        i = j;
-    }
-    kept
 }
 
 /// One series as an SVG line chart over `[start, end)`.
@@ -180,17 +148,6 @@ pub fn render(a: &pb::Analysis) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_long_series_keeps_two_points_a_pixel_and_its_spike() {
-        let points: Vec<(f64, f64)> = (0..10_000)
-            .map(|i| (f64::from(i), if i == 4_321 { 99.0 } else { f64::from(i % 7) }))
-            .collect();
-        let kept = per_pixel(&points, |t| (t / 10_000.0 * 560.0) as i64);
-        assert!(kept.len() <= 2 * 561, "{}", kept.len());
-        assert!(kept.contains(&(4_321.0, 99.0)), "the spike stays");
-        assert!(kept.windows(2).all(|w| w[0].0 < w[1].0), "in time order");
-    }
 
     const HOSTILE: &str = "\"><img src=x onerror=alert(1)><script>alert(2)</script>";
 

@@ -143,13 +143,8 @@ fn findings(workbook: &mut Workbook, a: &pb::Analysis, f: &Formats) -> Result<()
     Ok(())
 }
 
-/// The series sheet (constant memory) and, per series, its rows.
-fn series(
-    workbook: &mut Workbook,
-    a: &pb::Analysis,
-    f: &Formats,
-    written: &mut Rows<'_>,
-) -> Result<Vec<(String, u32, u32)>, XlsxError> {
+/// The series sheet, in constant memory: a row goes to disk as the next begins.
+fn series(workbook: &mut Workbook, a: &pb::Analysis, f: &Formats, written: &mut Rows<'_>) -> Result<(), XlsxError> {
     let sheet = workbook.add_worksheet_with_constant_memory()?;
     sheet.set_name("series")?;
     let rows: u32 = a
@@ -165,10 +160,8 @@ fn series(
         ("value", 14.0),
     ];
     table(sheet, f, &header, rows)?;
-    let mut ranges = Vec::new();
     let mut row = 1;
     for c in &a.series {
-        let first = row;
         for b in c.series.as_ref().map(|s| s.buckets.as_slice()).unwrap_or_default() {
             sheet.write_string(row, 0, &c.metric)?;
             sheet.write_string(row, 1, aggregation(c.aggregation))?;
@@ -178,11 +171,66 @@ fn series(
             row += 1;
             written.add(1)?;
         }
-        if row > first {
-            ranges.push((format!("{} ({})", c.metric, aggregation(c.aggregation)), first, row - 1));
+    }
+    Ok(())
+}
+
+/// Columns of a chart, in points: a chart's data keeps at most two a column.
+const CHART_COLUMNS: f64 = 480.0;
+
+/// The `charts` sheet: a native line chart per series (at most
+/// [`MAX_CHARTS`]), drawn from the hidden `chart_data` sheet. That sheet holds
+/// each series reduced to at most two points per chart column (its lowest
+/// and highest, so spikes stay): a chart of 10,000 buckets looks the same,
+/// and charts need not point into the constant-memory `series` sheet, whose
+/// rows are no longer in memory when the workbook is saved.
+fn charts(workbook: &mut Workbook, a: &pb::Analysis, f: &Formats) -> Result<(), XlsxError> {
+    let drawn: Vec<(&pb::ChartSeries, Vec<(f64, f64)>)> = a
+        .series
+        .iter()
+        .filter_map(|c| {
+            let buckets = c.series.as_ref().map(|s| s.buckets.as_slice()).unwrap_or_default();
+            let points: Vec<(f64, f64)> = buckets
+                .iter()
+                .filter_map(|b| {
+                    let value = b.values.first().copied().filter(|v| v.is_finite())?;
+                    Some((b.start.map_or(0.0, |t| t.seconds as f64), value))
+                })
+                .collect();
+            let (first, last) = (points.first()?.0, points.last()?.0);
+            let span = (last - first).max(1.0);
+            let kept = super::per_pixel(&points, |t| ((t - first) / span * CHART_COLUMNS) as i64);
+            Some((c, kept))
+        })
+        .take(MAX_CHARTS)
+        .collect();
+    let charts = workbook.add_worksheet().set_name("charts")?;
+    for (i, (c, points)) in drawn.iter().enumerate() {
+        let name = format!("{} ({})", c.metric, aggregation(c.aggregation));
+        let (col, last) = (i as u16 * 2, points.len() as u32);
+        let mut chart = Chart::new(ChartType::Line);
+        chart.title().set_name(name.as_str());
+        chart.legend().set_hidden();
+        chart
+            .add_series()
+            .set_name(name.as_str())
+            .set_categories(("chart_data", 1, col, last, col))
+            .set_values(("chart_data", 1, col + 1, last, col + 1));
+        chart.x_axis().set_num_format("mm-dd hh:mm");
+        charts.insert_chart(i as u32 * 16, 0, &chart)?;
+    }
+    let data = workbook.add_worksheet().set_name("chart_data")?.set_hidden(true);
+    for (i, (c, points)) in drawn.iter().enumerate() {
+        let col = i as u16 * 2;
+        data.write_string(0, col, format!("{} time", c.metric))?;
+        data.write_string(0, col + 1, format!("{} ({})", c.metric, aggregation(c.aggregation)))?;
+        for (row, (t, v)) in points.iter().enumerate() {
+            let at = ExcelDateTime::from_timestamp(*t as i64)?;
+            data.write_datetime_with_format(row as u32 + 1, col, &at, &f.datetime)?;
+            data.write_number(row as u32 + 1, col + 1, *v)?;
         }
     }
-    Ok(ranges)
+    Ok(())
 }
 
 /// Writes the workbook to `out`, counting rows in `written`. The same
@@ -201,20 +249,8 @@ pub fn write(a: &pb::Analysis, out: impl std::io::Write + Send, written: &mut Ro
     metrics(&mut workbook, a, &f)?;
     findings(&mut workbook, a, &f)?;
     written.add((a.summaries.len() + a.findings.len()) as u64 + super::csv::rows(a, super::csv::Section::Summary))?;
-    let ranges = series(&mut workbook, a, &f, written)?;
-    let sheet = workbook.add_worksheet().set_name("charts")?;
-    for (i, (name, first, last)) in ranges.iter().take(MAX_CHARTS).enumerate() {
-        let mut chart = Chart::new(ChartType::Line);
-        chart.title().set_name(name.as_str());
-        chart.legend().set_hidden();
-        chart
-            .add_series()
-            .set_name(name.as_str())
-            .set_categories(("series", *first, 2, *last, 2))
-            .set_values(("series", *first, 4, *last, 4));
-        chart.x_axis().set_num_format("hh:mm");
-        sheet.insert_chart(i as u32 * 16, 0, &chart)?;
-    }
+    series(&mut workbook, a, &f, written)?;
+    charts(&mut workbook, a, &f)?;
     workbook.save_to_writer(out)
 }
 
@@ -278,8 +314,11 @@ mod tests {
         let mut book: Xlsx<_> = Xlsx::new(Cursor::new(bytes)).unwrap();
         assert_eq!(
             book.sheet_names(),
-            ["summary", "metrics", "findings", "series", "charts"]
+            ["summary", "metrics", "findings", "series", "charts", "chart_data"]
         );
+        let data = book.worksheet_range("chart_data").unwrap();
+        assert_eq!(data.height(), 11, "ten points need no thinning");
+        assert_eq!(data.get_value((10, 1)), Some(&Data::Float(13.5)));
         let summary = book.worksheet_range("summary").unwrap();
         assert_eq!(
             summary.get_value((2, 1)),
