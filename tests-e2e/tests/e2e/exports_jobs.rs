@@ -87,13 +87,9 @@ async fn export_when_final(gateway: &Gateway<'_>, id: &str) -> Value {
     panic!("export {id} never finished");
 }
 
-#[tokio::test]
-async fn a_large_export_runs_as_a_job_with_progress_and_a_cancelled_one_leaves_nothing() {
-    let system = system!(with_jobs());
-    let analysis_id = large_analysis(&system).await;
-    let gateway = Gateway::new(&system, "acme", "alice");
-    let mut socket = following_jobs(&system, "acme").await;
-
+/// Creates an XLSX export of `analysis_id`, which must run as a job:
+/// answers the export and its job's id.
+async fn queued_export(gateway: &Gateway<'_>, analysis_id: &str) -> (Value, String) {
     let answer = gateway
         .post(
             &format!("/api/v1/analyses/{analysis_id}/exports"),
@@ -102,8 +98,19 @@ async fn a_large_export_runs_as_a_job_with_progress_and_a_cancelled_one_leaves_n
         .await;
     assert_eq!(answer.status, 202, "{}", answer.json());
     let export = answer.json();
-    assert_eq!(export["status"], "pending");
+    assert_eq!(export["status"], "pending", "{export}");
     let job_id = export["job_id"].as_str().expect("a job renders it").to_owned();
+    (export, job_id)
+}
+
+#[tokio::test]
+async fn a_large_export_runs_as_a_job_with_progress_and_a_cancelled_one_leaves_nothing() {
+    let system = system!(with_jobs());
+    let analysis_id = large_analysis(&system).await;
+    let gateway = Gateway::new(&system, "acme", "alice");
+    let mut socket = following_jobs(&system, "acme").await;
+
+    let (export, job_id) = queued_export(&gateway, &analysis_id).await;
     let events = events_until_final(&mut socket, &job_id).await;
     assert_eq!(events.last().unwrap()["event"], "succeeded", "{events:#?}");
     let total = (2 * METRICS as u64) * BUCKETS as u64 + METRICS as u64 + 11;
@@ -132,15 +139,7 @@ async fn a_large_export_runs_as_a_job_with_progress_and_a_cancelled_one_leaves_n
     assert_eq!(job["result"]["sha256"], ready["sha256"], "{job}");
 
     // Another, cancelled once it is under way.
-    let answer = gateway
-        .post(
-            &format!("/api/v1/analyses/{analysis_id}/exports"),
-            &json!({"format": "xlsx"}),
-        )
-        .await;
-    assert_eq!(answer.status, 202);
-    let cancelled = answer.json();
-    let job_id = cancelled["job_id"].as_str().unwrap().to_owned();
+    let (cancelled, job_id) = queued_export(&gateway, &analysis_id).await;
     first_progress(&mut socket, &job_id).await;
     let answer = gateway.post(&format!("/api/v1/jobs/{job_id}/cancel"), &json!({})).await;
     assert_eq!(answer.status, 200, "{}", answer.json());
@@ -167,15 +166,7 @@ async fn the_exports_service_killed_mid_render_is_retried_and_its_file_is_whole(
     let analysis_id = large_analysis(&system).await;
     let gateway = Gateway::new(&system, "acme", "alice");
     let mut socket = following_jobs(&system, "acme").await;
-    let answer = gateway
-        .post(
-            &format!("/api/v1/analyses/{analysis_id}/exports"),
-            &json!({"format": "xlsx"}),
-        )
-        .await;
-    assert_eq!(answer.status, 202, "{}", answer.json());
-    let export = answer.json();
-    let job_id = export["job_id"].as_str().unwrap().to_owned();
+    let (export, job_id) = queued_export(&gateway, &analysis_id).await;
     first_progress(&mut socket, &job_id).await;
     system.exports.signal(libc::SIGKILL);
     let _restarted = system.respawn_exports("exports-2");
@@ -196,14 +187,8 @@ async fn the_exports_service_killed_mid_render_is_retried_and_its_file_is_whole(
     );
 
     // A fresh render of the same analysis and format: the same bytes.
-    let answer = gateway
-        .post(
-            &format!("/api/v1/analyses/{analysis_id}/exports"),
-            &json!({"format": "xlsx"}),
-        )
-        .await;
-    assert_eq!(answer.status, 202);
-    let fresh = export_when_final(&gateway, answer.json()["id"].as_str().unwrap()).await;
+    let (fresh, _) = queued_export(&gateway, &analysis_id).await;
+    let fresh = export_when_final(&gateway, fresh["id"].as_str().unwrap()).await;
     assert_eq!(fresh["status"], "ready", "{fresh}");
     assert_eq!(fresh["sha256"], ready["sha256"]);
     let digest = sha2::Sha256::digest(&file.bytes);
@@ -309,15 +294,7 @@ async fn an_export_whose_job_is_cancelled_while_the_exports_service_is_down_ends
     let analysis_id = large_analysis(&system).await;
     let gateway = Gateway::new(&system, "acme", "alice");
     let mut socket = following_jobs(&system, "acme").await;
-    let answer = gateway
-        .post(
-            &format!("/api/v1/analyses/{analysis_id}/exports"),
-            &json!({"format": "xlsx"}),
-        )
-        .await;
-    assert_eq!(answer.status, 202, "{}", answer.json());
-    let export = answer.json();
-    let job_id = export["job_id"].as_str().unwrap().to_owned();
+    let (export, job_id) = queued_export(&gateway, &analysis_id).await;
     first_progress(&mut socket, &job_id).await;
     system.exports.signal(libc::SIGKILL);
     // The attempt breaks off; the job waits for its retry, and is cancelled.
