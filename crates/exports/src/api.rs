@@ -2,9 +2,10 @@
 //! get, list and download exports of the caller's analyses, and render the
 //! large ones as jobs.
 //!
-//! A create fetches the analysis from the analytics service (as the caller,
-//! so another tenant's analysis is not found), takes one request from the
-//! user's rate limit and records the export, in one transaction. An export
+//! A create with an Idempotency-Key already used answers that key's export.
+//! Otherwise it fetches the analysis from the analytics service (as the
+//! caller, so another tenant's analysis is not found), then takes one request
+//! from the user's rate limit and records the export, in one transaction. An export
 //! of at most `exports.job_threshold_rows` rows renders at once; a larger
 //! one is queued as an `export` job, whose worker calls `RenderExport` and
 //! turns its progress into the job's. Either way the file is rendered to
@@ -147,14 +148,9 @@ impl ExportsApi {
         idempotency_key: &str,
     ) -> Result<Response<Export>, Status> {
         let idempotency_key = key(idempotency_key)?;
-        let analysis = self.analysis(caller, analysis_id).await?;
         let batch = matches!(contents, Contents::Batch(_));
         let names: Vec<String> = contents.formats().iter().map(|f| f.name()).collect();
         let fingerprint = format!("{analysis_id}|{batch}|{}", names.join(","));
-        let as_job = contents.rows(&analysis) > self.settings.job_threshold_rows;
-        let id = Uuid::now_v7();
-        let filename = contents.filename(analysis_id);
-        let object_key = format!("{}/{id}/{filename}", caller.tenant);
         let replay = |existing: Record| {
             if existing.fingerprint == fingerprint {
                 Ok(Response::new(export(&existing)))
@@ -162,13 +158,24 @@ impl ExportsApi {
                 Err(ErrorCode::AlreadyExists.status("idempotency key already used for a different export"))
             }
         };
-
-        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        // A replay answers the export its key made, without fetching the
+        // analysis (which may be large) or taking from the rate limit.
         if let Some(k) = idempotency_key
-            && let Some(existing) = store::by_key(&mut *tx, &caller.tenant, k).await.map_err(unavailable)?
+            && let Some(existing) = store::by_key(&self.pool, &caller.tenant, k)
+                .await
+                .map_err(unavailable)?
         {
             return replay(existing);
         }
+        let analysis = self.analysis(caller, analysis_id).await?;
+        let as_job = contents.rows(&analysis) > self.settings.job_threshold_rows;
+        let id = Uuid::now_v7();
+        let filename = contents.filename(analysis_id);
+        let object_key = format!("{}/{id}/{filename}", caller.tenant);
+
+        // A request with the same key committed meanwhile is caught by the
+        // insert below, which rolls this transaction (and its take) back.
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
         let (class, limit, what) = if batch {
             (
                 Class::Batch,
