@@ -167,7 +167,7 @@ impl Dispatcher {
             {
                 Ok(n) => {
                     deleted += n;
-                    if n == 0 {
+                    if n < JOB_PRUNE_BATCH as u64 {
                         break;
                     }
                 }
