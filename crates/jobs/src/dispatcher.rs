@@ -11,13 +11,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lapin::BasicProperties;
+use lapin::PublisherConfirm;
 use lapin::options::BasicPublishOptions;
 use lapin::types::FieldTable;
 use sextant_common::amqp::Amqp;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use crate::topology::{self, Names, WorkMessage};
+use crate::topology::{self, Names, WorkItem, WorkMessage};
 use crate::{Signals, store};
 
 const BATCH: i64 = 500;
@@ -97,28 +98,12 @@ impl Dispatcher {
         if due.is_empty() {
             return Ok(0);
         }
-        let mut confirms = Vec::with_capacity(due.len());
-        for job in &due {
-            let body = serde_json::to_vec(&WorkMessage {
-                id: job.id,
-                attempt: job.attempt,
-                priority: job.priority,
-            })?;
-            let mut headers = FieldTable::default();
-            sextant_common::telemetry::inject_amqp(&mut headers);
-            let confirm = channel
-                .basic_publish(
-                    self.names.work_exchange.as_str().into(),
-                    topology::band(job.priority).into(),
-                    BasicPublishOptions::default(),
-                    &body,
-                    BasicProperties::default()
-                        .with_delivery_mode(2)
-                        .with_content_type("application/json".into())
-                        .with_headers(headers),
-                )
-                .await?;
-            confirms.push(confirm);
+        // `due` is in priority order, so each band's jobs are consecutive.
+        let mut confirms = Vec::new();
+        for band in due.chunk_by(|a, b| topology::band(a.priority) == topology::band(b.priority)) {
+            for chunk in band.chunks(topology::JOBS_PER_MESSAGE) {
+                confirms.push(self.publish(channel, chunk).await?);
+            }
         }
         for confirm in confirms {
             let confirmation = confirm.await?;
@@ -132,6 +117,36 @@ impl Dispatcher {
             self.signals.changed();
         }
         Ok(due.len())
+    }
+
+    /// Publishes one message for `jobs` (all of one band).
+    async fn publish(&self, channel: &lapin::Channel, jobs: &[store::DueJob]) -> anyhow::Result<PublisherConfirm> {
+        let message = WorkMessage::Batch {
+            jobs: jobs
+                .iter()
+                .map(|job| WorkItem {
+                    id: job.id,
+                    attempt: job.attempt,
+                    priority: job.priority,
+                })
+                .collect(),
+        };
+        let body = serde_json::to_vec(&message)?;
+        let mut headers = FieldTable::default();
+        sextant_common::telemetry::inject_amqp(&mut headers);
+        let confirm = channel
+            .basic_publish(
+                self.names.work_exchange.as_str().into(),
+                topology::band(jobs[0].priority).into(),
+                BasicPublishOptions::default(),
+                &body,
+                BasicProperties::default()
+                    .with_delivery_mode(2)
+                    .with_content_type("application/json".into())
+                    .with_headers(headers),
+            )
+            .await?;
+        Ok(confirm)
     }
 
     /// Deletes events older than the retention, a batch at a time.

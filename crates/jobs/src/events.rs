@@ -45,6 +45,22 @@ pub struct Envelope {
     pub event: Option<JobEvent>,
 }
 
+/// What one message on the events exchange carries: consecutive events, in
+/// number order. The relay sends a batch per message (up to
+/// [`EVENTS_PER_MESSAGE`]), so the broker's cost is per batch, not per event.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct EnvelopeBatch {
+    #[prost(message, repeated, tag = "1")]
+    pub envelopes: Vec<Envelope>,
+}
+
+/// Most events in one message on the events exchange.
+const EVENTS_PER_MESSAGE: usize = 256;
+/// The content type of an [`EnvelopeBatch`] message. (A bare
+/// `application/x-protobuf` message is one [`Envelope`], as earlier releases
+/// sent them.)
+const BATCH_CONTENT_TYPE: &str = "application/x-protobuf; messageType=sextant.jobs.EnvelopeBatch";
+
 impl Envelope {
     pub fn job_id(&self) -> &str {
         self.event.as_ref().map_or("", |e| e.job_id.as_str())
@@ -249,16 +265,19 @@ impl Relay {
         events: Vec<EventRow>,
     ) -> anyhow::Result<()> {
         let last = events.last().and_then(|e| e.seq).unwrap_or(0);
-        let mut confirms = Vec::with_capacity(events.len());
-        for row in events {
-            let body = to_envelope(row).encode_to_vec();
+        let mut confirms = Vec::with_capacity(events.len() / EVENTS_PER_MESSAGE + 1);
+        let mut events = events.into_iter().peekable();
+        while events.peek().is_some() {
+            let batch = EnvelopeBatch {
+                envelopes: events.by_ref().take(EVENTS_PER_MESSAGE).map(to_envelope).collect(),
+            };
             let confirm = channel
                 .basic_publish(
                     self.names.events_exchange.as_str().into(),
                     "".into(),
                     BasicPublishOptions::default(),
-                    &body,
-                    BasicProperties::default().with_content_type("application/x-protobuf".into()),
+                    &batch.encode_to_vec(),
+                    BasicProperties::default().with_content_type(BATCH_CONTENT_TYPE.into()),
                 )
                 .await?;
             confirms.push(confirm);
@@ -332,20 +351,28 @@ impl Hub {
                     tracing::warn!("job event feed interrupted; resubscribing");
                     break;
                 };
-                let Ok(envelope) = Envelope::decode(delivery.data.as_slice()) else {
-                    tracing::error!("dropping an unreadable job event");
+                let batch = delivery.properties.content_type().as_ref().map(|t| t.as_str()) == Some(BATCH_CONTENT_TYPE);
+                let envelopes = if batch {
+                    EnvelopeBatch::decode(delivery.data.as_slice()).map(|b| b.envelopes)
+                } else {
+                    Envelope::decode(delivery.data.as_slice()).map(|e| vec![e])
+                };
+                let Ok(envelopes) = envelopes else {
+                    tracing::error!("dropping an unreadable job event message");
                     continue;
                 };
-                // The relay publishes in order; a republished event is old news.
-                if envelope.seq <= last_seq {
-                    continue;
+                for envelope in envelopes {
+                    // The relay publishes in order; a republished event is old news.
+                    if envelope.seq <= last_seq {
+                        continue;
+                    }
+                    if last_seq != 0 && envelope.seq > last_seq + 1 {
+                        tracing::warn!(last_seq, seq = envelope.seq, "gap in job events; watchers catch up");
+                        let _ = self.sender.send(HubMessage::Resync);
+                    }
+                    last_seq = envelope.seq;
+                    let _ = self.sender.send(HubMessage::Event(Arc::new(envelope)));
                 }
-                if last_seq != 0 && envelope.seq > last_seq + 1 {
-                    tracing::warn!(last_seq, seq = envelope.seq, "gap in job events; watchers catch up");
-                    let _ = self.sender.send(HubMessage::Resync);
-                }
-                last_seq = envelope.seq;
-                let _ = self.sender.send(HubMessage::Event(Arc::new(envelope)));
             }
         }
     }

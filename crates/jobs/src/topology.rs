@@ -21,12 +21,36 @@ use uuid::Uuid;
 
 pub const BANDS: [&str; 3] = ["high", "normal", "low"];
 
-/// A unit of work on the broker: start attempt `attempt + 1` of job `id`.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct WorkMessage {
+/// Start attempt `attempt + 1` of job `id`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct WorkItem {
     pub id: Uuid,
     pub attempt: i32,
     pub priority: i16,
+}
+
+/// Most jobs in one work message. Under load the dispatcher packs the jobs of
+/// one band into a message, so the broker's cost is per batch, not per job;
+/// a lone job goes alone. A worker acks the message once it has claimed (or
+/// dropped) every job in it.
+pub const JOBS_PER_MESSAGE: usize = 16;
+
+/// A message on a work queue: `{"jobs": [WorkItem, …]}`. A bare `WorkItem`
+/// (what earlier releases sent) still reads as a batch of one.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum WorkMessage {
+    Batch { jobs: Vec<WorkItem> },
+    One(WorkItem),
+}
+
+impl WorkMessage {
+    pub fn into_items(self) -> Vec<WorkItem> {
+        match self {
+            WorkMessage::Batch { jobs } => jobs,
+            WorkMessage::One(item) => vec![item],
+        }
+    }
 }
 
 pub fn band(priority: i16) -> &'static str {

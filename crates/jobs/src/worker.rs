@@ -9,6 +9,7 @@
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering as AtomicOrdering};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -31,7 +32,7 @@ use crate::config::WorkerConfig;
 use crate::context::JobContext;
 use crate::kinds::{Failure, Kinds};
 use crate::store::{self, Finish};
-use crate::topology::{self, BANDS, Names, WorkMessage};
+use crate::topology::{self, BANDS, Names, WorkItem, WorkMessage};
 
 pub struct Worker {
     pub pool: PgPool,
@@ -43,11 +44,43 @@ pub struct Worker {
     pub signals: Arc<Signals>,
 }
 
-/// A delivered message waiting for a free slot; the highest priority goes first.
+/// A delivered job waiting for a free slot; the highest priority goes first.
 struct Pending {
     priority: i16,
     seq: u64,
+    item: WorkItem,
+    message: Arc<Message>,
+}
+
+/// A delivered message and how many of its jobs are still to be claimed. The
+/// last of them acks it (or, if a claim failed, requeues it: the jobs
+/// claimed meanwhile are not claimed again). A message dropped unsettled
+/// (the worker stopping) is redelivered when the channel closes.
+struct Message {
     delivery: Delivery,
+    unsettled: AtomicUsize,
+    failed: AtomicBool,
+}
+
+impl Message {
+    async fn settle(&self, failed: bool) {
+        if failed {
+            self.failed.store(true, AtomicOrdering::Relaxed);
+        }
+        if self.unsettled.fetch_sub(1, AtomicOrdering::AcqRel) != 1 {
+            return;
+        }
+        if self.failed.load(AtomicOrdering::Relaxed) {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let requeue = BasicNackOptions {
+                requeue: true,
+                ..Default::default()
+            };
+            let _ = self.delivery.nack(requeue).await;
+        } else {
+            let _ = self.delivery.ack(BasicAckOptions::default()).await;
+        }
+    }
 }
 
 impl PartialEq for Pending {
@@ -96,7 +129,7 @@ impl Worker {
             let batchers = batchers.clone();
             runners.spawn(async move {
                 while let Some(pending) = next(&inbox, &stop).await {
-                    this.run_one(pending.delivery, &batchers).await;
+                    this.run_one(pending.item, &pending.message, &batchers).await;
                 }
             });
         }
@@ -142,10 +175,27 @@ impl Worker {
                     }
                     delivery = deliveries.next() => match delivery {
                         Some(Ok(delivery)) => {
-                            let priority = serde_json::from_slice::<WorkMessage>(&delivery.data).map_or(0, |m| m.priority);
-                            seq += 1;
-                            inbox.heap.lock().await.push(Pending { priority, seq, delivery });
-                            inbox.ready.notify_one();
+                            let Ok(message) = serde_json::from_slice::<WorkMessage>(&delivery.data) else {
+                                tracing::error!("dropping a malformed work message");
+                                let _ = delivery.ack(BasicAckOptions::default()).await;
+                                continue;
+                            };
+                            let items = message.into_items();
+                            if items.is_empty() {
+                                let _ = delivery.ack(BasicAckOptions::default()).await;
+                                continue;
+                            }
+                            let message = Arc::new(Message {
+                                delivery,
+                                unsettled: AtomicUsize::new(items.len()),
+                                failed: AtomicBool::new(false),
+                            });
+                            let mut heap = inbox.heap.lock().await;
+                            for item in items {
+                                seq += 1;
+                                heap.push(Pending { priority: item.priority, seq, item, message: message.clone() });
+                                inbox.ready.notify_one();
+                            }
                         }
                         Some(Err(error)) => {
                             tracing::warn!(%error, "work consumer failed");
@@ -226,37 +276,26 @@ impl Worker {
         Batchers { claims, finishes }
     }
 
-    async fn run_one(&self, delivery: Delivery, batchers: &Batchers) {
-        let Ok(message) = serde_json::from_slice::<WorkMessage>(&delivery.data) else {
-            tracing::error!("dropping a malformed work message");
-            let _ = delivery.ack(BasicAckOptions::default()).await;
-            return;
-        };
+    async fn run_one(&self, item: WorkItem, message: &Message, batchers: &Batchers) {
         let claimed = batchers
             .claims
-            .call((message.id, message.attempt))
+            .call((item.id, item.attempt))
             .await
             .unwrap_or_else(|| Err("the worker is stopping".into()));
         let row = match claimed {
             Ok(Some(row)) => {
                 self.signals.changed();
-                let _ = delivery.ack(BasicAckOptions::default()).await;
+                message.settle(false).await;
                 row
             }
             Ok(None) => {
-                tracing::debug!(job_id = %message.id, attempt = message.attempt, "stale or duplicate delivery dropped");
-                let _ = delivery.ack(BasicAckOptions::default()).await;
+                tracing::debug!(job_id = %item.id, attempt = item.attempt, "stale or duplicate delivery dropped");
+                message.settle(false).await;
                 return;
             }
             Err(error) => {
-                tracing::warn!(job_id = %message.id, %error, "claiming failed; requeueing the message");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                let _ = delivery
-                    .nack(BasicNackOptions {
-                        requeue: true,
-                        ..Default::default()
-                    })
-                    .await;
+                tracing::warn!(job_id = %item.id, %error, "claiming failed; requeueing the message");
+                message.settle(true).await;
                 return;
             }
         };

@@ -10,6 +10,12 @@
 //!   submitted one by one; p50/p95/p99 from just before each submit until its
 //!   `succeeded` event arrives (a `WatchJobs` stream, or the WebSocket `jobs`
 //!   topic), measured on the client's clock.
+//! - flatness: over gRPC, a `BENCH_SMALL_JOBS` (default 5 000) run and then a
+//!   `BENCH_LARGE_JOBS` (default 200 000) run, on the tables the runs before
+//!   left; the large run's rate against the small one's, and its rate per
+//!   tenth (does it slow down as the tables grow?).
+//!
+//! `BENCH_PHASES` (default `latency,throughput,flatness`) picks the phases.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -84,7 +90,7 @@ async fn wait_finished(
     Ok(Instant::now())
 }
 
-fn report_throughput(path: &str, jobs: u64, started: Instant, submitted: Duration, done: Instant) {
+fn report_throughput(path: &str, jobs: u64, started: Instant, submitted: Duration, done: Instant) -> f64 {
     let total = done - started;
     println!(
         "{path} throughput: {jobs} no-op jobs in {:.2} s = {:.0} jobs/s (all submitted after {:.2} s = {:.0} submits/s)",
@@ -93,6 +99,7 @@ fn report_throughput(path: &str, jobs: u64, started: Instant, submitted: Duratio
         submitted.as_secs_f64(),
         jobs as f64 / submitted.as_secs_f64()
     );
+    jobs as f64 / total.as_secs_f64()
 }
 
 fn report_latency(path: &str, rate: u64, mut latencies: Vec<f64>, expected: u64) {
@@ -139,7 +146,7 @@ impl Clock {
 /// Submits `jobs` in batches from [`SUBMITTERS`] clients, each calling
 /// `submit(n)` for its next batch of `n`, and reports jobs/s until the last
 /// job's `succeeded` event.
-async fn throughput<F, Fut>(system: &TestSystem, path: &str, tenant: &str, jobs: u64, submit: F) -> anyhow::Result<()>
+async fn throughput<F, Fut>(system: &TestSystem, path: &str, tenant: &str, jobs: u64, submit: F) -> anyhow::Result<f64>
 where
     F: Fn(u64) -> Fut + Clone + Send + 'static,
     Fut: Future<Output = anyhow::Result<()>> + Send,
@@ -168,8 +175,19 @@ where
         result??;
     }
     let submitted = started.elapsed();
-    let done = wait_finished(&mut done, jobs, Duration::from_secs(600)).await?;
-    report_throughput(path, jobs, started, submitted, done);
+    // The rate per tenth of the jobs, to see whether it falls as tables grow.
+    let mut tenths = Vec::with_capacity(10);
+    let mut mark = started;
+    for tenth in 1..=10 {
+        let at = wait_finished(&mut done, jobs * tenth / 10, Duration::from_secs(1800)).await?;
+        tenths.push((jobs / 10) as f64 / (at - mark).as_secs_f64());
+        mark = at;
+    }
+    let rate = report_throughput(path, jobs, started, submitted, mark);
+    if jobs >= 50_000 {
+        let rates: Vec<String> = tenths.iter().map(|r| format!("{r:.0}")).collect();
+        println!("  {path}: jobs/s per tenth of the run: {}", rates.join(", "));
+    }
     // Everything PostgreSQL wrote to its log for the run (the whole cluster:
     // nothing else runs during a benchmark), per job.
     let wal: i64 = sqlx::query_scalar("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::text::pg_lsn)::bigint")
@@ -177,13 +195,12 @@ where
         .fetch_one(&mut db)
         .await?;
     println!("  {path}: WAL written {:.0} bytes per job", wal as f64 / jobs as f64);
-    Ok(())
+    Ok(rate)
 }
 
-async fn grpc_throughput(system: &TestSystem, jobs: u64) -> anyhow::Result<()> {
-    let tenant = "bench-grpc";
+async fn grpc_throughput(system: &TestSystem, tenant: &str, jobs: u64) -> anyhow::Result<f64> {
     let client = system.jobs_client(tenant).await;
-    throughput(system, "gRPC", tenant, jobs, move |n| {
+    throughput(system, &format!("gRPC {jobs}"), tenant, jobs, move |n| {
         let mut client = client.clone();
         async move {
             let batch = (0..n).map(|_| noop()).collect();
@@ -194,7 +211,7 @@ async fn grpc_throughput(system: &TestSystem, jobs: u64) -> anyhow::Result<()> {
     .await
 }
 
-async fn gateway_throughput(system: &TestSystem, jobs: u64) -> anyhow::Result<()> {
+async fn gateway_throughput(system: &TestSystem, jobs: u64) -> anyhow::Result<f64> {
     let tenant = "bench-http";
     let (http, url, token) = (
         system.http.clone(),
@@ -368,6 +385,8 @@ async fn gateway_latency(system: &TestSystem, rate: u64) -> anyhow::Result<()> {
 async fn main() -> anyhow::Result<()> {
     let jobs = env_or("BENCH_JOBS", 20_000);
     let rate = env_or("BENCH_RATE", 500);
+    let phases = std::env::var("BENCH_PHASES").unwrap_or_else(|_| "latency,throughput,flatness".into());
+    let phases: Vec<&str> = phases.split(',').map(str::trim).collect();
     let system = TestSystem::builder()
         .env("SEXTANT_TELEMETRY__LOG_FILTER", "info,sextant_jobs=warn")
         .jobs_env("SEXTANT_JOBS__WORKER__CONCURRENCY", "64")
@@ -380,10 +399,23 @@ async fn main() -> anyhow::Result<()> {
     let result = async {
         // Latency first, on a settled system: the throughput runs leave tens of
         // thousands of events and dead row versions behind for a while.
-        grpc_latency(&system, rate).await?;
-        gateway_latency(&system, rate).await?;
-        grpc_throughput(&system, jobs).await?;
-        gateway_throughput(&system, jobs).await
+        if phases.contains(&"latency") {
+            grpc_latency(&system, rate).await?;
+            gateway_latency(&system, rate).await?;
+        }
+        if phases.contains(&"throughput") {
+            grpc_throughput(&system, "bench-grpc", jobs).await?;
+            gateway_throughput(&system, jobs).await?;
+        }
+        if phases.contains(&"flatness") {
+            let small = grpc_throughput(&system, "bench-small", env_or("BENCH_SMALL_JOBS", 5_000)).await?;
+            let large = grpc_throughput(&system, "bench-large", env_or("BENCH_LARGE_JOBS", 200_000)).await?;
+            println!(
+                "flatness: the large run sustained {:.0} % of the small run's rate",
+                large / small * 100.0
+            );
+        }
+        anyhow::Ok(())
     }
     .await;
     if result.is_err() {
