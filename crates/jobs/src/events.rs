@@ -52,13 +52,16 @@ pub struct Envelope {
 pub struct EnvelopeBatch {
     #[prost(message, repeated, tag = "1")]
     pub envelopes: Vec<Envelope>,
+    /// The number of the last event the relay published before these: a hub
+    /// that has not seen it missed a message, and its watchers catch up.
+    #[prost(uint64, tag = "2")]
+    pub after: u64,
 }
 
 /// Most events in one message on the events exchange.
 const EVENTS_PER_MESSAGE: usize = 256;
-/// The content type of an [`EnvelopeBatch`] message. (A bare
-/// `application/x-protobuf` message is one [`Envelope`], as earlier releases
-/// sent them.)
+/// The content type of an [`EnvelopeBatch`] message (earlier releases sent
+/// one bare [`Envelope`] per message; their numbers mean nothing now).
 const BATCH_CONTENT_TYPE: &str = "application/x-protobuf; messageType=sextant.jobs.EnvelopeBatch";
 
 impl Envelope {
@@ -102,7 +105,7 @@ pub fn to_envelope(row: EventRow) -> Envelope {
             job
         });
     Envelope {
-        seq: row.seq.and_then(|s| u64::try_from(s).ok()).unwrap_or(0),
+        seq: u64::try_from(row.seq).unwrap_or(0),
         event: Some(JobEvent {
             job_id: row.job_id.to_string(),
             version: u64::try_from(row.version).unwrap_or(0),
@@ -146,6 +149,9 @@ struct Session {
     leader: bool,
     /// Highest number confirmed by the broker, recorded with the next batch.
     published: i64,
+    /// How long to wait before looking again while newer events wait for an
+    /// older transaction to end (doubling, from 1 ms up to the poll interval).
+    waiting: Option<Duration>,
 }
 
 impl Relay {
@@ -178,6 +184,7 @@ impl Relay {
                                 conn,
                                 leader: false,
                                 published: 0,
+                                waiting: None,
                             });
                             self.relay_once(fresh, &channel, woken).await
                         }
@@ -185,7 +192,16 @@ impl Relay {
                     },
                 };
                 match result {
-                    Ok(0) => {}
+                    Ok(0) => {
+                        // Newer events wait for an older transaction: look again soon.
+                        if let Some(wait) = session.as_ref().and_then(|s| s.waiting) {
+                            tokio::select! {
+                                _ = shutdown.cancelled() => return,
+                                _ = tokio::time::sleep(wait) => {}
+                            }
+                            continue;
+                        }
+                    }
                     Ok(_) => continue,
                     Err(error) => {
                         tracing::warn!(error = %format!("{error:#}"), "relaying events failed; retrying");
@@ -244,13 +260,16 @@ impl Relay {
                 return Ok(0);
             }
             tracing::info!("this replica now publishes job events");
-            // Whatever the previous publisher numbered but may not have sent.
-            let leftovers = store::unpublished_events(&mut session.conn).await?;
-            if !leftovers.is_empty() {
-                self.publish(session, channel, leftovers).await?;
-            }
+            // From where the last publisher recorded it got (what it sent
+            // after that goes again; hubs drop what they already have).
+            session.published = store::published_through(&mut session.conn).await?;
         }
-        let events = store::number_events(&mut session.conn, session.published, RELAY_BATCH).await?;
+        let (events, waiting) = store::publishable_events(&mut session.conn, session.published, RELAY_BATCH).await?;
+        session.waiting = waiting.then(|| {
+            session
+                .waiting
+                .map_or(Duration::from_millis(1), |w| (w * 2).min(RELAY_POLL))
+        });
         let count = events.len();
         if count > 0 {
             self.publish(session, channel, events).await?;
@@ -264,13 +283,14 @@ impl Relay {
         channel: &lapin::Channel,
         events: Vec<EventRow>,
     ) -> anyhow::Result<()> {
-        let last = events.last().and_then(|e| e.seq).unwrap_or(0);
         let mut confirms = Vec::with_capacity(events.len() / EVENTS_PER_MESSAGE + 1);
-        let mut events = events.into_iter().peekable();
-        while events.peek().is_some() {
+        let mut after = session.published;
+        for chunk in events.chunks(EVENTS_PER_MESSAGE) {
             let batch = EnvelopeBatch {
-                envelopes: events.by_ref().take(EVENTS_PER_MESSAGE).map(to_envelope).collect(),
+                envelopes: chunk.iter().cloned().map(to_envelope).collect(),
+                after: u64::try_from(after).unwrap_or(0),
             };
+            after = chunk.last().map_or(after, |e| e.seq);
             let confirm = channel
                 .basic_publish(
                     self.names.events_exchange.as_str().into(),
@@ -285,7 +305,7 @@ impl Relay {
         for confirm in confirms {
             anyhow::ensure!(confirm.await?.is_ack(), "the broker refused an event");
         }
-        session.published = session.published.max(last);
+        session.published = session.published.max(after);
         Ok(())
     }
 }
@@ -352,23 +372,21 @@ impl Hub {
                     break;
                 };
                 let batch = delivery.properties.content_type().as_ref().map(|t| t.as_str()) == Some(BATCH_CONTENT_TYPE);
-                let envelopes = if batch {
-                    EnvelopeBatch::decode(delivery.data.as_slice()).map(|b| b.envelopes)
-                } else {
-                    Envelope::decode(delivery.data.as_slice()).map(|e| vec![e])
-                };
-                let Ok(envelopes) = envelopes else {
+                let Some(batch) = batch
+                    .then(|| EnvelopeBatch::decode(delivery.data.as_slice()).ok())
+                    .flatten()
+                else {
                     tracing::error!("dropping an unreadable job event message");
                     continue;
                 };
-                for envelope in envelopes {
-                    // The relay publishes in order; a republished event is old news.
+                // The relay publishes in order; a republished event is old news.
+                if last_seq != 0 && batch.after > last_seq {
+                    tracing::warn!(last_seq, after = batch.after, "job events missed; watchers catch up");
+                    let _ = self.sender.send(HubMessage::Resync);
+                }
+                for envelope in batch.envelopes {
                     if envelope.seq <= last_seq {
                         continue;
-                    }
-                    if last_seq != 0 && envelope.seq > last_seq + 1 {
-                        tracing::warn!(last_seq, seq = envelope.seq, "gap in job events; watchers catch up");
-                        let _ = self.sender.send(HubMessage::Resync);
                     }
                     last_seq = envelope.seq;
                     let _ = self.sender.send(HubMessage::Event(Arc::new(envelope)));

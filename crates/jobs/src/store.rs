@@ -782,8 +782,8 @@ pub async fn children(pool: &PgPool, parent: Uuid) -> sqlx::Result<Vec<JobRow>> 
 /// One recorded change of a job (see `0003_job_events.sql`).
 #[derive(Debug, Clone, FromRow)]
 pub struct EventRow {
-    /// Publication order; `None` until the relay numbers it.
-    pub seq: Option<i64>,
+    /// Publication order (see `0008_event_numbers_at_insert.sql`).
+    pub seq: i64,
     pub tenant: String,
     pub job_id: Uuid,
     pub version: i64,
@@ -797,41 +797,47 @@ pub struct EventRow {
 
 const EVENT_COLUMNS: &str = "seq, tenant, job_id, version, type, occurred_at, retry_at, job, errors";
 
-/// Events numbered but not yet confirmed published (left by a relay that
-/// stopped), in `seq` order. The caller must hold [`RELAY_LOCK`].
-pub async fn unpublished_events(conn: &mut sqlx::PgConnection) -> sqlx::Result<Vec<EventRow>> {
-    sqlx::query_as(&format!(
-        "SELECT {EVENT_COLUMNS} FROM job_events, job_event_relay r \
-         WHERE r.id = 1 AND seq > r.published_through AND seq <= r.last_seq ORDER BY seq"
-    ))
-    .fetch_all(conn)
-    .await
+/// How far publishing got: every event up to this number is on the broker.
+pub async fn published_through(conn: &mut sqlx::PgConnection) -> sqlx::Result<i64> {
+    sqlx::query_scalar("SELECT published_through FROM job_event_relay WHERE id = 1")
+        .fetch_one(conn)
+        .await
 }
 
-/// In one statement: records that everything up to `published` is on the
-/// broker, numbers up to `limit` committed events after the last number,
-/// and returns them in `seq` order. The caller must hold [`RELAY_LOCK`].
-pub async fn number_events(conn: &mut sqlx::PgConnection, published: i64, limit: i64) -> sqlx::Result<Vec<EventRow>> {
-    let mut rows: Vec<EventRow> = sqlx::query_as(
-        "WITH state AS (SELECT last_seq FROM job_event_relay WHERE id = 1), \
-         next AS ( \
-             SELECT x.id, state.last_seq + row_number() OVER (ORDER BY x.id) AS seq \
-             FROM (SELECT id FROM job_events WHERE seq IS NULL ORDER BY id LIMIT $2) x, state), \
-         numbered AS ( \
-             UPDATE job_events e SET seq = next.seq FROM next WHERE e.id = next.id \
-             RETURNING e.seq, e.tenant, e.job_id, e.version, e.type, e.occurred_at, e.retry_at, e.job, e.errors), \
-         bump AS ( \
-             UPDATE job_event_relay SET last_seq = GREATEST(last_seq, (SELECT max(seq) FROM numbered)), \
-                 published_through = GREATEST(published_through, $1) \
-             WHERE id = 1) \
-         SELECT * FROM numbered",
-    )
+/// Records that everything up to `published` is on the broker, and returns
+/// up to `limit` final events after it (numbered below the horizon, see
+/// `0008_event_numbers_at_insert.sql`) in number order, and whether a newer
+/// event is waiting for an older transaction to end. The caller must hold
+/// [`RELAY_LOCK`].
+pub async fn publishable_events(
+    conn: &mut sqlx::PgConnection,
+    published: i64,
+    limit: i64,
+) -> sqlx::Result<(Vec<EventRow>, bool)> {
+    sqlx::query("UPDATE job_event_relay SET published_through = $1 WHERE id = 1 AND published_through < $1")
+        .bind(published)
+        .execute(&mut *conn)
+        .await?;
+    let horizon: i64 = sqlx::query_scalar("SELECT job_event_horizon()")
+        .fetch_one(&mut *conn)
+        .await?;
+    let rows: Vec<EventRow> = sqlx::query_as(&format!(
+        "SELECT {EVENT_COLUMNS} FROM job_events WHERE seq > $1 AND seq < $2 ORDER BY seq LIMIT $3"
+    ))
     .bind(published)
+    .bind(horizon)
     .bind(limit)
-    .fetch_all(conn)
+    .fetch_all(&mut *conn)
     .await?;
-    rows.sort_by_key(|e| e.seq);
-    Ok(rows)
+    let waiting = if (rows.len() as i64) < limit {
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM job_events WHERE seq >= $1)")
+            .bind(horizon)
+            .fetch_one(&mut *conn)
+            .await?
+    } else {
+        false
+    };
+    Ok((rows, waiting))
 }
 
 /// Key of the session advisory lock that makes one replica's relay the publisher.
@@ -840,9 +846,10 @@ pub const RELAY_LOCK: i64 = 0x5e47_a47e_0001;
 /// Channel on which other replicas tell the publishing relay they have events.
 pub const RELAY_CHANNEL: &str = "sextant_job_events";
 
-/// The highest event number handed out so far.
-pub async fn last_seq(pool: &PgPool) -> sqlx::Result<i64> {
-    sqlx::query_scalar("SELECT last_seq FROM job_event_relay WHERE id = 1")
+/// A number every event up to which is final: committed (or never to be),
+/// and so readable now. Every event numbered after it is still to come.
+pub async fn settled_seq(pool: &PgPool) -> sqlx::Result<i64> {
+    sqlx::query_scalar("SELECT job_event_horizon() - 1")
         .fetch_one(pool)
         .await
 }
@@ -933,10 +940,12 @@ pub async fn prune_events(pool: &PgPool, older_than: std::time::Duration, limit:
     Ok(u64::try_from(count).unwrap_or(0))
 }
 
-/// A tenant's numbered events after `after`, oldest first.
+/// A tenant's final events after `after` (numbered below the horizon: no
+/// event numbered before one of these can still appear), oldest first.
 pub async fn tenant_events(pool: &PgPool, tenant: &str, after: i64, limit: i64) -> sqlx::Result<Vec<EventRow>> {
     sqlx::query_as(&format!(
-        "SELECT {EVENT_COLUMNS} FROM job_events WHERE tenant = $1 AND seq > $2 ORDER BY seq LIMIT $3"
+        "SELECT {EVENT_COLUMNS} FROM job_events \
+         WHERE tenant = $1 AND seq > $2 AND seq < job_event_horizon() ORDER BY seq LIMIT $3"
     ))
     .bind(tenant)
     .bind(after)

@@ -316,7 +316,7 @@ impl TenantWatch {
     async fn snapshot(&mut self, out: &Out) -> bool {
         // Read the number first: every event up to it is reflected in the rows read next.
         let loaded = async {
-            let seq = store::last_seq(&self.pool).await?;
+            let seq = store::settled_seq(&self.pool).await?;
             let filter = store::ListFilter {
                 limit: SNAPSHOT_JOBS,
                 ..Default::default()

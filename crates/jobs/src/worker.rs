@@ -103,7 +103,7 @@ impl Ord for Pending {
 /// Most claims or finishes written in one transaction.
 const BATCH: usize = 256;
 /// Claim (and finish) transactions in flight at once.
-const PARALLEL_BATCHES: usize = 4;
+const PARALLEL_BATCHES: usize = 1;
 
 #[derive(Clone)]
 struct Batchers {
