@@ -21,9 +21,11 @@ use uuid::Uuid;
 use tokio_util::sync::CancellationToken;
 
 use crate::Signals;
+use crate::dispatcher::Direct;
 use crate::events::Hub;
 use crate::kinds::Kinds;
 use crate::store::{self, Cancelled, Inserted, JobRow, ListFilter, NewJob, Requested, Retried};
+use crate::topology::WorkItem;
 use crate::watch::{self, Target};
 
 pub const MAX_BATCH: usize = 1000;
@@ -49,6 +51,7 @@ pub struct JobsApi {
     /// Ends watch streams when the service stops.
     shutdown: CancellationToken,
     metrics: crate::metrics::Metrics,
+    direct: Direct,
 }
 
 impl JobsApi {
@@ -60,8 +63,10 @@ impl JobsApi {
         hub: Hub,
         shutdown: CancellationToken,
         metrics: crate::metrics::Metrics,
+        direct: Direct,
     ) -> Self {
         Self {
+            direct,
             pool,
             kinds,
             defaults,
@@ -85,22 +90,31 @@ impl JobsApi {
             .map(|r| self.validate(tenant, internal, r))
             .collect();
         let valid: Vec<NewJob> = validated.iter().filter_map(|v| v.as_ref().ok()).cloned().collect();
+        let stored_direct = self.direct.ready();
         let mut inserted = if valid.is_empty() {
             Vec::new()
         } else {
-            store::insert_many(&self.pool, &valid)
+            store::insert_many(&self.pool, &valid, stored_direct)
                 .await
                 .map_err(Invalid::internal)?
         }
         .into_iter();
         let mut outcomes = Vec::with_capacity(validated.len());
         let mut accepted = 0usize;
+        let mut due = Vec::new();
         for validation in validated {
             let outcome = match validation {
                 Err(invalid) => Err(invalid),
                 Ok(_) => match inserted.next().expect("one outcome per valid job") {
                     Inserted::Created(row) => {
                         accepted += 1;
+                        if row.status == "queued" {
+                            due.push(WorkItem {
+                                id: row.id,
+                                attempt: row.attempt,
+                                priority: row.priority,
+                            });
+                        }
                         tracing::debug!(job_id = %row.id, kind = %row.kind, "job accepted");
                         // A new job has no attempts yet, so no errors to look up.
                         Ok(SubmitJobResponse {
@@ -123,7 +137,19 @@ impl JobsApi {
         }
         if accepted > 0 {
             tracing::info!(jobs = accepted, "jobs accepted");
-            self.signals.new_work();
+            // Stored as dispatched only if the fast path was ready at insert.
+            let outbox = !stored_direct || due.len() < accepted;
+            if stored_direct && !due.is_empty() {
+                let ids: Vec<_> = due.iter().map(|j| j.id).collect();
+                if !self.direct.send(due) {
+                    store::undispatch(&self.pool, &ids).await.map_err(Invalid::internal)?;
+                }
+            }
+            if outbox {
+                self.signals.new_work();
+            } else {
+                self.signals.changed();
+            }
         }
         Ok(outcomes)
     }

@@ -97,7 +97,9 @@ impl Kind for Batch {
                     requested: store::Requested::Now,
                 })
                 .collect();
-            store::insert_many(&ctx.pool, &children).await.map_err(unavailable)?;
+            store::insert_many(&ctx.pool, &children, false)
+                .await
+                .map_err(unavailable)?;
             ctx.signals.new_work();
 
             let fail_fast = ctx.failure_policy != "continue";

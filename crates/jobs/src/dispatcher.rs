@@ -8,6 +8,7 @@
 //! lost it must not lose the job), and prunes events past their retention.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use lapin::BasicProperties;
@@ -16,6 +17,7 @@ use lapin::options::BasicPublishOptions;
 use lapin::types::FieldTable;
 use sextant_common::amqp::Amqp;
 use sqlx::PgPool;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::topology::{self, Names, WorkItem, WorkMessage};
@@ -27,6 +29,38 @@ const REAP_EVERY: Duration = Duration::from_secs(1);
 const PRUNE_BATCH: i64 = 10_000;
 /// Finished jobs deleted per statement (each with its attempts and events).
 const JOB_PRUNE_BATCH: i64 = 500;
+
+/// The fast path from this replica's API to its dispatcher: jobs due at
+/// submit are stored already marked dispatched and handed over in memory, so
+/// their message goes out right after the submit commits, without the outbox
+/// round trip (a locking read and a rewrite of each row). Used only while
+/// the dispatcher has a broker channel; if publishing fails the jobs go back
+/// to the outbox. A replica that dies holding some leaves them to
+/// `jobs.queue.redispatch_after`, as a lost message would.
+#[derive(Clone)]
+pub struct Direct {
+    sender: mpsc::UnboundedSender<Vec<WorkItem>>,
+    ready: Arc<AtomicBool>,
+}
+
+impl Direct {
+    pub fn new() -> (Self, mpsc::UnboundedReceiver<Vec<WorkItem>>) {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        let ready = Arc::new(AtomicBool::new(false));
+        (Self { sender, ready }, receiver)
+    }
+
+    /// Whether jobs submitted now may take the fast path.
+    pub fn ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// Hands over committed jobs stored as dispatched; `false` if the
+    /// dispatcher is gone (the caller puts them back in the outbox).
+    pub fn send(&self, jobs: Vec<WorkItem>) -> bool {
+        self.sender.send(jobs).is_ok()
+    }
+}
 
 pub struct Dispatcher {
     pub pool: PgPool,
@@ -40,10 +74,12 @@ pub struct Dispatcher {
     /// See `jobs.queue.job_retention` and `job_retention_per_tenant`.
     pub job_retention: Duration,
     pub job_retention_overrides: Vec<(String, Duration)>,
+    pub direct: Direct,
+    pub handed: mpsc::UnboundedReceiver<Vec<WorkItem>>,
 }
 
 impl Dispatcher {
-    pub async fn run(self, shutdown: CancellationToken) {
+    pub async fn run(mut self, shutdown: CancellationToken) {
         let mut reap = tokio::time::interval(REAP_EVERY);
         // Events and finished jobs are pruned every tenth of the shortest
         // retention (1 s to 1 min).
@@ -68,6 +104,7 @@ impl Dispatcher {
                     continue;
                 }
             };
+            self.direct.ready.store(true, Ordering::Release);
             loop {
                 match self.dispatch_once(&channel).await {
                     Ok(0) => {}
@@ -77,12 +114,24 @@ impl Dispatcher {
                     }
                     Err(error) => {
                         tracing::warn!(error = %format!("{error:#}"), "dispatch failed; retrying");
+                        self.lost_channel().await;
                         tokio::time::sleep(Duration::from_millis(200)).await;
                         continue 'connection;
                     }
                 }
                 tokio::select! {
-                    _ = shutdown.cancelled() => return,
+                    _ = shutdown.cancelled() => {
+                        self.lost_channel().await;
+                        return;
+                    }
+                    Some(first) = self.handed.recv() => {
+                        if let Err(error) = self.publish_handed(&channel, first).await {
+                            tracing::warn!(error = %format!("{error:#}"), "dispatch failed; retrying");
+                            self.lost_channel().await;
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                            continue 'connection;
+                        }
+                    }
                     _ = self.signals.dispatch.notified() => {}
                     _ = tokio::time::sleep(IDLE_POLL) => {}
                     _ = reap.tick() => self.reap().await,
@@ -99,8 +148,16 @@ impl Dispatcher {
             return Ok(0);
         }
         // `due` is in priority order, so each band's jobs are consecutive.
+        let items: Vec<WorkItem> = due
+            .iter()
+            .map(|job| WorkItem {
+                id: job.id,
+                attempt: job.attempt,
+                priority: job.priority,
+            })
+            .collect();
         let mut confirms = Vec::new();
-        for band in due.chunk_by(|a, b| topology::band(a.priority) == topology::band(b.priority)) {
+        for band in items.chunk_by(|a, b| topology::band(a.priority) == topology::band(b.priority)) {
             for chunk in band.chunks(topology::JOBS_PER_MESSAGE) {
                 confirms.push(self.publish(channel, chunk).await?);
             }
@@ -119,18 +176,66 @@ impl Dispatcher {
         Ok(due.len())
     }
 
-    /// Publishes one message for `jobs` (all of one band).
-    async fn publish(&self, channel: &lapin::Channel, jobs: &[store::DueJob]) -> anyhow::Result<PublisherConfirm> {
-        let message = WorkMessage::Batch {
-            jobs: jobs
-                .iter()
-                .map(|job| WorkItem {
-                    id: job.id,
-                    attempt: job.attempt,
-                    priority: job.priority,
-                })
-                .collect(),
+    /// Publishes jobs handed over by the API (`first` and whatever else is
+    /// waiting), in priority order. If that fails they go back to the outbox.
+    async fn publish_handed(&mut self, channel: &lapin::Channel, first: Vec<WorkItem>) -> anyhow::Result<()> {
+        let mut jobs = first;
+        while jobs.len() < BATCH as usize {
+            match self.handed.try_recv() {
+                Ok(more) => jobs.extend(more),
+                Err(_) => break,
+            }
+        }
+        jobs.sort_by_key(|j| std::cmp::Reverse(j.priority));
+        let published = async {
+            let mut confirms = Vec::new();
+            for band in jobs.chunk_by(|a, b| topology::band(a.priority) == topology::band(b.priority)) {
+                for chunk in band.chunks(topology::JOBS_PER_MESSAGE) {
+                    confirms.push(self.publish(channel, chunk).await?);
+                }
+            }
+            for confirm in confirms {
+                anyhow::ensure!(confirm.await?.is_ack(), "the broker refused a job message");
+            }
+            anyhow::Ok(())
         };
+        let result = published.await;
+        if result.is_err() {
+            self.undispatch(&jobs).await;
+        }
+        result
+    }
+
+    /// The broker channel is gone: jobs take the outbox until it is back, and
+    /// those already handed over go back to it.
+    async fn lost_channel(&mut self) {
+        self.direct.ready.store(false, Ordering::Release);
+        let mut stranded = Vec::new();
+        while let Ok(more) = self.handed.try_recv() {
+            stranded.extend(more);
+        }
+        self.undispatch(&stranded).await;
+    }
+
+    async fn undispatch(&self, jobs: &[WorkItem]) {
+        if jobs.is_empty() {
+            return;
+        }
+        let ids: Vec<_> = jobs.iter().map(|j| j.id).collect();
+        // Retried while the database is away: until this lands, only
+        // `redispatch_after` would send them.
+        let mut delay = Duration::from_millis(100);
+        while let Err(error) = store::undispatch(&self.pool, &ids).await {
+            tracing::warn!(%error, retry_in = ?delay, "returning jobs to the outbox failed; retrying");
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(2));
+        }
+        self.signals.new_work();
+    }
+
+    /// Publishes one message for `jobs` (all of one band).
+    async fn publish(&self, channel: &lapin::Channel, jobs: &[WorkItem]) -> anyhow::Result<PublisherConfirm> {
+        let message = WorkMessage::Batch { jobs: jobs.to_vec() };
         let body = serde_json::to_vec(&message)?;
         let mut headers = FieldTable::default();
         sextant_common::telemetry::inject_amqp(&mut headers);

@@ -149,6 +149,8 @@ struct Session {
     leader: bool,
     /// Highest number confirmed by the broker, recorded with the next batch.
     published: i64,
+    /// Highest number recorded as published.
+    recorded: i64,
     /// How long to wait before looking again while newer events wait for an
     /// older transaction to end (doubling, from 1 ms up to the poll interval).
     waiting: Option<Duration>,
@@ -184,6 +186,7 @@ impl Relay {
                                 conn,
                                 leader: false,
                                 published: 0,
+                                recorded: 0,
                                 waiting: None,
                             });
                             self.relay_once(fresh, &channel, woken).await
@@ -263,6 +266,11 @@ impl Relay {
             // From where the last publisher recorded it got (what it sent
             // after that goes again; hubs drop what they already have).
             session.published = store::published_through(&mut session.conn).await?;
+            session.recorded = session.published;
+        }
+        if session.recorded < session.published {
+            store::record_published(&mut session.conn, session.published).await?;
+            session.recorded = session.published;
         }
         let (events, waiting) = store::publishable_events(&mut session.conn, session.published, RELAY_BATCH).await?;
         session.waiting = waiting.then(|| {

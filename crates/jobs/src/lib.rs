@@ -120,6 +120,7 @@ impl Application {
         let hub = Hub::default();
         let watch_stop = CancellationToken::new();
         let metrics = metrics::Metrics::default();
+        let (direct, handed) = dispatcher::Direct::new();
         let api = JobsApi::new(
             pool.clone(),
             kinds.clone(),
@@ -131,6 +132,7 @@ impl Application {
             hub.clone(),
             watch_stop.clone(),
             metrics.clone(),
+            direct.clone(),
         );
         let dispatcher = Dispatcher {
             pool: pool.clone(),
@@ -141,6 +143,8 @@ impl Application {
             event_retention: queue.event_retention,
             job_retention: queue.job_retention,
             job_retention_overrides: queue.retention_overrides(),
+            direct,
+            handed,
         };
         let relay = Relay {
             pool: pool.clone(),

@@ -129,14 +129,19 @@ const COLUMNS: &str = "id, tenant, kind, status, payload, priority, attempt, max
     progress, result, cancel_requested, version, children_total, children_done";
 
 pub async fn insert(pool: &PgPool, job: &NewJob) -> sqlx::Result<Inserted> {
-    let mut outcomes = insert_many(pool, std::slice::from_ref(job)).await?;
+    let mut outcomes = insert_many(pool, std::slice::from_ref(job), false).await?;
     Ok(outcomes.pop().expect("one outcome per job"))
 }
 
 /// Inserts jobs in one statement; one outcome per job, in order. A job whose
 /// idempotency key is taken (before, or earlier in the same batch) is
 /// `Existing` when it asks for the same thing, else `Conflict`.
-pub async fn insert_many(pool: &PgPool, jobs: &[NewJob]) -> sqlx::Result<Vec<Inserted>> {
+///
+/// `direct`: the caller hands the due (`queued`) ones to this replica's
+/// dispatcher in memory ([`crate::dispatcher::Direct`]) once this returns, so
+/// they are stored already marked dispatched, skipping the outbox (and the
+/// row's rewrite by it). Scheduled jobs always go through the outbox.
+pub async fn insert_many(pool: &PgPool, jobs: &[NewJob], direct: bool) -> sqlx::Result<Vec<Inserted>> {
     let now = OffsetDateTime::now_utc();
     let status = |job: &NewJob| if job.run_at > now { "scheduled" } else { "queued" };
     let fingerprints: Vec<Option<Vec<u8>>> = jobs
@@ -145,9 +150,12 @@ pub async fn insert_many(pool: &PgPool, jobs: &[NewJob]) -> sqlx::Result<Vec<Ins
         .collect();
     let created: Vec<JobRow> = sqlx::query_as(&format!(
         "INSERT INTO jobs (id, tenant, kind, status, payload, priority, max_attempts, timeout_ms, \
-             idempotency_key, run_at, failure_policy, parent_id, request_fingerprint) \
-         SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::jsonb[], $6::smallint[], \
+             idempotency_key, run_at, failure_policy, parent_id, request_fingerprint, dispatched) \
+         SELECT *, $14::boolean AND j.status = 'queued' \
+         FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::jsonb[], $6::smallint[], \
              $7::integer[], $8::bigint[], $9::text[], $10::timestamptz[], $11::text[], $12::uuid[], $13::bytea[]) \
+             AS j (id, tenant, kind, status, payload, priority, max_attempts, timeout_ms, idempotency_key, run_at, \
+                   failure_policy, parent_id, request_fingerprint) \
          ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING \
          RETURNING {COLUMNS}"
     ))
@@ -164,6 +172,7 @@ pub async fn insert_many(pool: &PgPool, jobs: &[NewJob]) -> sqlx::Result<Vec<Ins
     .bind(jobs.iter().map(|j| j.failure_policy).collect::<Vec<_>>())
     .bind(jobs.iter().map(|j| j.parent_id).collect::<Vec<_>>())
     .bind(&fingerprints)
+    .bind(direct)
     .fetch_all(pool)
     .await?;
     let mut created: HashMap<Uuid, JobRow> = created.into_iter().map(|row| (row.id, row)).collect();
@@ -453,6 +462,16 @@ pub async fn redispatch_stale(pool: &PgPool, after: std::time::Duration) -> sqlx
     Ok(done.rows_affected())
 }
 
+/// Queued jobs handed to a dispatcher in memory that could not publish them
+/// go back to the outbox. Not a change of the job (no new version, no event).
+pub async fn undispatch(pool: &PgPool, ids: &[Uuid]) -> sqlx::Result<()> {
+    sqlx::query("UPDATE jobs SET dispatched = false WHERE id = ANY($1) AND status = 'queued' AND dispatched")
+        .bind(ids)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
 /// Marks jobs as on the broker; a scheduled one becomes queued (a change).
 pub async fn mark_dispatched(tx: &mut sqlx::PgConnection, ids: &[Uuid]) -> sqlx::Result<()> {
     sqlx::query(
@@ -486,13 +505,16 @@ pub async fn claim_many(
     lease: std::time::Duration,
 ) -> sqlx::Result<Vec<JobRow>> {
     // One statement: the attempts are recorded with the claims, atomically.
+    // `id = ANY($1)` keeps the plan on the primary key: the statistics of a
+    // queue table say almost no row is queued (or running), and a plan that
+    // believed them scanned the whole table on every claim.
     sqlx::query_as(&format!(
         "WITH claimed AS ( \
              UPDATE jobs SET status = 'running', attempt = attempt + 1, started_at = now(), finished_at = NULL, \
                  progress = NULL, lease_owner = $3, lease_expires_at = now() + $4 * interval '1 millisecond', \
                  version = version + 1, updated_at = now() \
              FROM UNNEST($1::uuid[], $2::integer[]) AS m(job, delivered_attempt) \
-             WHERE id = m.job AND attempt = m.delivered_attempt AND status IN ('queued', 'scheduled') \
+             WHERE id = ANY($1) AND id = m.job AND attempt = m.delivered_attempt AND status IN ('queued', 'scheduled') \
                AND run_at <= now() AND NOT cancel_requested \
              RETURNING {COLUMNS}), \
          attempts AS ( \
@@ -603,7 +625,7 @@ pub async fn finish_many(pool: &PgPool, outcomes: &[(Uuid, i32, Finish)]) -> sql
                  finished_at = CASE WHEN f.retry_at IS NULL THEN now() END, \
                  lease_owner = NULL, lease_expires_at = NULL, version = version + 1, updated_at = now() \
              FROM outcome f \
-             WHERE id = f.job AND attempt = f.finished_attempt AND status = 'running' \
+             WHERE id = ANY($1) AND id = f.job AND attempt = f.finished_attempt AND status = 'running' \
              RETURNING {COLUMNS}), \
          attempts AS ( \
              UPDATE job_attempts a SET finished_at = now(), error_code = f.code, error_message = f.message \
@@ -804,39 +826,42 @@ pub async fn published_through(conn: &mut sqlx::PgConnection) -> sqlx::Result<i6
         .await
 }
 
-/// Records that everything up to `published` is on the broker, and returns
-/// up to `limit` final events after it (numbered below the horizon, see
-/// `0008_event_numbers_at_insert.sql`) in number order, and whether a newer
-/// event is waiting for an older transaction to end. The caller must hold
-/// [`RELAY_LOCK`].
-pub async fn publishable_events(
-    conn: &mut sqlx::PgConnection,
-    published: i64,
-    limit: i64,
-) -> sqlx::Result<(Vec<EventRow>, bool)> {
+/// Records that everything up to `published` is on the broker.
+pub async fn record_published(conn: &mut sqlx::PgConnection, published: i64) -> sqlx::Result<()> {
     sqlx::query("UPDATE job_event_relay SET published_through = $1 WHERE id = 1 AND published_through < $1")
         .bind(published)
-        .execute(&mut *conn)
+        .execute(conn)
         .await?;
-    let horizon: i64 = sqlx::query_scalar("SELECT job_event_horizon()")
-        .fetch_one(&mut *conn)
-        .await?;
+    Ok(())
+}
+
+/// Up to `limit` final events after `after` (numbered below the horizon, see
+/// `0008_event_numbers_at_insert.sql`) in number order, and whether a newer
+/// committed event is waiting for an older transaction to end. The caller
+/// must hold [`RELAY_LOCK`].
+pub async fn publishable_events(
+    conn: &mut sqlx::PgConnection,
+    after: i64,
+    limit: i64,
+) -> sqlx::Result<(Vec<EventRow>, bool)> {
+    // `max` reads one end of the `seq` index.
+    let (horizon, newest): (i64, Option<i64>) =
+        sqlx::query_as("SELECT job_event_horizon(), (SELECT max(seq) FROM job_events)")
+            .fetch_one(&mut *conn)
+            .await?;
+    let newest = newest.unwrap_or(0);
+    if newest <= after {
+        return Ok((Vec::new(), false));
+    }
     let rows: Vec<EventRow> = sqlx::query_as(&format!(
         "SELECT {EVENT_COLUMNS} FROM job_events WHERE seq > $1 AND seq < $2 ORDER BY seq LIMIT $3"
     ))
-    .bind(published)
+    .bind(after)
     .bind(horizon)
     .bind(limit)
     .fetch_all(&mut *conn)
     .await?;
-    let waiting = if (rows.len() as i64) < limit {
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM job_events WHERE seq >= $1)")
-            .bind(horizon)
-            .fetch_one(&mut *conn)
-            .await?
-    } else {
-        false
-    };
+    let waiting = (rows.len() as i64) < limit && newest >= horizon;
     Ok((rows, waiting))
 }
 
