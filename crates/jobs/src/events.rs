@@ -1,13 +1,14 @@
 //! Job events, from PostgreSQL to every replica's watchers.
 //!
 //! A trigger records each change of a job as a `job_events` row in the
-//! change's own transaction. The [`Relay`] of one replica (it holds a session
-//! advisory lock) numbers committed events, commits the numbers, then
-//! publishes them in that order to the events exchange. Every
-//! replica's [`Hub`] consumes the exchange through its own exclusive queue and
-//! fans events out to its `WatchJobs` streams; when it may have missed some
-//! (a reconnect, a gap in the numbers) it tells them to catch up from
-//! PostgreSQL, which holds every event.
+//! change's own transaction, numbered from the transaction's id (see
+//! `0008_event_numbers_at_insert.sql`). The [`Relay`] of one replica (it holds
+//! a session advisory lock) publishes the events below the horizon (numbers
+//! no event can appear under any more) in number order to the events
+//! exchange, in batches. Every replica's [`Hub`] consumes the exchange through
+//! its own exclusive queue and fans events out to its `WatchJobs` streams;
+//! when it may have missed some (a reconnect, a missed message) it tells them
+//! to catch up from PostgreSQL, which holds every event.
 
 use std::sync::Arc;
 use std::time::Duration;

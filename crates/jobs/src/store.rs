@@ -801,7 +801,7 @@ pub async fn children(pool: &PgPool, parent: Uuid) -> sqlx::Result<Vec<JobRow>> 
 
 // ---------- events ----------
 
-/// One recorded change of a job (see `0003_job_events.sql`).
+/// One recorded change of a job (see `0003_job_events.sql` and `0008_event_numbers_at_insert.sql`).
 #[derive(Debug, Clone, FromRow)]
 pub struct EventRow {
     /// Publication order (see `0008_event_numbers_at_insert.sql`).
