@@ -63,10 +63,9 @@ impl JobsApi {
         hub: Hub,
         shutdown: CancellationToken,
         metrics: crate::metrics::Metrics,
-        direct: Direct,
     ) -> Self {
         Self {
-            direct,
+            direct: Direct::new().0,
             pool,
             kinds,
             defaults,
@@ -75,6 +74,13 @@ impl JobsApi {
             shutdown,
             metrics,
         }
+    }
+
+    /// Due jobs go to this dispatcher in memory (see [`Direct`]); without
+    /// it, every job goes through the outbox.
+    pub fn with_direct(mut self, direct: Direct) -> Self {
+        self.direct = direct;
+        self
     }
 
     /// Validates and inserts jobs (the valid ones in one statement); one

@@ -132,8 +132,8 @@ impl Application {
             hub.clone(),
             watch_stop.clone(),
             metrics.clone(),
-            direct.clone(),
-        );
+        )
+        .with_direct(direct.clone());
         let dispatcher = Dispatcher {
             pool: pool.clone(),
             amqp: amqp.clone(),
