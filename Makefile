@@ -31,7 +31,7 @@ down:
 bench:  ## every benchmark on release builds; record the figures in docs/benchmarks.md
 	@scripts/bench.sh
 
-bench-jobs:  ## the job queue, beside Celery
+bench-jobs:  ## the job queue (throughput, latency, 200,000-job flatness), beside Celery
 	@scripts/bench.sh jobs
 
 bench-fanout:  ## WebSocket fan-out at 1,000-10,000 clients, beside a FastAPI broadcast
