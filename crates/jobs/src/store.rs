@@ -630,7 +630,7 @@ pub async fn finish_many(pool: &PgPool, outcomes: &[(Uuid, i32, Finish)]) -> sql
          attempts AS ( \
              UPDATE job_attempts a SET finished_at = now(), error_code = f.code, error_message = f.message \
              FROM outcome f, finished j \
-             WHERE a.job_id = f.job AND a.attempt = f.finished_attempt AND j.id = f.job) \
+             WHERE a.job_id = ANY($1) AND a.job_id = f.job AND a.attempt = f.finished_attempt AND j.id = f.job) \
          SELECT * FROM finished"
     );
     let query = sqlx::query_as::<_, JobRow>(&statement)
@@ -714,7 +714,8 @@ async fn requeue_running(
     // Attempts first, so the jobs' events carry this attempt's error.
     sqlx::query(
         "UPDATE job_attempts a SET finished_at = now(), error_code = $2, error_message = $3 \
-         FROM jobs j WHERE j.id = ANY($1) AND a.job_id = j.id AND a.attempt = j.attempt AND a.finished_at IS NULL",
+         FROM jobs j WHERE j.id = ANY($1) AND a.job_id = ANY($1) AND a.job_id = j.id AND a.attempt = j.attempt \
+           AND a.finished_at IS NULL",
     )
     .bind(&ids)
     .bind(code)
