@@ -35,10 +35,13 @@ BEGIN
         'SELECT %s + ((pg_current_xact_id()::text::bigint - %s) << 16)'
     $f$, offset_, base);
     -- Every event numbered below this is final (its transaction has ended).
+    -- Never below `seq_offset`: a transaction older than this migration (in
+    -- any database) may still be running, but every number below the offset
+    -- was handed out, after commit, by the old relay.
     EXECUTE format($f$
         CREATE FUNCTION job_event_horizon() RETURNS bigint LANGUAGE sql STABLE AS
-        'SELECT %s + ((pg_snapshot_xmin(pg_current_snapshot())::text::bigint - %s) << 16)'
-    $f$, offset_, base);
+        'SELECT GREATEST(%s, %s + ((pg_snapshot_xmin(pg_current_snapshot())::text::bigint - %s) << 16))'
+    $f$, offset_, offset_, base);
 END
 $$;
 

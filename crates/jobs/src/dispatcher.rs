@@ -147,7 +147,7 @@ impl Dispatcher {
         if due.is_empty() {
             return Ok(0);
         }
-        // `due` is in priority order, so each band's jobs are consecutive.
+        // `due` is in priority order.
         let items: Vec<WorkItem> = due
             .iter()
             .map(|job| WorkItem {
@@ -156,16 +156,7 @@ impl Dispatcher {
                 priority: job.priority,
             })
             .collect();
-        let mut confirms = Vec::new();
-        for band in items.chunk_by(|a, b| topology::band(a.priority) == topology::band(b.priority)) {
-            for chunk in band.chunks(topology::JOBS_PER_MESSAGE) {
-                confirms.push(self.publish(channel, chunk).await?);
-            }
-        }
-        for confirm in confirms {
-            let confirmation = confirm.await?;
-            anyhow::ensure!(confirmation.is_ack(), "the broker refused a job message");
-        }
+        self.publish_all(channel, &items).await?;
         let ids: Vec<_> = due.iter().map(|j| j.id).collect();
         store::mark_dispatched(&mut tx, &ids).await?;
         tx.commit().await?;
@@ -187,19 +178,7 @@ impl Dispatcher {
             }
         }
         jobs.sort_by_key(|j| std::cmp::Reverse(j.priority));
-        let published = async {
-            let mut confirms = Vec::new();
-            for band in jobs.chunk_by(|a, b| topology::band(a.priority) == topology::band(b.priority)) {
-                for chunk in band.chunks(topology::JOBS_PER_MESSAGE) {
-                    confirms.push(self.publish(channel, chunk).await?);
-                }
-            }
-            for confirm in confirms {
-                anyhow::ensure!(confirm.await?.is_ack(), "the broker refused a job message");
-            }
-            anyhow::Ok(())
-        };
-        let result = published.await;
+        let result = self.publish_all(channel, &jobs).await;
         if result.is_err() {
             self.undispatch(&jobs).await;
         }
@@ -231,6 +210,22 @@ impl Dispatcher {
             delay = (delay * 2).min(Duration::from_secs(2));
         }
         self.signals.new_work();
+    }
+
+    /// Publishes `jobs` (in priority order, so each band's are consecutive)
+    /// as messages of up to [`topology::JOBS_PER_MESSAGE`] jobs of one band,
+    /// and waits for the broker to confirm every one.
+    async fn publish_all(&self, channel: &lapin::Channel, jobs: &[WorkItem]) -> anyhow::Result<()> {
+        let mut confirms = Vec::new();
+        for band in jobs.chunk_by(|a, b| topology::band(a.priority) == topology::band(b.priority)) {
+            for chunk in band.chunks(topology::JOBS_PER_MESSAGE) {
+                confirms.push(self.publish(channel, chunk).await?);
+            }
+        }
+        for confirm in confirms {
+            anyhow::ensure!(confirm.await?.is_ack(), "the broker refused a job message");
+        }
+        Ok(())
     }
 
     /// Publishes one message for `jobs` (all of one band).

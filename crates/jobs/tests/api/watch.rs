@@ -299,3 +299,47 @@ async fn a_resume_point_whose_events_were_pruned_gets_a_fresh_snapshot() {
     );
     assert!(seq > now.version);
 }
+
+#[tokio::test]
+async fn events_wait_for_an_older_transaction_then_arrive_without_a_new_snapshot() {
+    use sqlx::Connection as _;
+    // A write transaction of another database, open from before this
+    // service's database was migrated: it holds the horizon below every
+    // number this service hands out.
+    let Ok(url) = std::env::var("SEXTANT_TEST_DATABASE_URL") else {
+        return;
+    };
+    let mut other = sqlx::PgConnection::connect(&url).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut other).await.unwrap();
+    sqlx::query("SELECT pg_current_xact_id()")
+        .execute(&mut other)
+        .await
+        .unwrap();
+
+    let app = app!();
+    let mut client = app.client("acme").await;
+    let mut stream = watch(&mut client, Target::All(true), 0).await;
+    snapshot(next(&mut stream).await);
+    let id = submit(&mut client, job("noop", "{}")).await;
+    // The job runs, but its events wait: nothing may be published below the
+    // horizon while an older transaction could still add events under them.
+    app.wait_for(&mut client, &id, Duration::from_secs(15), |j| {
+        j.status() == JobStatus::Succeeded
+    })
+    .await;
+    let early = tokio::time::timeout(Duration::from_millis(500), stream.message()).await;
+    assert!(
+        early.is_err(),
+        "an event went out past an open older transaction: {early:?}"
+    );
+
+    sqlx::query("COMMIT").execute(&mut other).await.unwrap();
+    let events = until_final(&mut stream).await;
+    let types: Vec<JobEventType> = events.iter().map(|e| e.r#type()).collect();
+    assert_eq!(
+        types,
+        vec![JobEventType::Queued, JobEventType::Started, JobEventType::Succeeded],
+        "{events:#?}"
+    );
+    assert!(events.iter().all(|e| e.job_id == id));
+}
