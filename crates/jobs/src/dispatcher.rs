@@ -249,49 +249,25 @@ impl Dispatcher {
         Ok(confirm)
     }
 
-    /// Deletes events older than the retention, a batch at a time.
+    /// Deletes events older than the retention, then finished jobs past
+    /// theirs, a bounded batch per statement so no lock is held long.
     async fn prune(&self) {
-        let mut pruned = 0;
-        loop {
-            match store::prune_events(&self.pool, self.event_retention, PRUNE_BATCH).await {
-                Ok(n) => {
-                    pruned += n;
-                    if n < PRUNE_BATCH as u64 {
-                        break;
-                    }
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "pruning old job events failed");
-                    break;
-                }
-            }
-        }
+        let pruned = in_batches(PRUNE_BATCH, "pruning old job events", || {
+            store::prune_events(&self.pool, self.event_retention, PRUNE_BATCH)
+        })
+        .await;
         if pruned > 0 {
             tracing::info!(events = pruned, retention = ?self.event_retention, "pruned old job events");
         }
-        // Finished jobs, a bounded batch per statement so no lock is held long.
-        let mut deleted = 0;
-        loop {
-            match store::delete_finished(
+        let deleted = in_batches(JOB_PRUNE_BATCH, "deleting finished jobs", || {
+            store::delete_finished(
                 &self.pool,
                 self.job_retention,
                 &self.job_retention_overrides,
                 JOB_PRUNE_BATCH,
             )
-            .await
-            {
-                Ok(n) => {
-                    deleted += n;
-                    if n < JOB_PRUNE_BATCH as u64 {
-                        break;
-                    }
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "deleting finished jobs failed");
-                    break;
-                }
-            }
-        }
+        })
+        .await;
         if deleted > 0 {
             tracing::info!(jobs = deleted, retention = ?self.job_retention, "deleted finished jobs past their retention");
         }
@@ -315,6 +291,30 @@ impl Dispatcher {
             }
             Ok(_) => {}
             Err(error) => tracing::warn!(%error, "reaping expired leases failed"),
+        }
+    }
+}
+
+/// Runs `step` (which removes up to `batch` rows) until it removes fewer, or
+/// fails (logged as `what` failed); returns how many rows went.
+async fn in_batches<F, Fut>(batch: i64, what: &str, mut step: F) -> u64
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = sqlx::Result<u64>>,
+{
+    let mut total = 0;
+    loop {
+        match step().await {
+            Ok(n) => {
+                total += n;
+                if n < batch as u64 {
+                    return total;
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "{what} failed");
+                return total;
+            }
         }
     }
 }
