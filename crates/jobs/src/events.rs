@@ -33,6 +33,10 @@ use crate::topology::Names;
 
 const RELAY_BATCH: i64 = 2000;
 const RELAY_POLL: Duration = Duration::from_millis(100);
+/// While newer events wait for an older transaction to end, the relay looks
+/// again after 1 ms, doubling up to 20 ms while none of them can go.
+const RELAY_WAIT_MIN: Duration = Duration::from_millis(1);
+const RELAY_WAIT_MAX: Duration = Duration::from_millis(20);
 const HUB_CAPACITY: usize = 4096;
 
 /// What goes over the events exchange: an event with its tenant and number.
@@ -153,7 +157,7 @@ struct Session {
     /// Highest number recorded as published.
     recorded: i64,
     /// How long to wait before looking again while newer events wait for an
-    /// older transaction to end (doubling, from 1 ms up to the poll interval).
+    /// older transaction to end (see [`RELAY_WAIT_MIN`]).
     waiting: Option<Duration>,
 }
 
@@ -195,18 +199,11 @@ impl Relay {
                         Err(error) => Err(error.into()),
                     },
                 };
+                let waiting = session.as_ref().and_then(|s| s.waiting);
                 match result {
-                    Ok(0) => {
-                        // Newer events wait for an older transaction: look again soon.
-                        if let Some(wait) = session.as_ref().and_then(|s| s.waiting) {
-                            tokio::select! {
-                                _ = shutdown.cancelled() => return,
-                                _ = tokio::time::sleep(wait) => {}
-                            }
-                            continue;
-                        }
-                    }
-                    Ok(_) => continue,
+                    // Published some: there may be more.
+                    Ok(n) if n > 0 => continue,
+                    Ok(_) => {}
                     Err(error) => {
                         tracing::warn!(error = %format!("{error:#}"), "relaying events failed; retrying");
                         // Dropping the session releases the lock if we held it.
@@ -218,6 +215,8 @@ impl Relay {
                         continue;
                     }
                 }
+                // Newer events wait for an older transaction: look again soon
+                // (or as soon as another change commits, whichever is first).
                 woken = tokio::select! {
                     _ = shutdown.cancelled() => return,
                     _ = self.signals.events.notified() => true,
@@ -227,7 +226,7 @@ impl Relay {
                         }
                         false
                     }
-                    _ = tokio::time::sleep(RELAY_POLL) => false,
+                    _ = tokio::time::sleep(waiting.unwrap_or(RELAY_POLL)) => false,
                 };
             }
         }
@@ -274,12 +273,12 @@ impl Relay {
             session.recorded = session.published;
         }
         let (events, waiting) = store::publishable_events(&mut session.conn, session.published, RELAY_BATCH).await?;
-        session.waiting = waiting.then(|| {
-            session
-                .waiting
-                .map_or(Duration::from_millis(1), |w| (w * 2).min(RELAY_POLL))
-        });
         let count = events.len();
+        // Back off only while nothing moves: a batch published starts over at 1 ms.
+        session.waiting = waiting.then(|| match session.waiting {
+            Some(wait) if count == 0 => (wait * 2).min(RELAY_WAIT_MAX),
+            _ => RELAY_WAIT_MIN,
+        });
         if count > 0 {
             self.publish(session, channel, events).await?;
         }
