@@ -679,7 +679,9 @@ pub async fn reap_expired(pool: &PgPool) -> sqlx::Result<Vec<JobRow>> {
 pub async fn hand_back(pool: &PgPool, worker: &str) -> sqlx::Result<Vec<JobRow>> {
     requeue_running(
         pool,
-        "lease_owner = $1",
+        // (A running job holds a lease: the condition lets the sweep use
+        // the index of leased jobs.)
+        "lease_owner = $1 AND lease_expires_at IS NOT NULL",
         Some(worker),
         "interrupted",
         "the worker shut down",
@@ -910,6 +912,7 @@ pub async fn delete_finished(
              ORDER BY j.finished_at LIMIT $4 FOR UPDATE OF j SKIP LOCKED), \
          doomed AS (SELECT id FROM batch UNION ALL SELECT c.id FROM jobs c JOIN batch b ON c.parent_id = b.id), \
          events AS (DELETE FROM job_events e USING doomed d WHERE e.job_id = d.id RETURNING e.seq), \
+         attempts AS (DELETE FROM job_attempts a USING doomed d WHERE a.job_id = d.id), \
          forget AS ( \
              UPDATE job_event_relay SET forgotten_through = GREATEST(forgotten_through, (SELECT max(seq) FROM events)) \
              WHERE id = 1 AND (SELECT max(seq) FROM events) IS NOT NULL), \
@@ -945,14 +948,14 @@ pub async fn prune_events(pool: &PgPool, older_than: std::time::Duration, limit:
     }
     let count: i64 = sqlx::query_scalar(
         "WITH batch AS ( \
-             SELECT id, seq, occurred_at FROM job_events \
+             SELECT seq, occurred_at FROM job_events \
              WHERE seq > (SELECT pruned_through FROM job_event_relay WHERE id = 1) \
                AND seq <= (SELECT published_through FROM job_event_relay WHERE id = 1) \
              ORDER BY seq LIMIT $2), \
          young AS (SELECT min(seq) AS seq FROM batch WHERE occurred_at >= now() - $1 * interval '1 millisecond'), \
          gone AS ( \
              DELETE FROM job_events e USING batch b, young \
-             WHERE e.id = b.id AND (young.seq IS NULL OR b.seq < young.seq) \
+             WHERE e.seq = b.seq AND (young.seq IS NULL OR b.seq < young.seq) \
              RETURNING e.seq), \
          bump AS ( \
              UPDATE job_event_relay SET pruned_through = GREATEST(pruned_through, (SELECT max(seq) FROM gone)) \
