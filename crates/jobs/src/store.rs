@@ -521,6 +521,11 @@ pub async fn claim_many(
              INSERT INTO job_attempts (job_id, attempt, worker) SELECT id, attempt, $3 FROM claimed) \
          SELECT * FROM claimed"
     ))
+    // Planned at each call, with its ids and against the table as it is now:
+    // a generic plan, kept by the connection, was built on the statistics of
+    // the last analyze (the table small, or no job queued) and went on
+    // scanning the whole table once it had grown.
+    .persistent(false)
     .bind(messages.iter().map(|m| m.0).collect::<Vec<_>>())
     .bind(messages.iter().map(|m| m.1).collect::<Vec<_>>())
     .bind(worker)
@@ -633,7 +638,9 @@ pub async fn finish_many(pool: &PgPool, outcomes: &[(Uuid, i32, Finish)]) -> sql
              WHERE a.job_id = ANY($1) AND a.job_id = f.job AND a.attempt = f.finished_attempt AND j.id = f.job) \
          SELECT * FROM finished"
     );
+    // Planned at each call, as a claim is (see `claim_many`).
     let query = sqlx::query_as::<_, JobRow>(&statement)
+        .persistent(false)
         .bind(&ids)
         .bind(&attempts)
         .bind(&statuses)
