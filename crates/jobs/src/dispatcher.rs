@@ -81,6 +81,10 @@ pub struct Dispatcher {
 impl Dispatcher {
     pub async fn run(mut self, shutdown: CancellationToken) {
         let mut reap = tokio::time::interval(REAP_EVERY);
+        // A timer, not a sleep per wake-up: a steady fast path must not keep
+        // postponing the look at the outbox (jobs coming due, other replicas').
+        let mut poll = tokio::time::interval(IDLE_POLL);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // Events and finished jobs are pruned every tenth of the shortest
         // retention (1 s to 1 min).
         let shortest = self
@@ -105,11 +109,21 @@ impl Dispatcher {
                 }
             };
             self.direct.ready.store(true, Ordering::Release);
+            // Whether to look at the outbox: at start, when told of due jobs,
+            // and on each idle poll; not after each fast-path hand-over.
+            let mut look = true;
             loop {
-                match self.dispatch_once(&channel).await {
+                let dispatched = if look {
+                    self.dispatch_once(&channel).await
+                } else {
+                    Ok(0)
+                };
+                look = false;
+                match dispatched {
                     Ok(0) => {}
                     Ok(n) => {
                         tracing::debug!(jobs = n, "dispatched");
+                        look = true;
                         continue;
                     }
                     Err(error) => {
@@ -132,8 +146,8 @@ impl Dispatcher {
                             continue 'connection;
                         }
                     }
-                    _ = self.signals.dispatch.notified() => {}
-                    _ = tokio::time::sleep(IDLE_POLL) => {}
+                    _ = self.signals.dispatch.notified() => look = true,
+                    _ = poll.tick() => look = true,
                     _ = reap.tick() => self.reap().await,
                     _ = prune.tick() => self.prune().await,
                 }
@@ -178,11 +192,23 @@ impl Dispatcher {
             }
         }
         jobs.sort_by_key(|j| std::cmp::Reverse(j.priority));
-        let result = self.publish_all(channel, &jobs).await;
-        if result.is_err() {
-            self.undispatch(&jobs).await;
-        }
-        result
+        let confirms = match self.send_all(channel, &jobs).await {
+            Ok(confirms) => confirms,
+            Err(error) => {
+                undispatch(&self.pool, &self.signals, &jobs).await;
+                return Err(error);
+            }
+        };
+        // The broker's confirms are awaited beside the loop, so the next jobs
+        // handed over go out meanwhile instead of queueing behind its disk.
+        let (pool, signals) = (self.pool.clone(), self.signals.clone());
+        tokio::spawn(async move {
+            if let Err(error) = confirmed(confirms).await {
+                tracing::warn!(error = %format!("{error:#}"), jobs = jobs.len(), "publishing jobs failed; back to the outbox");
+                undispatch(&pool, &signals, &jobs).await;
+            }
+        });
+        Ok(())
     }
 
     /// The broker channel is gone: jobs take the outbox until it is back, and
@@ -193,39 +219,25 @@ impl Dispatcher {
         while let Ok(more) = self.handed.try_recv() {
             stranded.extend(more);
         }
-        self.undispatch(&stranded).await;
-    }
-
-    async fn undispatch(&self, jobs: &[WorkItem]) {
-        if jobs.is_empty() {
-            return;
-        }
-        let ids: Vec<_> = jobs.iter().map(|j| j.id).collect();
-        // Retried while the database is away: until this lands, only
-        // `redispatch_after` would send them.
-        let mut delay = Duration::from_millis(100);
-        while let Err(error) = store::undispatch(&self.pool, &ids).await {
-            tracing::warn!(%error, retry_in = ?delay, "returning jobs to the outbox failed; retrying");
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(2));
-        }
-        self.signals.new_work();
+        undispatch(&self.pool, &self.signals, &stranded).await;
     }
 
     /// Publishes `jobs` (in priority order, so each band's are consecutive)
     /// as messages of up to [`topology::JOBS_PER_MESSAGE`] jobs of one band,
     /// and waits for the broker to confirm every one.
     async fn publish_all(&self, channel: &lapin::Channel, jobs: &[WorkItem]) -> anyhow::Result<()> {
+        confirmed(self.send_all(channel, jobs).await?).await
+    }
+
+    /// Sends [`Self::publish_all`]'s messages; the broker's confirms to come.
+    async fn send_all(&self, channel: &lapin::Channel, jobs: &[WorkItem]) -> anyhow::Result<Vec<PublisherConfirm>> {
         let mut confirms = Vec::new();
         for band in jobs.chunk_by(|a, b| topology::band(a.priority) == topology::band(b.priority)) {
             for chunk in band.chunks(topology::JOBS_PER_MESSAGE) {
                 confirms.push(self.publish(channel, chunk).await?);
             }
         }
-        for confirm in confirms {
-            anyhow::ensure!(confirm.await?.is_ack(), "the broker refused a job message");
-        }
-        Ok(())
+        Ok(confirms)
     }
 
     /// Publishes one message for `jobs` (all of one band).
@@ -293,6 +305,31 @@ impl Dispatcher {
             Err(error) => tracing::warn!(%error, "reaping expired leases failed"),
         }
     }
+}
+
+/// Waits until the broker has confirmed every message.
+async fn confirmed(confirms: Vec<PublisherConfirm>) -> anyhow::Result<()> {
+    for confirm in confirms {
+        anyhow::ensure!(confirm.await?.is_ack(), "the broker refused a job message");
+    }
+    Ok(())
+}
+
+/// Jobs handed over in memory whose message may not have gone out return to
+/// the outbox. Retried while the database is away: until this lands, only
+/// `redispatch_after` would send them.
+async fn undispatch(pool: &PgPool, signals: &Signals, jobs: &[WorkItem]) {
+    if jobs.is_empty() {
+        return;
+    }
+    let ids: Vec<_> = jobs.iter().map(|j| j.id).collect();
+    let mut delay = Duration::from_millis(100);
+    while let Err(error) = store::undispatch(pool, &ids).await {
+        tracing::warn!(%error, retry_in = ?delay, "returning jobs to the outbox failed; retrying");
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(2));
+    }
+    signals.new_work();
 }
 
 /// Runs `step` (which removes up to `batch` rows) until it removes fewer, or
