@@ -11,7 +11,7 @@
 //! to catch up from PostgreSQL, which holds every event.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use lapin::BasicProperties;
@@ -37,6 +37,8 @@ const RELAY_POLL: Duration = Duration::from_millis(100);
 /// again after 1 ms, doubling up to 20 ms while none of them can go.
 const RELAY_WAIT_MIN: Duration = Duration::from_millis(1);
 const RELAY_WAIT_MAX: Duration = Duration::from_millis(20);
+/// How often the publisher records how far it got (at most).
+const RECORD_EVERY: Duration = Duration::from_millis(250);
 const HUB_CAPACITY: usize = 4096;
 
 /// What goes over the events exchange: an event with its tenant and number.
@@ -154,8 +156,9 @@ struct Session {
     leader: bool,
     /// Highest number confirmed by the broker, recorded with the next batch.
     published: i64,
-    /// Highest number recorded as published.
+    /// Highest number recorded as published, and when.
     recorded: i64,
+    recorded_at: Instant,
     /// How long to wait before looking again while newer events wait for an
     /// older transaction to end (see [`RELAY_WAIT_MIN`]).
     waiting: Option<Duration>,
@@ -192,6 +195,7 @@ impl Relay {
                                 leader: false,
                                 published: 0,
                                 recorded: 0,
+                                recorded_at: Instant::now(),
                                 waiting: None,
                             });
                             self.relay_once(fresh, &channel, woken).await
@@ -268,9 +272,12 @@ impl Relay {
             session.published = store::published_through(&mut session.conn).await?;
             session.recorded = session.published;
         }
-        if session.recorded < session.published {
+        // Recorded now and then, not per batch (a write transaction each): a
+        // publisher taking over sends again what came after, and hubs drop it.
+        if session.recorded < session.published && session.recorded_at.elapsed() >= RECORD_EVERY {
             store::record_published(&mut session.conn, session.published).await?;
             session.recorded = session.published;
+            session.recorded_at = Instant::now();
         }
         let (events, waiting) = store::publishable_events(&mut session.conn, session.published, RELAY_BATCH).await?;
         let count = events.len();

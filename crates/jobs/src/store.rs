@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use serde::Deserialize;
 use serde_json::Value;
-use sqlx::{FromRow, PgPool, Postgres, QueryBuilder};
+use sqlx::{FromRow, PgPool, Postgres, QueryBuilder, Row};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -854,25 +854,33 @@ pub async fn publishable_events(
     after: i64,
     limit: i64,
 ) -> sqlx::Result<(Vec<EventRow>, bool)> {
-    // `max` reads one end of the `seq` index.
-    let (horizon, newest): (i64, Option<i64>) =
-        sqlx::query_as("SELECT job_event_horizon(), (SELECT max(seq) FROM job_events)")
-            .fetch_one(&mut *conn)
-            .await?;
-    let newest = newest.unwrap_or(0);
-    if newest <= after {
-        return Ok((Vec::new(), false));
-    }
-    let rows: Vec<EventRow> = sqlx::query_as(&format!(
-        "SELECT {EVENT_COLUMNS} FROM job_events WHERE seq > $1 AND seq < $2 ORDER BY seq LIMIT $3"
+    // One statement: the horizon, the newest number (`max` reads one end of
+    // the `seq` index), and the events below the horizon; a row of NULL
+    // events when there are none.
+    let rows = sqlx::query(&format!(
+        "SELECT h.horizon, h.newest, e.* \
+         FROM (SELECT job_event_horizon() AS horizon, (SELECT max(seq) FROM job_events) AS newest) h \
+         LEFT JOIN LATERAL ( \
+             SELECT {EVENT_COLUMNS} FROM job_events WHERE seq > $1 AND seq < h.horizon ORDER BY seq LIMIT $2 \
+         ) e ON h.newest > $1"
     ))
     .bind(after)
-    .bind(horizon)
     .bind(limit)
     .fetch_all(&mut *conn)
     .await?;
-    let waiting = (rows.len() as i64) < limit && newest >= horizon;
-    Ok((rows, waiting))
+    let Some(first) = rows.first() else {
+        return Ok((Vec::new(), false));
+    };
+    let horizon: i64 = first.try_get("horizon")?;
+    let newest: i64 = first.try_get::<Option<i64>, _>("newest")?.unwrap_or(0);
+    let mut events = Vec::with_capacity(rows.len());
+    for row in &rows {
+        if row.try_get::<Option<i64>, _>("seq")?.is_some() {
+            events.push(EventRow::from_row(row)?);
+        }
+    }
+    let waiting = (events.len() as i64) < limit && newest >= horizon && newest > after;
+    Ok((events, waiting))
 }
 
 /// Key of the session advisory lock that makes one replica's relay the publisher.
