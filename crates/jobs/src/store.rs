@@ -505,9 +505,12 @@ pub async fn claim_many(
     lease: std::time::Duration,
 ) -> sqlx::Result<Vec<JobRow>> {
     // One statement: the attempts are recorded with the claims, atomically.
-    // `id = ANY($1)` keeps the plan on the primary key: the statistics of a
-    // queue table say almost no row is queued (or running), and a plan that
-    // believed them scanned the whole table on every claim.
+    // The plan must stay on the primary key whatever the statistics say (a
+    // queue table's are always stale: the last analyze saw it small, or saw
+    // no job queued): `id = ANY($1)` offers that path, and the statement is
+    // planned at each call, with its ids and against the table as it is now,
+    // instead of keeping a connection's generic plan, which went on scanning
+    // the whole table once it had grown.
     sqlx::query_as(&format!(
         "WITH claimed AS ( \
              UPDATE jobs SET status = 'running', attempt = attempt + 1, started_at = now(), finished_at = NULL, \
@@ -521,10 +524,6 @@ pub async fn claim_many(
              INSERT INTO job_attempts (job_id, attempt, worker) SELECT id, attempt, $3 FROM claimed) \
          SELECT * FROM claimed"
     ))
-    // Planned at each call, with its ids and against the table as it is now:
-    // a generic plan, kept by the connection, was built on the statistics of
-    // the last analyze (the table small, or no job queued) and went on
-    // scanning the whole table once it had grown.
     .persistent(false)
     .bind(messages.iter().map(|m| m.0).collect::<Vec<_>>())
     .bind(messages.iter().map(|m| m.1).collect::<Vec<_>>())
