@@ -18,9 +18,13 @@ pub mod ws;
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_cors::Cors;
-use actix_web::{App, HttpRequest, HttpResponse, HttpServer, middleware, web};
+use actix_http::{HttpService, Request};
+use actix_service::IntoServiceFactory as _;
+use actix_web::dev::{AppConfig, ServiceFactory};
+use actix_web::{App, HttpRequest, HttpResponse, middleware, web};
 use anyhow::Context as _;
 use sextant_common::ErrorCode;
 use sextant_common::internal_auth::ClientAuth;
@@ -84,7 +88,7 @@ impl Application {
             request_timeout: gateway.http.request_timeout,
         });
 
-        let mut server = HttpServer::new({
+        let app = {
             let ws = ws.clone();
             move || {
                 App::new()
@@ -107,16 +111,36 @@ impl Application {
                     .configure(|cfg| routes::configure(cfg, ingest_body_limit))
                     .default_service(web::to(not_found))
             }
-        })
-        .listen(self.listener)?
-        // Live frames are small and must leave at once, not wait on Nagle
-        // for the previous one's ACK.
-        .tcp_nodelay(true)
-        .disable_signals()
-        .shutdown_timeout(gateway.http.shutdown_grace.as_secs().max(1));
+        };
+
+        // actix-web's `HttpServer`, assembled by hand for one addition: the
+        // upgrade layer that takes WebSocket connections out of actix-http
+        // (see `ws::upgrade`). Its settings are `HttpServer`'s defaults.
+        let mut server = actix_server::Server::build();
+        let graceful = server.graceful_shutdown_signal();
+        server = server
+            .disable_signals()
+            .shutdown_timeout(gateway.http.shutdown_grace.as_secs().max(1));
         if gateway.http.workers > 0 {
             server = server.workers(gateway.http.workers);
         }
+        let server = server.listen("sextant-gateway", self.listener, move || {
+            let graceful = graceful.clone();
+            HttpService::build()
+                .graceful_shutdown_signal(move || {
+                    let graceful = graceful.clone();
+                    async move { graceful.notified().await }
+                })
+                .client_request_timeout(Duration::from_secs(5))
+                .client_disconnect_timeout(Duration::from_secs(1))
+                .local_addr(addr)
+                // Live frames are small and must leave at once, not wait on
+                // Nagle for the previous one's ACK.
+                .tcp_nodelay(true)
+                .upgrade(ws::Upgrade::new(with_config(app().into_factory())))
+                .finish(with_config(app().into_factory()))
+                .tcp()
+        })?;
         let server = server.run();
         let handle = server.handle();
         tracing::info!(addr = %addr, "listening");
@@ -141,6 +165,17 @@ impl Application {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// The app as actix-http serves it (its connection config fixed: the
+/// gateway reads the host from each request's `Host` header).
+fn with_config<F>(
+    app: F,
+) -> impl ServiceFactory<Request, Config = (), Response = F::Response, Error = F::Error, InitError = F::InitError>
+where
+    F: ServiceFactory<Request, Config = AppConfig>,
+{
+    actix_service::map_config(app, |()| AppConfig::default())
 }
 
 fn cors_middleware(config: &config::CorsConfig) -> Cors {

@@ -1,8 +1,8 @@
 //! Shared topics: one upstream stream per (tenant, topic) per gateway
 //! process, however many local subscribers follow it. Each frame is
-//! serialised once, kept in a short history, and the same bytes are queued
-//! for every subscriber (a full queue closes that session with 4008, as any
-//! slow consumer).
+//! serialised and framed once, kept in a short history, and the same bytes
+//! are queued on every subscriber's socket (a full queue closes that session
+//! with 4008, as any slow consumer).
 //!
 //! A subscriber joins where it asked to:
 //! - with no version: the topic's last snapshot and the history after it,
@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use bytestring::ByteString;
+use bytes::Bytes;
 use dashmap::DashMap;
 use futures::StreamExt;
 use futures::future::BoxFuture;
@@ -31,26 +31,28 @@ use futures::stream::BoxStream;
 use serde_json::Value;
 use sextant_common::ErrorCode;
 use sextant_common::internal_auth::Caller;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 use tokio::task::AbortHandle;
-use tokio_util::sync::CancellationToken;
 use tonic::{Code, Status};
 
 use super::protocol::ServerFrame;
+use super::socket::Socket;
 use super::topic::Topic;
 use crate::metrics::{Metrics, StreamLabels, TopicLabels};
 
 const RESUME_MIN_DELAY: Duration = Duration::from_millis(50);
 const RESUME_MAX_DELAY: Duration = Duration::from_secs(5);
 
-/// One frame of a topic, serialised once and shared by every subscriber.
+/// One frame of a topic, serialised and framed once and shared by every
+/// subscriber.
 #[derive(Debug, Clone)]
 pub struct Frame {
     /// The point a client resumes from (see the protocol's `version`).
     pub version: u64,
     /// A snapshot restates the topic: it goes to every subscriber.
     pub snapshot: bool,
-    pub text: ByteString,
+    /// The WebSocket text frame, as it goes on the wire.
+    pub wire: Bytes,
 }
 
 pub type FrameStream = BoxStream<'static, Result<Frame, Status>>;
@@ -69,40 +71,8 @@ pub trait Upstream: Send + Sync + 'static {
     ) -> BoxFuture<'static, Result<FrameStream, Status>>;
 }
 
-/// What a session's outbound queue carries.
-pub enum Outbound {
-    Frame(ByteString),
-    /// The subscription ended for good (its error frame went first).
-    Ended {
-        topic: Arc<str>,
-    },
-}
-
-/// A session's outbound queue, as subscriptions see it.
-#[derive(Clone)]
-pub struct Sink {
-    pub out: mpsc::Sender<Outbound>,
-    /// Cancelled when the queue overflows: the session closes 4008.
-    pub slow: CancellationToken,
-}
-
-impl Sink {
-    /// Queues a frame; `false` when the session is gone or too slow.
-    fn push(&self, frame: Outbound) -> bool {
-        match self.out.try_send(frame) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.slow.cancel();
-                false
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
-        }
-    }
-
-    fn frame(&self, text: ByteString) -> bool {
-        self.push(Outbound::Frame(text))
-    }
-}
+/// Where a subscriber's frames go: its socket.
+pub type Sink = Arc<Socket>;
 
 /// A subscribe op, as the hub takes it.
 pub struct Subscribe {
@@ -185,7 +155,7 @@ impl State {
         self.history
             .iter()
             .filter(|f| f.version > after)
-            .all(|f| sink.frame(f.text.clone()))
+            .all(|f| sink.send(f.wire.clone()))
     }
 }
 
@@ -194,6 +164,13 @@ pub struct Subscription {
     hub: Arc<Hub>,
     shared: Arc<Shared>,
     id: u64,
+}
+
+impl Subscription {
+    /// This subscription's number, which [`Socket::ended`] names.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
 }
 
 impl Drop for Subscription {
@@ -221,8 +198,9 @@ impl Hub {
         }
     }
 
-    /// Joins (or opens) the topic. `subscribed` and the frames follow through
-    /// the sink; so does a refusal, as an error frame and [`Outbound::Ended`].
+    /// Joins (or opens) the topic. `subscribed` and the frames follow on the
+    /// socket; so does a refusal, as an error frame, after which the socket
+    /// is told the subscription ended ([`Socket::ended`]).
     pub fn subscribe(self: &Arc<Self>, request: Subscribe) -> Subscription {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let key = (Arc::<str>::from(request.caller.tenant.as_str()), request.name.clone());
@@ -269,7 +247,7 @@ impl Hub {
             id: waiting.op,
             topic: &shared.key.1,
         };
-        if waiting.sink.frame(subscribed.to_text().into()) {
+        if waiting.sink.send(subscribed.to_wire()) {
             self.attach(shared, state, id, waiting.sink, waiting.after, waiting.caller);
         }
     }
@@ -286,7 +264,7 @@ impl Hub {
     ) {
         let from = match (&state.snapshot, after) {
             (Some(snapshot), 0) if state.covers(snapshot.version) => {
-                if !sink.frame(snapshot.text.clone()) {
+                if !sink.send(snapshot.wire.clone()) {
                     return;
                 }
                 Some(snapshot.version)
@@ -355,7 +333,7 @@ impl Hub {
                 return true;
             }
             // A subscriber whose queue is full is closing (4008): drop it.
-            let sent = live.sink.frame(frame.text.clone());
+            let sent = live.sink.send(frame.wire.clone());
             live.last = frame.version;
             delivered += u64::from(sent);
             sent
@@ -385,16 +363,20 @@ impl Hub {
             message: status.message().to_owned(),
             topic: Some(name.to_string()),
         };
-        let waiting = std::mem::take(&mut state.waiting).into_values().map(|w| (w.sink, w.op));
-        let live = std::mem::take(&mut state.live).into_values().map(|l| (l.sink, None));
+        let waiting = std::mem::take(&mut state.waiting)
+            .into_iter()
+            .map(|(id, w)| (id, w.sink, w.op));
+        let live = std::mem::take(&mut state.live)
+            .into_iter()
+            .map(|(id, l)| (id, l.sink, None));
         let catching_up = std::mem::take(&mut state.catching_up)
-            .into_values()
-            .map(|(sink, task)| {
+            .into_iter()
+            .map(|(id, (sink, task))| {
                 task.abort();
-                (sink, None)
+                (id, sink, None)
             });
-        for (sink, op) in waiting.chain(live).chain(catching_up) {
-            end(&sink, refusal(op).to_text().into(), name);
+        for (id, sink, op) in waiting.chain(live).chain(catching_up) {
+            end(&sink, refusal(op).to_wire(), name, id);
         }
     }
 
@@ -510,7 +492,7 @@ impl Hub {
                         if !frame.snapshot && frame.version <= after {
                             continue;
                         }
-                        if !sink.frame(frame.text) {
+                        if !sink.send(frame.wire) {
                             self.detach(&shared, id);
                             return;
                         }
@@ -534,7 +516,7 @@ impl Hub {
                     message: status.message().to_owned(),
                     topic: Some(shared.key.1.to_string()),
                 };
-                end(&sink, refusal.to_text().into(), &shared.key.1);
+                end(&sink, refusal.to_wire(), &shared.key.1, id);
                 self.detach(&shared, id);
                 return;
             }
@@ -545,9 +527,9 @@ impl Hub {
 }
 
 /// Sends a subscription's last frame, then tells its session it is over.
-fn end(sink: &Sink, error: ByteString, topic: &Arc<str>) {
-    if sink.frame(error) {
-        sink.push(Outbound::Ended { topic: topic.clone() });
+fn end(sink: &Sink, error: Bytes, topic: &Arc<str>, subscription: u64) {
+    if sink.send(error) {
+        sink.ended(topic.clone(), subscription);
     }
 }
 

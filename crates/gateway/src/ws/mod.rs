@@ -1,25 +1,32 @@
-//! `GET /api/v1/ws`: authenticates the upgrade, enforces the per-user
-//! connection limit, and hands the socket to a [`session`] task. The protocol
-//! is specified in `docs/websocket.md`.
+//! `GET /api/v1/ws`: authenticates the upgrade and enforces the per-user
+//! connection limit; the [`upgrade`] layer then hands the socket to a
+//! [`session`]. The protocol is specified in `docs/websocket.md`.
 
 mod fanout;
 mod protocol;
 mod session;
+mod socket;
 mod topic;
+mod upgrade;
 mod upstream;
+mod wire;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::http::header::SEC_WEBSOCKET_PROTOCOL;
+use actix_web::{HttpMessage as _, HttpRequest, HttpResponse, web};
 use dashmap::DashMap;
 use sextant_common::ErrorCode;
 use tokio_util::sync::CancellationToken;
 
 pub use fanout::Hub;
 pub use protocol::{SUBPROTOCOL, close};
+pub use upgrade::Upgrade;
 pub use upstream::BackendUpstream;
 
+use self::session::Accepted;
+use self::upgrade::Handover;
 use crate::auth::{Authenticator, Principal, bearer_token};
 use crate::config::WsConfig;
 use crate::error::ApiError;
@@ -114,7 +121,7 @@ fn token(req: &HttpRequest) -> Option<String> {
         return from_query;
     }
     req.headers()
-        .get_all(actix_web::http::header::SEC_WEBSOCKET_PROTOCOL)
+        .get_all(SEC_WEBSOCKET_PROTOCOL)
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .find_map(|p| {
@@ -124,9 +131,11 @@ fn token(req: &HttpRequest) -> Option<String> {
         })
 }
 
+/// Accepts the upgrade (`101`) for the [`upgrade`] layer to run, or
+/// refuses it with a problem. A user at the connection limit is accepted and
+/// then closed with 4029, with the reason in an error frame first.
 pub async fn connect(
     req: HttpRequest,
-    body: web::Payload,
     state: web::Data<WsState>,
     auth: web::Data<Authenticator>,
     metrics: web::Data<Metrics>,
@@ -137,38 +146,49 @@ pub async fn connect(
         return Err(ApiError::new(ErrorCode::Unavailable, "the gateway is shutting down").with_retry_after(1));
     }
 
-    let (response, session, stream) = actix_ws::handle_with_protocols(&req, body, &[SUBPROTOCOL])
-        .map_err(|e| ApiError::new(ErrorCode::MalformedRequest, format!("websocket handshake failed: {e}")))?;
+    let handshake_failed = |e: &dyn std::fmt::Display| {
+        ApiError::new(ErrorCode::MalformedRequest, format!("websocket handshake failed: {e}"))
+    };
+    let mut response = actix_http::ws::handshake(req.head()).map_err(|e| handshake_failed(&e))?;
+    if !req.extensions().contains::<upgrade::Upgradable>() {
+        return Err(handshake_failed(&"the connection cannot be upgraded"));
+    }
+    if let Some(protocol) = offered_protocol(&req) {
+        response.insert_header((SEC_WEBSOCKET_PROTOCOL, protocol));
+    }
+    let mut response = HttpResponse::from(response.finish().map_into_boxed_body());
 
     let state = state.into_inner();
-    let Some(slot) = state.acquire(&principal) else {
-        // Accept, then close: a browser cannot read an HTTP error on a failed upgrade.
-        let limit = state.config.max_connections_per_user;
-        metrics
-            .ws_closed
-            .get_or_create(&crate::metrics::CloseLabels {
-                code: close::TOO_MANY_CONNECTIONS,
-            })
-            .inc();
-        actix_web::rt::spawn(session::refuse(
-            session,
-            close::TOO_MANY_CONNECTIONS,
-            format!("at most {limit} connections per user"),
-        ));
-        return Ok(response);
+    let handover = match state.acquire(&principal) {
+        Some(slot) => Handover::Session(Accepted {
+            principal,
+            state,
+            metrics: metrics.into_inner(),
+            slot,
+        }),
+        None => {
+            let code = close::TOO_MANY_CONNECTIONS;
+            metrics
+                .ws_closed
+                .get_or_create(&crate::metrics::CloseLabels { code })
+                .inc();
+            Handover::Refuse {
+                code,
+                message: format!("at most {} connections per user", state.config.max_connections_per_user),
+                grace: state.config.heartbeat_timeout,
+            }
+        }
     };
-
-    let stream = stream
-        .max_frame_size(state.config.max_frame_bytes)
-        .aggregate_continuations()
-        .max_continuation_size(state.config.max_frame_bytes);
-    actix_web::rt::spawn(session::run(
-        session,
-        stream,
-        principal,
-        state,
-        metrics.into_inner(),
-        slot,
-    ));
+    response.extensions_mut().insert(handover);
     Ok(response)
+}
+
+/// Our subprotocol, when the client offers it.
+fn offered_protocol(req: &HttpRequest) -> Option<&'static str> {
+    req.headers()
+        .get_all(SEC_WEBSOCKET_PROTOCOL)
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| p.trim() == SUBPROTOCOL)
+        .then_some(SUBPROTOCOL)
 }

@@ -127,6 +127,11 @@ impl ServerFrame<'_> {
     pub fn to_text(&self) -> String {
         serde_json::to_string(self).expect("frames serialise")
     }
+
+    /// The frame as a WebSocket text frame's wire bytes.
+    pub fn to_wire(&self) -> bytes::Bytes {
+        super::wire::text(self.to_text().as_bytes())
+    }
 }
 
 /// Parses a text frame; the error is the frame to send back.

@@ -1,22 +1,25 @@
-//! One WebSocket connection's life: hello, then client ops, server pings,
-//! idle and heartbeat timeouts, and a 1001 close when the gateway shuts down.
-//! Everything the session holds is freed when this task ends.
+//! One WebSocket connection's life, on the socket the upgrade handed over:
+//! hello, then client ops, server pings, idle and heartbeat timeouts, and a
+//! 1001 close when the gateway shuts down. This is the connection's only
+//! task: topic frames reach the socket without it (see [`super::socket`]).
+//! Everything the session holds is freed when it returns.
 
 use std::collections::HashMap;
+use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, ProtocolError, Session};
+use bytes::BytesMut;
 use sextant_common::ErrorCode;
+use sextant_common::internal_auth::Caller;
+use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use sextant_common::internal_auth::Caller;
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
-
-use super::fanout::{Outbound, Sink, Subscribe, Subscription};
+use super::fanout::{Subscribe, Subscription};
 use super::protocol::{self, ClientFrame, Limits, Reconnect, ServerFrame, close};
+use super::socket::{Lane, Socket};
 use super::topic::{self, Refusal, Topic};
+use super::wire::{self, Inbound, Reader, Violation};
 use super::{ConnectionSlot, WsState};
 use crate::auth::Principal;
 use crate::metrics::{CloseLabels, Metrics};
@@ -25,44 +28,28 @@ fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// Closes a connection that may not stay, after telling it why.
-pub(super) async fn refuse(mut session: Session, code: u16, message: String) {
-    let frame = ServerFrame::error(None, ErrorCode::RateLimited, message.clone());
-    let _ = session.text(frame.to_text()).await;
-    let _ = session.close(Some(reason(code, &message))).await;
+/// A connection the `/api/v1/ws` handler accepted, for the upgrade to run.
+pub struct Accepted {
+    pub(super) principal: Principal,
+    pub(super) state: Arc<WsState>,
+    pub(super) metrics: Arc<Metrics>,
+    pub(super) slot: ConnectionSlot,
 }
 
-fn reason(code: u16, description: &str) -> CloseReason {
-    CloseReason {
-        code: CloseCode::from(code),
-        description: Some(description.to_owned()),
-    }
+/// Tells a connection that may not stay why, then closes it.
+pub(super) async fn refuse(stream: TcpStream, lane: Arc<Lane>, code: u16, message: &str, grace: Duration) {
+    let socket = Socket::new(stream, lane, 2);
+    socket.send_now(ServerFrame::error(None, ErrorCode::RateLimited, message).to_wire());
+    let _ = tokio::time::timeout(grace, farewell(&socket, wire::close(code, message), 0)).await;
 }
 
-struct Connection {
-    session: Session,
-    metrics: Arc<Metrics>,
-}
-
-impl Connection {
-    async fn send(&mut self, frame: &ServerFrame<'_>) -> bool {
-        self.session.text(frame.to_text()).await.is_ok()
-    }
-
-    async fn close(self, code: u16, description: &str) {
-        self.metrics.ws_closed.get_or_create(&CloseLabels { code }).inc();
-        let _ = self.session.close(Some(reason(code, description))).await;
-    }
-}
-
-pub(super) async fn run(
-    session: Session,
-    mut stream: AggregatedMessageStream,
-    principal: Principal,
-    state: Arc<WsState>,
-    metrics: Arc<Metrics>,
-    _slot: ConnectionSlot,
-) {
+pub(super) async fn run(stream: TcpStream, leftover: BytesMut, accepted: Accepted, lane: Arc<Lane>) {
+    let Accepted {
+        principal,
+        state,
+        metrics,
+        slot: _slot,
+    } = accepted;
     let config = &state.config;
     let session_id = uuid::Uuid::now_v7().to_string();
     let span = tracing::info_span!("ws", session = %session_id, tenant = %principal.tenant, user = %principal.user);
@@ -70,10 +57,7 @@ pub(super) async fn run(
 
     metrics.ws_opened.inc();
     metrics.ws_connections.inc();
-    let mut conn = Connection {
-        session,
-        metrics: metrics.clone(),
-    };
+    let socket = Socket::new(stream, lane, config.outbound_buffer);
 
     let limits = Limits {
         max_frame_bytes: config.max_frame_bytes,
@@ -98,18 +82,16 @@ pub(super) async fn run(
     };
     tracing::debug!("connected");
 
-    let ending = if conn.send(&hello).await {
-        let (out, outbound) = mpsc::channel(config.outbound_buffer.max(1));
+    let ending = if socket.send_now(hello.to_wire()) {
         let mut live = Live {
             subscriptions: HashMap::new(),
-            outbound,
-            sink: Sink {
-                out,
-                slow: CancellationToken::new(),
-            },
+            socket: socket.clone(),
             caller: principal.caller(),
+            reader: Reader::new(config.max_frame_bytes, &leftover),
         };
-        serve(&mut conn, &mut stream, &state, &mut live).await
+        drop(leftover);
+        serve(&mut live, &state).await
+        // `live` goes here, and with it every subscription.
     } else {
         Ending::Gone
     };
@@ -117,32 +99,86 @@ pub(super) async fn run(
     metrics.ws_connections.dec();
     // A client that has stopped reading gets one heartbeat timeout to take
     // its last frames; then the connection is dropped without them.
-    let farewell = async move {
-        match ending {
-            Ending::Gone => tracing::debug!("client went away"),
-            Ending::ClientClosed => {
-                let _ = conn.session.close(None).await;
-            }
-            Ending::Close(code, description) => {
-                tracing::debug!(code, description, "closing");
-                conn.close(code, description).await;
-            }
-            Ending::Shutdown => {
-                // Spread reconnects over the client's backoff window so a restart
-                // does not bring every client back in the same instant.
-                let after =
-                    rand::random_range(reconnect.min_delay_ms..=reconnect.max_delay_ms.max(reconnect.min_delay_ms));
-                let goodbye = ServerFrame::Goodbye {
-                    reason: "shutdown",
-                    reconnect_after_ms: after,
-                };
-                conn.send(&goodbye).await;
-                conn.close(close::GOING_AWAY, "server shutting down").await;
-            }
+    let last = match ending {
+        Ending::Gone => {
+            tracing::debug!("client went away");
+            return;
+        }
+        Ending::ClientClosed => wire::close_empty(),
+        Ending::Close(code, description) => {
+            tracing::debug!(code, description, "closing");
+            metrics.ws_closed.get_or_create(&CloseLabels { code }).inc();
+            wire::close(code, description)
+        }
+        Ending::Shutdown => {
+            // Spread reconnects over the client's backoff window so a restart
+            // does not bring every client back in the same instant.
+            let after = rand::random_range(reconnect.min_delay_ms..=reconnect.max_delay_ms.max(reconnect.min_delay_ms));
+            let goodbye = ServerFrame::Goodbye {
+                reason: "shutdown",
+                reconnect_after_ms: after,
+            };
+            socket.send_now(goodbye.to_wire());
+            metrics
+                .ws_closed
+                .get_or_create(&CloseLabels {
+                    code: close::GOING_AWAY,
+                })
+                .inc();
+            wire::close(close::GOING_AWAY, "server shutting down")
         }
     };
-    if tokio::time::timeout(config.heartbeat_timeout, farewell).await.is_err() {
+    if tokio::time::timeout(
+        config.heartbeat_timeout,
+        farewell(&socket, last, config.max_frame_bytes),
+    )
+    .await
+    .is_err()
+    {
         tracing::debug!("the client took no close frame; dropping the connection");
+    }
+}
+
+/// How long a closed connection waits for the client's close frame.
+const CLOSE_LINGER: Duration = Duration::from_secs(1);
+
+/// Sends the close frame after what is queued and ends the stream (FIN);
+/// then gives the client a moment to answer with its close, so the
+/// connection ends cleanly rather than with a reset.
+async fn farewell(socket: &Socket, close: bytes::Bytes, max_frame_bytes: usize) {
+    socket.close(close);
+    while !socket.drained() {
+        if socket.stream().writable().await.is_err() {
+            return;
+        }
+        socket.flush_blocked();
+    }
+    let _ = socket2::SockRef::from(socket.stream()).shutdown(std::net::Shutdown::Write);
+    let _ = tokio::time::timeout(CLOSE_LINGER, answer(socket, max_frame_bytes)).await;
+}
+
+/// Reads until the client's close frame or the end of its stream.
+async fn answer(socket: &Socket, max_frame_bytes: usize) {
+    let mut reader = Reader::new(max_frame_bytes, b"");
+    loop {
+        if socket.stream().readable().await.is_err() {
+            return;
+        }
+        match socket.stream().try_read_buf(reader.buffer()) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(_) => return,
+        }
+        // Whatever else is still in flight is dropped; a close (or a broken
+        // frame) ends the wait.
+        loop {
+            match reader.next() {
+                Ok(Some(Inbound::Close)) | Err(_) => return,
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+            }
+        }
     }
 }
 
@@ -159,21 +195,16 @@ impl Ending {
     const SLOW_CONSUMER: Ending = Ending::Close(close::SLOW_CONSUMER, "slow consumer: outbound buffer full");
 }
 
-/// A session's topic subscriptions and the queue their frames arrive on.
+/// A session's topic subscriptions, its socket, and what the client sent.
 struct Live {
     /// By topic name; dropping one leaves its topic.
     subscriptions: HashMap<Arc<str>, Subscription>,
-    outbound: mpsc::Receiver<Outbound>,
-    sink: Sink,
+    socket: Arc<Socket>,
     caller: Caller,
+    reader: Reader,
 }
 
-async fn serve(
-    conn: &mut Connection,
-    stream: &mut AggregatedMessageStream,
-    state: &WsState,
-    live: &mut Live,
-) -> Ending {
+async fn serve(live: &mut Live, state: &WsState) -> Ending {
     let config = &state.config;
     let mut heartbeat = tokio::time::interval_at(Instant::now() + config.heartbeat_interval, config.heartbeat_interval);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -181,72 +212,90 @@ async fn serve(
     // subscriptions) prove it active.
     let mut last_heard = Instant::now();
     let mut last_active = Instant::now();
+    // The kernel took no more of the queue: wait until it takes some.
+    let mut blocked = false;
+    let socket = live.socket.clone();
 
     loop {
         let idle = live.subscriptions.is_empty();
         tokio::select! {
             biased;
             _ = state.shutdown.cancelled() => return Ending::Shutdown,
-            _ = live.sink.slow.cancelled() => return Ending::SLOW_CONSUMER,
+            _ = socket.woken() => {
+                let news = socket.news();
+                if news.broken {
+                    return Ending::Gone;
+                }
+                if news.slow {
+                    return Ending::SLOW_CONSUMER;
+                }
+                blocked = news.blocked;
+                for (topic, id) in news.ended {
+                    if live.subscriptions.get(&topic).is_some_and(|s| s.id() == id) {
+                        live.subscriptions.remove(&topic);
+                        last_active = Instant::now();
+                    }
+                }
+            }
+            writable = socket.stream().writable(), if blocked => {
+                if writable.is_err() {
+                    return Ending::Gone;
+                }
+                blocked = socket.flush_blocked();
+            }
             _ = tokio::time::sleep_until(last_active + config.idle_timeout), if idle => {
                 return Ending::Close(close::IDLE_TIMEOUT, "idle timeout");
             }
-            Some(outbound) = live.outbound.recv() => match outbound {
-                Outbound::Frame(text) => {
-                    // A client that stops reading blocks this write; its
-                    // overflow and a shutdown must still end the session.
-                    tokio::select! {
-                        biased;
-                        _ = state.shutdown.cancelled() => return Ending::Shutdown,
-                        _ = live.sink.slow.cancelled() => return Ending::SLOW_CONSUMER,
-                        sent = conn.session.text(text) => {
-                            if sent.is_err() {
-                                return Ending::Gone;
-                            }
-                        }
-                    }
+            readable = socket.stream().readable() => {
+                if readable.is_err() {
+                    return Ending::Gone;
                 }
-                Outbound::Ended { topic } => {
-                    live.subscriptions.remove(&topic);
-                    last_active = Instant::now();
+                match socket.stream().try_read_buf(live.reader.buffer()) {
+                    Ok(0) => return Ending::Gone,
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    Err(_) => return Ending::Gone,
                 }
-            },
-            message = stream.recv() => {
                 last_heard = Instant::now();
-                match message {
-                    None => return Ending::Gone,
-                    Some(Err(ProtocolError::Overflow)) => {
-                        return Ending::Close(close::MESSAGE_TOO_BIG, "frame too large");
-                    }
-                    Some(Err(error)) => {
-                        tracing::debug!(%error, "protocol error");
-                        return Ending::Close(close::PROTOCOL_ERROR, "protocol error");
-                    }
-                    Some(Ok(AggregatedMessage::Close(_))) => return Ending::ClientClosed,
-                    Some(Ok(AggregatedMessage::Ping(bytes))) => {
-                        if conn.session.pong(&bytes).await.is_err() {
-                            return Ending::Gone;
+                loop {
+                    let message = match live.reader.next() {
+                        Ok(Some(message)) => message,
+                        Ok(None) => break,
+                        Err(Violation::TooBig) => return Ending::Close(close::MESSAGE_TOO_BIG, "frame too large"),
+                        Err(Violation::Protocol(error)) => {
+                            tracing::debug!(%error, "protocol error");
+                            return Ending::Close(close::PROTOCOL_ERROR, "protocol error");
                         }
-                    }
-                    Some(Ok(AggregatedMessage::Pong(_))) => {}
-                    Some(Ok(AggregatedMessage::Binary(_))) => {
-                        last_active = Instant::now();
-                        let frame = ServerFrame::error(None, ErrorCode::UnsupportedMediaType, "binary frames are not supported; send JSON text");
-                        if !conn.send(&frame).await {
-                            return Ending::Gone;
+                    };
+                    let reply = match message {
+                        Inbound::Close => return Ending::ClientClosed,
+                        Inbound::Ping(payload) => Some(wire::pong(&payload)),
+                        Inbound::Pong => None,
+                        Inbound::Binary(_) => {
+                            last_active = Instant::now();
+                            let frame = ServerFrame::error(None, ErrorCode::UnsupportedMediaType, "binary frames are not supported; send JSON text");
+                            Some(frame.to_wire())
                         }
-                    }
-                    Some(Ok(AggregatedMessage::Text(text))) => {
-                        last_active = Instant::now();
-                        let reply = match protocol::parse(&text) {
-                            Ok(frame) => handle(frame, live, state),
-                            Err(error) => Some(error),
-                        };
-                        if let Some(reply) = reply
-                            && !conn.send(&reply).await
-                        {
-                            return Ending::Gone;
+                        Inbound::Text(text) => {
+                            last_active = Instant::now();
+                            let reply = match std::str::from_utf8(&text) {
+                                Ok(text) => match protocol::parse(text) {
+                                    Ok(frame) => handle(frame, live, state),
+                                    Err(error) => Some(error),
+                                },
+                                Err(_) => {
+                                    tracing::debug!("text frame is not UTF-8");
+                                    return Ending::Close(close::PROTOCOL_ERROR, "protocol error");
+                                }
+                            };
+                            reply.map(|frame| frame.to_wire())
                         }
+                    };
+                    if let Some(reply) = reply
+                        && !socket.send_now(reply)
+                    {
+                        // Too slow, or gone: the news says which.
+                        break;
                     }
                 }
             }
@@ -255,16 +304,14 @@ async fn serve(
                 if now.duration_since(last_heard) >= config.heartbeat_timeout {
                     return Ending::Close(close::HEARTBEAT_TIMEOUT, "heartbeat timeout");
                 }
-                if conn.session.ping(b"").await.is_err() {
-                    return Ending::Gone;
-                }
+                socket.send_now(wire::ping());
             }
         }
     }
 }
 
 /// Answers an op; `None` when the answer comes later (a subscription's
-/// `subscribed`, or its refusal, arrives through the outbound queue).
+/// `subscribed`, or its refusal, arrives on the socket from the hub).
 fn handle(frame: ClientFrame, live: &mut Live, state: &WsState) -> Option<ServerFrame<'static>> {
     match frame {
         ClientFrame::Ping { id } => Some(ServerFrame::Pong { id }),
@@ -308,7 +355,7 @@ fn handle(frame: ClientFrame, live: &mut Live, state: &WsState) -> Option<Server
                 name: name.clone(),
                 after: after_version.unwrap_or(0),
                 op: id,
-                sink: live.sink.clone(),
+                sink: live.socket.clone(),
             });
             // Subscribing again to a live topic restarts it from `after_version`
             // (the new subscription joins before the old one leaves).

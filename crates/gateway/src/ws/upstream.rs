@@ -1,8 +1,8 @@
 //! The backend streams behind topics, rendered as frames: `job:<id>` and
 //! `jobs` follow the jobs service's `WatchJobs`, `metric:<query>` the
 //! analytics service's `WatchMetric`, `alerts` and `alert:<id>` its
-//! `WatchAlerts`. Each message becomes one [`Frame`],
-//! serialised here once for every subscriber that will get it.
+//! `WatchAlerts`. Each message becomes one [`Frame`], serialised and framed
+//! here once for every subscriber that will get it.
 
 use std::sync::Arc;
 
@@ -18,6 +18,7 @@ use tonic::Status;
 
 use super::fanout::{Frame, FrameStream, Upstream};
 use super::topic::Topic;
+use super::wire;
 use crate::backends::{self, Backends};
 use crate::convert::alerts::{instance_json, transition_json};
 use crate::convert::metrics::{WatchSpec, query_json, update_json};
@@ -140,7 +141,7 @@ fn alerts_frame(name: &str, message: WatchAlertsResponse) -> Option<Frame> {
     Some(Frame {
         version: message.version,
         snapshot,
-        text: Value::Object(frame).to_string().into(),
+        wire: wire::text(Value::Object(frame).to_string().as_bytes()),
     })
 }
 
@@ -158,7 +159,7 @@ fn metric_frame(spec: &WatchSpec, name: &str, message: WatchMetricResponse) -> O
     Some(Frame {
         version: message.version,
         snapshot,
-        text: Value::Object(frame).to_string().into(),
+        wire: wire::text(Value::Object(frame).to_string().as_bytes()),
     })
 }
 
@@ -188,6 +189,6 @@ fn jobs_frame(topic: &Topic, name: &str, message: WatchJobsResponse) -> Option<F
     Some(Frame {
         version,
         snapshot,
-        text: Value::Object(frame).to_string().into(),
+        wire: wire::text(Value::Object(frame).to_string().as_bytes()),
     })
 }
