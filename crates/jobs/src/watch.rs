@@ -5,8 +5,9 @@
 //! its snapshot or its catch-up from `job_events`. Duplicates are dropped by
 //! number (tenant target) or version (job target). When the hub says events
 //! may have been missed, the stream catches up from PostgreSQL again. A
-//! resume point whose events were pruned (`jobs.queue.event_retention`) gets
-//! a fresh snapshot instead, as a new stream would.
+//! resume point whose events were pruned (`jobs.queue.event_retention`), or
+//! one the target never reached, gets a fresh snapshot instead, as a new
+//! stream would.
 
 use std::collections::HashMap;
 
@@ -166,7 +167,9 @@ impl Watcher for JobWatch {
         let Some(row) = self.row.take() else {
             return false;
         };
-        if self.last_version == 0 {
+        // No resume point, or one this job never had (a client sends only
+        // versions it was sent, and those are committed before they go out).
+        if self.last_version == 0 || self.last_version > row.version {
             return self.snapshot(row, out).await;
         }
         let Some(events) = self.events(out).await else {
@@ -268,9 +271,17 @@ struct TenantWatch {
 impl Watcher for TenantWatch {
     async fn start(&mut self, out: &Out) -> bool {
         if self.last_seq == 0 {
-            self.snapshot(out).await
-        } else {
-            self.catch_up(out).await
+            return self.snapshot(out).await;
+        }
+        // Every event sent was numbered below the horizon when it went out,
+        // so a resume point at or past it is one the stream never reached.
+        match store::settled_seq(&self.pool).await {
+            Ok(settled) if self.last_seq > settled => self.snapshot(out).await,
+            Ok(_) => self.catch_up(out).await,
+            Err(error) => {
+                fail(out, error).await;
+                false
+            }
         }
     }
 

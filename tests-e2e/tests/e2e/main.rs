@@ -19,6 +19,7 @@ mod jobs;
 mod jobs_faults;
 mod jobs_live;
 mod jobs_retention;
+mod joins;
 mod lifecycle;
 mod metrics;
 mod metrics_faults;

@@ -8,10 +8,13 @@
 //! - with no version: the topic's last snapshot and the history after it,
 //!   when the history still reaches back to that snapshot;
 //! - with `after_version`: the history after that version, when the history
-//!   reaches back to it;
+//!   reaches back to it and the topic has reached it;
 //! - otherwise through a catch-up stream of its own from the backend, which
 //!   hands over to the shared stream as soon as the history covers the last
-//!   version it forwarded: no gap, and nothing twice.
+//!   version it forwarded: no gap, and nothing twice. A version the shared
+//!   stream has not reached goes this way too: only the backend knows
+//!   whether it is one this gateway has yet to see or one the topic never
+//!   had (which gets a fresh snapshot).
 //!
 //! The upstream opens with the first subscriber, resumes from its last
 //! version whenever it breaks (a backend restart is invisible to clients),
@@ -269,7 +272,7 @@ impl Hub {
                 }
                 Some(snapshot.version)
             }
-            (_, after) if after > 0 && state.covers(after) => Some(after),
+            (_, after) if after > 0 && after <= state.head && state.covers(after) => Some(after),
             _ => None,
         };
         match from {
