@@ -58,10 +58,12 @@ pub enum Frame {
     Broken(String),
 }
 
-/// The next text or close frame (pings are answered by the library while reading).
+/// The next text or close frame (pings are answered by the library while
+/// reading), within `timeout` however many pings arrive meanwhile.
 pub async fn next(socket: &mut Socket, timeout: Duration) -> Frame {
+    let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        let message = tokio::time::timeout(timeout, socket.next())
+        let message = tokio::time::timeout_at(deadline, socket.next())
             .await
             .expect("no frame within the timeout");
         match message {
