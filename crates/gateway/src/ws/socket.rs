@@ -348,7 +348,9 @@ mod tests {
         }
         // The kernel took what it could; four more frames waited; one more
         // was refused, and the session is told.
-        tokio::time::timeout(Duration::from_secs(5), socket.woken()).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(5), socket.woken())
+            .await
+            .unwrap();
         let news = socket.news();
         assert!(news.slow && !news.broken);
         assert!(!socket.send(Bytes::from_static(b"more")), "a slow socket takes no more");
