@@ -34,7 +34,7 @@ bench:  ## every benchmark on release builds; record the figures in docs/benchma
 bench-jobs:  ## the job queue (throughput, latency, 200,000-job flatness), beside Celery
 	@scripts/bench.sh jobs
 
-bench-fanout:  ## WebSocket fan-out at 1,000-10,000 clients, beside a FastAPI broadcast
+bench-fanout:  ## WebSocket fan-out (1,000-10,000 clients, sustained, 100 topics), beside FastAPI and a bare broadcaster
 	@scripts/bench.sh fanout
 
 bench-analytics:  ## metrics ingest, dashboard queries, live updates; beside COPY, SQL and DuckDB
