@@ -104,6 +104,56 @@ async fn an_oversized_frame_closes_with_1009() {
     wait_open_connections(&system, 0).await;
 }
 
+/// A ping op padded to exactly `len` bytes.
+fn ping_of(len: usize) -> String {
+    let empty = r#"{"op":"ping","id":""}"#;
+    let id = "x".repeat(len - empty.len());
+    let frame = format!(r#"{{"op":"ping","id":"{id}"}}"#);
+    assert_eq!(frame.len(), len);
+    frame
+}
+
+#[tokio::test]
+async fn a_frame_of_exactly_the_limit_is_taken_and_one_byte_more_closes_with_1009() {
+    let system = system!(TestSystem::builder().gateway_env("SEXTANT_GATEWAY__WS__MAX_FRAME_BYTES", "1024"));
+    let mut socket = open(&system, "alice").await;
+    ws::send_text(&mut socket, &ping_of(1024)).await;
+    assert_eq!(ws::next_json(&mut socket).await["type"], "pong");
+    ws::send_text(&mut socket, &ping_of(1025)).await;
+    let (code, _) = ws::expect_close(&mut socket, Duration::from_secs(5)).await;
+    assert_eq!(code, 1009);
+    wait_open_connections(&system, 0).await;
+}
+
+#[tokio::test]
+async fn fragments_count_together_against_the_frame_limit() {
+    use futures::SinkExt as _;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame as WireFrame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+
+    let system = system!(TestSystem::builder().gateway_env("SEXTANT_GATEWAY__WS__MAX_FRAME_BYTES", "1024"));
+    let mut socket = open(&system, "alice").await;
+    let fragments = |text: &str| {
+        let (first, rest) = text.split_at(text.len() / 2);
+        [
+            WireFrame::message(first.as_bytes().to_vec(), OpCode::Data(Data::Text), false),
+            WireFrame::message(rest.as_bytes().to_vec(), OpCode::Data(Data::Continue), true),
+        ]
+    };
+    // Two halves of a message at the limit: one message, answered.
+    for frame in fragments(&ping_of(1024)) {
+        socket.send(Message::Frame(frame)).await.unwrap();
+    }
+    assert_eq!(ws::next_json(&mut socket).await["type"], "pong");
+    // Two halves, each well under the limit, of a message over it.
+    for frame in fragments(&ping_of(1400)) {
+        socket.send(Message::Frame(frame)).await.unwrap();
+    }
+    let (code, _) = ws::expect_close(&mut socket, Duration::from_secs(5)).await;
+    assert_eq!(code, 1009);
+}
+
 #[tokio::test]
 async fn the_per_user_connection_limit_is_enforced_and_freed_on_close() {
     let system = system!(TestSystem::builder().gateway_env("SEXTANT_GATEWAY__WS__MAX_CONNECTIONS_PER_USER", "2"));

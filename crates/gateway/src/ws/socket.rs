@@ -340,14 +340,17 @@ mod tests {
     async fn a_client_that_stops_reading_fills_the_queue_and_is_marked_slow() {
         let (socket, mut client) = pair(4).await;
         let frame = Bytes::from(vec![b'x'; 64 * 1024]);
-        let mut sent = 0;
-        while socket.send(frame.clone()) {
-            sent += 1;
-            assert!(sent < 10_000, "the queue never filled");
+        // Until the kernel takes no more...
+        while !socket.news().blocked {
+            assert!(socket.send(frame.clone()));
             tokio::task::yield_now().await;
         }
-        // The kernel took what it could; four more frames waited; one more
-        // was refused, and the session is told.
+        // ...then the queue holds exactly `outbound_buffer` frames, and the
+        // next one is refused and the session told.
+        while socket.lock().queue.len() < 4 {
+            assert!(socket.send(frame.clone()));
+        }
+        assert!(!socket.send(frame.clone()));
         tokio::time::timeout(Duration::from_secs(5), socket.woken())
             .await
             .unwrap();
