@@ -175,6 +175,10 @@ impl Live {
                 self.settings.max_window / crate::model::SECOND
             )));
         }
+        // A window of more buckets than a query may hold is refused now,
+        // before the subscriber is told it is live, not by its first read.
+        let probe = windowed(&query, window, self.settings.max_future, now_micros());
+        read::check_buckets(&probe, &self.settings.limits).map_err(query_status)?;
         let (tx, rx) = mpsc::channel(16);
         let watch = Watch {
             live: self.clone(),
@@ -421,11 +425,7 @@ impl Watch {
 
     /// The window's query as of now.
     fn windowed(&self) -> Query {
-        let now = now_micros();
-        let mut query = self.query.clone();
-        query.start = floor_to(now - self.window, query.bucket);
-        query.end = floor_to(now + self.live.settings.max_future, query.bucket) + query.bucket;
-        query
+        windowed(&self.query, self.window, self.live.settings.max_future, now_micros())
     }
 
     async fn snapshot(&mut self) -> Result<Option<pb::WatchMetricResponse>, Status> {
@@ -536,6 +536,16 @@ fn same(a: &[f64], b: &[f64]) -> bool {
 fn unavailable(error: sqlx::Error) -> Status {
     tracing::error!(%error, "database error");
     ErrorCode::Unavailable.status("the metric store is unavailable")
+}
+
+/// A live query's range at `now`: from `now − window` (rounded down to the
+/// bucket) through the bucket holding `now + max_future` (events may be
+/// stamped that far ahead).
+fn windowed(query: &Query, window: Micros, max_future: Micros, now: Micros) -> Query {
+    let mut query = query.clone();
+    query.start = floor_to(now - window, query.bucket);
+    query.end = floor_to(now + max_future, query.bucket) + query.bucket;
+    query
 }
 
 pub fn query_status(error: QueryError) -> Status {

@@ -614,6 +614,10 @@ async fn bad_requests_get_a_clear_problem_and_change_nothing() {
         ),
         (q(json!({"group_by": "bad-label"})), "group_by"),
         (
+            q(json!({"filters": [{"label": "host", "op": "in", "values": ["h1", "a\u{0}"]}]})),
+            "U+0000",
+        ),
+        (
             q(json!({"bucket_seconds": 1, "end": rfc3339(base + time::Duration::days(1))})),
             "max_buckets",
         ),

@@ -383,3 +383,82 @@ async fn a_tenant_never_sees_another_tenants_live_updates() {
     assert_eq!(keys(&update), [("a".into(), m7.clone()), ("b".into(), m7)]);
     assert_eq!(update["series"][0]["buckets"][0]["count"], 1);
 }
+
+/// The next frame, which must be a refusal of op `id` naming `topic`.
+async fn refusal(socket: &mut Socket, id: i64, topic: &str) -> Value {
+    let refusal = frame(socket).await;
+    assert_eq!(
+        refusal["type"], "error",
+        "a refusal comes instead of `subscribed`: {refusal}"
+    );
+    assert_eq!(
+        (refusal["id"].as_i64(), refusal["topic"].as_str()),
+        (Some(id), Some(topic)),
+        "{refusal}"
+    );
+    refusal
+}
+
+#[tokio::test]
+async fn a_refused_subscription_is_one_error_naming_the_topic_asked_for() {
+    let system = system!();
+    let client = Client::new(&system, "acme");
+    client.ingest(&batch("live.refused", minute(5), 1.0)).await;
+    let mut socket = socket_at(&system.ws_url("/api/v1/ws"), &system.token("acme", "alice")).await;
+    let subscribe = |id: i64, query: &Value| json!({"op": "subscribe", "id": id, "topic": "metric", "query": query});
+    // The canonical name, fields in the documented order.
+    let name = |query: &Value| {
+        let fields = [
+            "metric",
+            "aggregations",
+            "bucket_seconds",
+            "window_seconds",
+            "filters",
+            "group_by",
+        ];
+        let json: Vec<String> = fields
+            .iter()
+            .map(|f| {
+                let value = match (*f, query.get(*f)) {
+                    (_, Some(value)) => value.clone(),
+                    ("filters", None) => json!([]),
+                    _ => Value::Null,
+                };
+                format!("{}:{value}", json!(f))
+            })
+            .collect();
+        format!("metric:{{{}}}", json.join(","))
+    };
+
+    // Refused by the analytics service: the topic's canonical name.
+    let mut refused = spec("live.refused");
+    refused["window_seconds"] = json!(86_400);
+    refused["bucket_seconds"] = json!(1);
+    ws::send_json(&mut socket, &subscribe(1, &refused)).await;
+    let error = refusal(&mut socket, 1, &name(&refused)).await;
+    assert_eq!(error["code"], "invalid_argument");
+    assert!(error["message"].as_str().unwrap().contains("86701"), "{error}");
+    // A NUL in a filter value is refused alike.
+    let mut nul = spec("live.refused");
+    nul["filters"] = json!([{"label": "host", "op": "in", "values": ["a\u{0}"]}]);
+    ws::send_json(&mut socket, &subscribe(2, &nul)).await;
+    let error = refusal(&mut socket, 2, &name(&nul)).await;
+    assert!(error["message"].as_str().unwrap().contains("U+0000"), "{error}");
+    // Unreadable at the gateway: the topic as sent.
+    let mut unknown = spec("live.refused");
+    unknown["aggregations"] = json!(["p42"]);
+    ws::send_json(&mut socket, &subscribe(3, &unknown)).await;
+    assert_eq!(refusal(&mut socket, 3, "metric").await["code"], "invalid_argument");
+
+    // None of them is a subscription: the socket has none and lives on.
+    for (id, topic) in [(4, name(&refused)), (5, name(&nul))] {
+        ws::send_json(&mut socket, &json!({"op": "unsubscribe", "id": id, "topic": topic})).await;
+        assert_eq!(frame(&mut socket).await["code"], "not_found");
+    }
+    let topic = subscribe_ok(&mut socket, &spec("live.refused")).await;
+    assert_eq!(frame(&mut socket).await["type"], "snapshot", "{topic}");
+}
+
+async fn subscribe_ok(socket: &mut Socket, query: &Value) -> String {
+    subscribe(socket, query, None).await
+}

@@ -130,6 +130,9 @@ pub(crate) fn matcher(m: sextant_proto::common::v1::LabelMatcher, field: &str) -
             Ok(values)
         }
     };
+    if m.values.iter().any(|v| v.contains('\0')) {
+        return Err(invalid(format!("{field}.values must not contain U+0000 (NUL)")));
+    }
     match Op::try_from(m.op).unwrap_or(Op::Unspecified) {
         Op::Eq => Ok(Matcher::Eq(m.label, one(m.values)?)),
         Op::Neq => Ok(Matcher::Neq(m.label, one(m.values)?)),

@@ -54,8 +54,8 @@ impl Selection {
     }
 }
 
-/// Finds the series a query covers and checks the group limits.
-pub async fn select(pool: &PgPool, tenant: &str, query: &Query, limits: &Limits) -> Result<Selection, QueryError> {
+/// Whether the query's range holds at most `max_buckets` buckets.
+pub fn check_buckets(query: &Query, limits: &Limits) -> Result<(), QueryError> {
     if query.bucket_count() > limits.max_buckets {
         return Err(QueryError::Limit(format!(
             "the range holds {} buckets of {} s; max_buckets is {} per series: use a wider bucket or a shorter range",
@@ -64,6 +64,12 @@ pub async fn select(pool: &PgPool, tenant: &str, query: &Query, limits: &Limits)
             limits.max_buckets
         )));
     }
+    Ok(())
+}
+
+/// Finds the series a query covers and checks the group limits.
+pub async fn select(pool: &PgPool, tenant: &str, query: &Query, limits: &Limits) -> Result<Selection, QueryError> {
+    check_buckets(query, limits)?;
     let rows: Vec<(i64, serde_json::Value)> =
         sqlx::query_as("SELECT id, labels FROM series WHERE tenant = $1 AND metric = $2")
             .bind(tenant)
