@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use base64::Engine as _;
 use futures::Stream;
-use sextant_common::ErrorCode;
 use sextant_common::internal_auth::Caller;
+use sextant_common::{ErrorCode, idempotency};
 use sextant_proto::analytics::v1::analytics_service_server::AnalyticsService;
 use sextant_proto::analytics::v1::*;
 use sextant_proto::common::v1::PageResponse;
@@ -30,7 +30,6 @@ use crate::store::read::{self, Limits};
 
 pub const MAX_PAGE_SIZE: u32 = 1000;
 pub const DEFAULT_PAGE_SIZE: u32 = 100;
-const MAX_KEY_LEN: usize = 200;
 
 pub struct AnalyticsApi {
     pub pool: PgPool,
@@ -132,10 +131,8 @@ impl AnalyticsService for AnalyticsApi {
         }
         let key = match request.idempotency_key.as_str() {
             "" => None,
-            k if k.len() > MAX_KEY_LEN || k.contains('\0') => {
-                return Err(invalid(format!(
-                    "idempotency_key must be at most {MAX_KEY_LEN} bytes, without U+0000"
-                )));
+            k if !idempotency::valid(k) => {
+                return Err(invalid(format!("idempotency_key {}", idempotency::RULE)));
             }
             k => Some(k.to_owned()),
         };

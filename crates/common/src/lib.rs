@@ -11,6 +11,7 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod grpc;
+pub mod idempotency;
 pub mod internal_auth;
 pub mod metrics;
 pub mod outbound;

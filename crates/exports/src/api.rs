@@ -18,8 +18,8 @@ use std::sync::Arc;
 use futures::{Stream, StreamExt};
 use object_store::path::Path;
 use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt};
-use sextant_common::ErrorCode;
 use sextant_common::internal_auth::{Caller, ClientAuth, SERVICE_HEADER};
+use sextant_common::{ErrorCode, idempotency};
 use sextant_proto::analytics::v1 as apb;
 use sextant_proto::analytics::v1::analytics_service_client::AnalyticsServiceClient;
 use sextant_proto::common::v1::PageResponse;
@@ -44,7 +44,6 @@ pub type JobsClient = JobServiceClient<InterceptedService<Channel, ClientAuth>>;
 
 /// Formats one batch may hold.
 const MAX_BATCH: usize = 16;
-const MAX_KEY: usize = 200;
 const CHUNK: usize = 64 * 1024;
 /// The error of a render whose job was cancelled or whose worker went away.
 const STOPPED: &str = "the render was stopped: its job was cancelled or its worker went away";
@@ -117,9 +116,7 @@ fn export(r: &Record) -> Export {
 fn key(key: &str) -> Result<Option<&str>, Status> {
     match key {
         "" => Ok(None),
-        k if k.chars().count() > MAX_KEY || k.contains('\0') => Err(invalid(format!(
-            "idempotency_key must be at most {MAX_KEY} characters, without U+0000"
-        ))),
+        k if !idempotency::valid(k) => Err(invalid(format!("idempotency_key {}", idempotency::RULE))),
         k => Ok(Some(k)),
     }
 }

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use futures::Stream;
-use sextant_common::ErrorCode;
 use sextant_common::internal_auth::Caller;
+use sextant_common::{ErrorCode, idempotency};
 use sextant_proto::jobs::v1::job_service_server::JobService;
 use sextant_proto::jobs::v1::submit_job_request::Schedule;
 use sextant_proto::jobs::v1::submit_jobs_response::{Item, item::Outcome};
@@ -33,7 +33,6 @@ pub const MAX_PAGE_SIZE: u32 = 500;
 pub const DEFAULT_PAGE_SIZE: u32 = 50;
 const MAX_DELAY: Duration = Duration::from_secs(30 * 24 * 3600);
 const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
-const MAX_KEY_LEN: usize = 200;
 
 /// Per-deployment submit defaults.
 #[derive(Debug, Clone, Copy)]
@@ -212,16 +211,10 @@ impl JobsApi {
             }
         };
         let idempotency_key = Some(request.idempotency_key).filter(|k| !k.is_empty());
-        if idempotency_key.as_ref().is_some_and(|k| k.contains('\0')) {
-            return Err(Invalid::arg("idempotency_key", NUL_REFUSED));
-        }
-        if idempotency_key
-            .as_ref()
-            .is_some_and(|k| k.chars().count() > MAX_KEY_LEN)
-        {
+        if idempotency_key.as_ref().is_some_and(|k| !idempotency::valid(k)) {
             return Err(Invalid::arg(
                 "idempotency_key",
-                format!("idempotency_key must be at most {MAX_KEY_LEN} characters"),
+                format!("idempotency_key {}", idempotency::RULE),
             ));
         }
         let failure_policy = match FailurePolicy::try_from(request.failure_policy) {

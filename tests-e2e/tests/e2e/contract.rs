@@ -309,6 +309,78 @@ async fn a_string_with_nul_is_bad_input_not_an_outage() {
 }
 
 #[tokio::test]
+async fn an_idempotency_key_with_a_space_or_a_tab_is_refused_wherever_it_comes_and_stores_nothing() {
+    let system = system!();
+    let api = Api::new(&system, "acme");
+    let post = |path: &'static str, key: &'static str, body: Value| {
+        let request = api
+            .system
+            .http
+            .post(api.system.url(path))
+            .bearer_auth(&api.token)
+            .header("idempotency-key", key)
+            .json(&body);
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            (status, response.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let event = json!({"events": [{"name": "keyed", "ts": time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339).unwrap(), "value": 1}]});
+    let analysis = json!({"start": "2026-01-01T00:00:00Z", "end": "2026-01-01T01:00:00Z", "bucket_seconds": 60});
+    // (HTTP drops the white space around a header's value, not inside it.)
+    for key in ["a b", "a\tb"] {
+        for (path, body) in [
+            ("/api/v1/jobs", json!({"kind": "noop"})),
+            ("/api/v1/events", event.clone()),
+            ("/api/v1/analyses", analysis.clone()),
+            (
+                "/api/v1/analyses/0193a000-0000-7000-8000-000000000000/exports",
+                json!({"format": "csv"}),
+            ),
+        ] {
+            let (status, problem) = post(path, key, body).await;
+            assert_eq!(
+                (status, problem["code"].as_str()),
+                (400, Some("invalid_argument")),
+                "{path} {key:?}: {problem}"
+            );
+            assert!(
+                problem["detail"].as_str().unwrap().contains("visible ASCII"),
+                "{problem}"
+            );
+        }
+    }
+    // In a job's body too; in a batch, that item fails alone.
+    for key in ["a b", "a\tb", " lead", "trail ", "é"] {
+        let (status, problem) = api
+            .post("/api/v1/jobs", json!({"kind": "noop", "idempotency_key": key}))
+            .await;
+        assert_eq!(
+            (status, problem["code"].as_str()),
+            (400, Some("invalid_argument")),
+            "{key:?}: {problem}"
+        );
+    }
+    let (status, batch) = api
+        .post(
+            "/api/v1/jobs/batch",
+            json!({"jobs": [{"kind": "noop", "idempotency_key": "a b"}, {"kind": "noop", "idempotency_key": "ok-1"}]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{batch}");
+    assert_eq!(batch["items"][0]["error"]["field"], "idempotency_key", "{batch}");
+    assert_eq!(batch["items"][1]["job"]["idempotency_key"], "ok-1", "{batch}");
+    // Only the batch's good item was stored: no job, event or analysis else.
+    assert_eq!(api.count().await, 1);
+    let (_, metrics) = api.get("/api/v1/metrics").await;
+    assert_eq!(metrics["metrics"], json!([]), "{metrics}");
+    let (_, analyses) = api.get("/api/v1/analyses").await;
+    assert_eq!(analyses["analyses"], json!([]), "{analyses}");
+}
+
+#[tokio::test]
 async fn a_metric_query_with_an_empty_group_by_is_refused_and_an_empty_range_has_no_series() {
     let system = system!();
     let api = Api::new(&system, "acme");

@@ -6,7 +6,7 @@ use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder, web};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use sextant_common::ErrorCode;
+use sextant_common::{ErrorCode, idempotency};
 use sextant_proto::jobs::v1 as pb;
 use time::OffsetDateTime;
 
@@ -41,13 +41,10 @@ enum FailurePolicy {
     Continue,
 }
 
-/// The longest idempotency key, in characters (the jobs service's limit).
-const MAX_KEY_CHARS: usize = 200;
-
 /// A submit the gateway refuses before the service sees it.
 struct FieldError {
     field: &'static str,
-    message: &'static str,
+    message: String,
 }
 
 impl From<FieldError> for ApiError {
@@ -60,21 +57,17 @@ impl SubmitBody {
     fn into_request(self, header_key: Option<String>) -> Result<pb::SubmitJobRequest, FieldError> {
         use pb::submit_job_request::Schedule;
         // Checked here as well as in the service: the header may win over it.
-        if self
-            .idempotency_key
-            .as_ref()
-            .is_some_and(|k| k.chars().count() > MAX_KEY_CHARS)
-        {
+        if self.idempotency_key.as_ref().is_some_and(|k| !idempotency::valid(k)) {
             return Err(FieldError {
                 field: "idempotency_key",
-                message: "idempotency_key must be at most 200 characters",
+                message: format!("idempotency_key {}", idempotency::RULE),
             });
         }
         let schedule = match (self.delay_ms, self.run_at) {
             (Some(_), Some(_)) => {
                 return Err(FieldError {
                     field: "run_at",
-                    message: "set delay_ms or run_at, not both",
+                    message: "set delay_ms or run_at, not both".into(),
                 });
             }
             (Some(ms), None) => Some(Schedule::Delay(duration_ms(ms))),
@@ -100,15 +93,22 @@ impl SubmitBody {
     }
 }
 
+/// The `Idempotency-Key` header, when there is one and it keeps the rule.
 pub(crate) fn idempotency_header(req: &HttpRequest) -> Result<Option<String>, ApiError> {
-    req.headers()
-        .get("idempotency-key")
-        .map(|v| {
-            v.to_str()
-                .map(str::to_owned)
-                .map_err(|_| ApiError::new(ErrorCode::InvalidArgument, "Idempotency-Key must be ASCII"))
+    let Some(value) = req.headers().get("idempotency-key") else {
+        return Ok(None);
+    };
+    value
+        .to_str()
+        .ok()
+        .filter(|k| idempotency::valid(k))
+        .map(|k| Some(k.to_owned()))
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::InvalidArgument,
+                format!("Idempotency-Key {}", idempotency::RULE),
+            )
         })
-        .transpose()
 }
 
 pub async fn submit(

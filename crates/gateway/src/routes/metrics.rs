@@ -18,8 +18,6 @@ use crate::error::{ApiError, JsonBody};
 
 /// Events per `POST /api/v1/events` (the analytics service's default).
 pub const MAX_EVENTS: usize = 10_000;
-/// The longest idempotency key, in bytes.
-const MAX_KEY_BYTES: usize = 200;
 /// The largest page of the lists.
 const MAX_PAGE_SIZE: u32 = 1000;
 
@@ -44,20 +42,7 @@ pub async fn ingest(
             ),
         ));
     }
-    let key = match req.headers().get("idempotency-key") {
-        None => String::new(),
-        Some(value) => value
-            .to_str()
-            .ok()
-            .filter(|k| !k.is_empty() && k.len() <= MAX_KEY_BYTES)
-            .ok_or_else(|| {
-                ApiError::new(
-                    ErrorCode::InvalidArgument,
-                    format!("Idempotency-Key must be 1 to {MAX_KEY_BYTES} visible ASCII characters"),
-                )
-            })?
-            .to_owned(),
-    };
+    let key = super::jobs::idempotency_header(&req)?.unwrap_or_default();
     let message = pb::IngestEventsRequest {
         events: body.events.into_iter().map(EventBody::message).collect(),
         idempotency_key: key,
