@@ -211,7 +211,10 @@ type Part<'a> = (Section, &'static [&'static str], Box<dyn Iterator<Item = Row> 
 
 /// Writes `section` of `analysis` as CSV to `out`, counting rows in `written`.
 pub fn write(analysis: &pb::Analysis, section: Section, out: impl Write, written: &mut Rows<'_>) -> csv::Result<()> {
-    let mut writer = csv::Writer::from_writer(out);
+    // RFC 4180 ends records with CRLF (the crate's default is LF).
+    let mut writer = csv::WriterBuilder::new()
+        .terminator(csv::Terminator::CRLF)
+        .from_writer(out);
     let parts: Vec<Part<'_>> = vec![
         (Section::Summary, SUMMARY, Box::new(summary_rows(analysis).into_iter())),
         (Section::Metrics, METRICS, Box::new(metric_rows(analysis).into_iter())),
@@ -323,6 +326,25 @@ mod tests {
             series[0].iter().collect::<Vec<_>>(),
             ["cpu", "avg", "2026-11-18T11:07:40Z", "2", "-2.5"]
         );
+    }
+
+    #[test]
+    fn records_end_with_crlf_and_a_line_break_inside_a_field_stays_quoted() {
+        for section in [Section::Summary, Section::Findings, Section::Combined] {
+            let mut out = Vec::new();
+            super::super::quietly(|rows| write(&analysis(), section, &mut out, rows)).unwrap();
+            let text = String::from_utf8(out).unwrap();
+            assert!(text.ends_with("\r\n"), "{section:?}");
+            // The only bare line feed is the one inside the quoted message.
+            let bare = text
+                .match_indices('\n')
+                .filter(|(i, _)| !text[..*i].ends_with('\r'))
+                .count();
+            let inside = usize::from(section != Section::Summary);
+            assert_eq!(bare, inside, "{section:?}: {text:?}");
+            let records = text.matches("\r\n").count();
+            assert_eq!(records, csv::Reader::from_reader(text.as_bytes()).records().count() + 1);
+        }
     }
 
     #[test]

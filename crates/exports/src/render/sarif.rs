@@ -17,16 +17,20 @@ use sha2::{Digest, Sha256};
 
 pub const SCHEMA: &str = "https://json.schemastore.org/sarif-2.1.0.json";
 
-/// A finding kind's rule: id, short description, full description, help.
-const RULES: &[(&str, &str, &str, &str)] = &[
+/// A finding kind's rule: id, name (readable, and not the id: SARIF
+/// viewers show it, and the SARIF multitool flags a name equal to the id),
+/// short description, full description, help.
+const RULES: &[(&str, &str, &str, &str, &str)] = &[
     (
         "alert_fired",
+        "AlertRuleFired",
         "An alert rule fired",
         "An alert rule's condition held over its window (for its `for` duration) in the analysed range, so the rule's instance entered the firing state.",
         "Open the alert rule in Sextant, check the metric around the time of the finding, and follow the rule's runbook annotation if it has one.",
     ),
     (
         "anomaly",
+        "MetricBucketAnomaly",
         "A metric bucket left its robust baseline",
         "The bucket's average lies more than k robust standard deviations (1.4826 × MAD) from the median of the metric's buckets over the analysed range.",
         "Compare the bucket with its neighbours in the analysis's chart; the finding's properties give the expected value, the bounds and the score.",
@@ -130,10 +134,10 @@ struct Run<'a> {
 fn log<'a>(analysis: &'a pb::Analysis, version: &str) -> Log<'a> {
     let rules: Vec<Value> = RULES
         .iter()
-        .map(|(id, short, full, help)| {
+        .map(|(id, name, short, full, help)| {
             json!({
                 "id": id,
-                "name": id,
+                "name": name,
                 "shortDescription": { "text": short },
                 "fullDescription": { "text": full },
                 "help": { "text": help },
@@ -233,6 +237,12 @@ mod tests {
         let run = &log["runs"][0];
         let rules = run["tool"]["driver"]["rules"].as_array().unwrap();
         for rule in rules {
+            assert_ne!(rule["name"], rule["id"], "SARIF1001: a rule's name is not its id");
+            let name = rule["name"].as_str().unwrap();
+            assert!(
+                name.chars().all(char::is_alphanumeric) && name.starts_with(char::is_uppercase),
+                "{name}"
+            );
             for field in [
                 "id",
                 "shortDescription",
