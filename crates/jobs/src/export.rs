@@ -57,6 +57,11 @@ fn steps(rows: u64) -> u32 {
     u32::try_from(rows).unwrap_or(u32::MAX)
 }
 
+async fn report(ctx: &JobContext, written: u64, total: u64) {
+    let message = format!("{written} of {total} rows written");
+    ctx.progress(steps(written), steps(total), &message).await;
+}
+
 impl Kind for Export {
     fn name(&self) -> &'static str {
         "export"
@@ -95,16 +100,25 @@ impl Kind for Export {
                 .map_err(failure)?
                 .into_inner();
             let mut reported: Option<Instant> = None;
+            // The last progress the job shows, and the total the render has.
+            let mut shown = 0;
+            let mut total = None;
             while let Some(message) = stream.next().await {
                 match message.map_err(failure)?.message {
-                    Some(pb::render_export_response::Message::Progress(p))
-                        if reported.is_none_or(|at| at.elapsed() >= REPORT_EVERY) =>
-                    {
-                        reported = Some(Instant::now());
-                        let message = format!("{} of {} rows written", p.rows_written, p.rows_total);
-                        ctx.progress(steps(p.rows_written), steps(p.rows_total), &message).await;
+                    Some(pb::render_export_response::Message::Progress(p)) => {
+                        total = Some(p.rows_total);
+                        if reported.is_none_or(|at| at.elapsed() >= REPORT_EVERY) {
+                            reported = Some(Instant::now());
+                            shown = p.rows_written;
+                            report(ctx, p.rows_written, p.rows_total).await;
+                        }
                     }
                     Some(pb::render_export_response::Message::Export(e)) => {
+                        // Reports are spaced out: the last one may be short
+                        // of the end. The job says every row before it ends.
+                        if let Some(total) = total.filter(|total| shown < *total) {
+                            report(ctx, total, total).await;
+                        }
                         return Ok(json!({
                             "export_id": e.id,
                             "filename": e.filename,
@@ -112,7 +126,7 @@ impl Kind for Export {
                             "sha256": e.sha256,
                         }));
                     }
-                    Some(pb::render_export_response::Message::Progress(_)) | None => {}
+                    None => {}
                 }
             }
             Err(Failure::new(

@@ -161,6 +161,32 @@ async fn a_large_export_runs_as_a_job_with_progress_and_a_cancelled_one_leaves_n
 }
 
 #[tokio::test]
+async fn an_export_jobs_last_progress_says_every_row_before_it_succeeds() {
+    let system = system!(with_jobs());
+    let analysis_id = large_analysis(&system).await;
+    let gateway = Gateway::new(&system, "acme", "alice");
+    let mut socket = following_jobs(&system, "acme").await;
+    let (_, job_id) = queued_export(&gateway, &analysis_id).await;
+    let events = events_until_final(&mut socket, &job_id).await;
+    let (last, progress) = events.split_last().unwrap();
+    assert_eq!(last["event"], "succeeded", "{events:#?}");
+    let final_progress = progress
+        .iter()
+        .rev()
+        .find(|e| e["event"] == "progress")
+        .map(|e| e["job"]["progress"].clone())
+        .expect("progress before the end");
+    assert_eq!(
+        final_progress["step"], final_progress["total_steps"],
+        "{final_progress}"
+    );
+    assert_eq!(final_progress["percent"], 100.0, "{final_progress}");
+    // The job as read afterwards says the same.
+    let job = gateway.get(&format!("/api/v1/jobs/{job_id}"), &[]).await.json();
+    assert_eq!(job["progress"]["percent"], 100.0, "{job}");
+}
+
+#[tokio::test]
 async fn the_exports_service_killed_mid_render_is_retried_and_its_file_is_whole() {
     let system = system!(with_jobs());
     let analysis_id = large_analysis(&system).await;
