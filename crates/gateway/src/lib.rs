@@ -91,7 +91,7 @@ impl Application {
         let app = {
             let ws = ws.clone();
             move || {
-                App::new()
+                let app = App::new()
                     .app_data(authenticator.clone())
                     .app_data(backends.clone())
                     .app_data(metrics.clone())
@@ -105,11 +105,15 @@ impl Application {
                     .app_data(web::QueryConfig::default().error_handler(extractors::query))
                     .app_data(web::PathConfig::default().error_handler(extractors::path))
                     .app_data(edge.clone())
-                    .wrap(cors_middleware(&cors))
-                    .wrap(middleware::from_fn(edge::guard))
-                    .wrap(middleware::from_fn(metrics::middleware))
                     .configure(|cfg| routes::configure(cfg, ingest_body_limit))
-                    .default_service(web::to(not_found))
+                    .default_service(web::to(not_found));
+                // Innermost first: the edge's limits answer inside CORS (a page
+                // can read its 413 and 504); every error, CORS's own too,
+                // leaves as problem+json; metrics time it all.
+                app.wrap(middleware::from_fn(edge::limits))
+                    .wrap(cors_middleware(&cors))
+                    .wrap(middleware::from_fn(edge::problems))
+                    .wrap(middleware::from_fn(metrics::middleware))
             }
         };
 

@@ -169,10 +169,10 @@ async fn an_unsupported_method_is_405_with_allow_and_documented_statuses_are_ans
     let system = system!();
     let api = Api::new(&system, "acme");
     for (method, path, allow) in [
-        (reqwest::Method::DELETE, "/api/v1/jobs", "GET, POST"),
-        (reqwest::Method::PUT, "/api/v1/jobs/0193", "GET"),
+        (reqwest::Method::DELETE, "/api/v1/jobs", "GET, POST, HEAD"),
+        (reqwest::Method::PUT, "/api/v1/jobs/0193", "GET, HEAD"),
         (reqwest::Method::GET, "/api/v1/jobs/batch", "POST"),
-        (reqwest::Method::POST, "/api/v1/me", "GET"),
+        (reqwest::Method::POST, "/api/v1/me", "GET, HEAD"),
     ] {
         let response = system
             .http

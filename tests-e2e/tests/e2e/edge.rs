@@ -124,3 +124,74 @@ async fn cors_allows_exactly_the_configured_origins() {
         assert!(allowed.contains(header), "{header}: {allowed}");
     }
 }
+
+#[tokio::test]
+async fn the_edges_own_refusal_is_readable_by_a_page_on_an_allowed_origin() {
+    let system = system!(TestSystem::builder().gateway_env("SEXTANT_GATEWAY__HTTP__BODY_LIMIT", "4096"));
+    let response = system
+        .http
+        .post(system.url("/api/v1/jobs"))
+        .bearer_auth(system.token("acme", "alice"))
+        .header("origin", "http://localhost:3000")
+        .header("content-type", "application/json")
+        .body(vec![b' '; 64 * 1024])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+    assert_eq!(
+        response
+            .headers()
+            .get("access-control-allow-origin")
+            .map(|v| v.to_str().unwrap()),
+        Some("http://localhost:3000")
+    );
+    assert_eq!(response.headers()["content-type"], "application/problem+json");
+}
+
+#[tokio::test]
+async fn head_answers_wherever_get_does_with_the_same_headers_and_no_body() {
+    let system = system!();
+    let token = system.token("acme", "alice");
+    for path in [
+        "/healthz",
+        "/api/v1/me",
+        "/api/v1/jobs",
+        "/api/v1/openapi.json",
+        "/api/v1/jobs/not-a-job",
+    ] {
+        let get = system
+            .http
+            .get(system.url(path))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        let head = system
+            .http
+            .head(system.url(path))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(head.status(), get.status(), "{path}");
+        for header in ["content-type", "content-length"] {
+            assert_eq!(
+                head.headers().get(header),
+                get.headers().get(header),
+                "{path}: {header}"
+            );
+        }
+        assert!(head.bytes().await.unwrap().is_empty(), "{path}");
+    }
+    // A method a path does not take: 405, and Allow names HEAD beside GET.
+    let answer = system
+        .http
+        .delete(system.url("/api/v1/jobs"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 405);
+    assert_eq!(answer.headers()["allow"], "GET, POST, HEAD");
+}

@@ -763,3 +763,50 @@ async fn a_tenant_never_sees_another_tenants_analyses_or_exports() {
     let mine = acme.get(&format!("/api/v1/exports/{id}/download"), &[]).await;
     assert_eq!(mine.status, 200);
 }
+
+#[tokio::test]
+async fn a_download_takes_a_weak_etag_and_head_reads_no_file() {
+    let system = system!();
+    let analysis_id = plain_analysis(&system, "acme").await;
+    let gateway = Gateway::new(&system, "acme", "alice");
+    let export = gateway.export(&analysis_id, json!({"format": "csv"})).await;
+    let path = format!("/api/v1/exports/{}/download", export["id"].as_str().unwrap());
+    let whole = gateway.get(&path, &[]).await;
+    assert_eq!(whole.status, 200);
+    let etag = whole.header("etag").to_owned();
+
+    // If-None-Match compares weakly: a weak tag, in a list, matches.
+    let weak = format!("W/{etag}");
+    for tags in [weak.as_str(), &format!("\"other\", {weak}"), "*"] {
+        let cached = gateway.get(&path, &[("if-none-match", tags)]).await;
+        assert_eq!((cached.status, cached.bytes.len()), (304, 0), "{tags}");
+        assert_eq!(cached.header("etag"), etag);
+    }
+    let changed = gateway.get(&path, &[("if-none-match", "W/\"other\"")]).await;
+    assert_eq!((changed.status, changed.bytes.len()), (200, whole.bytes.len()));
+    // If-Range compares strongly: a weak tag sends the whole file.
+    let range = gateway.get(&path, &[("range", "bytes=0-9"), ("if-range", &weak)]).await;
+    assert_eq!((range.status, range.bytes.len()), (200, whole.bytes.len()));
+
+    // HEAD: the GET's headers, its length included, no body.
+    let head = gateway.send(reqwest::Method::HEAD, &path, None, &[]).await;
+    assert_eq!(head.status, 200);
+    assert!(head.bytes.is_empty());
+    for header in [
+        "content-length",
+        "content-type",
+        "content-disposition",
+        "etag",
+        "accept-ranges",
+    ] {
+        assert_eq!(head.header(header), whole.header(header), "{header}");
+    }
+    let part = gateway
+        .send(reqwest::Method::HEAD, &path, None, &[("range", "bytes=10-19")])
+        .await;
+    assert_eq!((part.status, part.header("content-length")), (206, "10"));
+    assert_eq!(
+        part.header("content-range"),
+        format!("bytes 10-19/{}", whole.bytes.len())
+    );
+}

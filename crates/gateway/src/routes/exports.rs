@@ -266,14 +266,32 @@ pub async fn download(
             .insert_header(disposition(&export.filename));
         builder
     };
+    // If-None-Match compares weakly (RFC 9110 §13.1.2): `W/"x"` matches `"x"`.
     if let Some(tags) = req.headers().get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok())
-        && tags.split(',').any(|t| t.trim() == etag || t.trim() == "*")
+        && tags
+            .split(',')
+            .map(str::trim)
+            .any(|t| t == "*" || t.trim_start_matches("W/") == etag)
     {
         return Ok(reply(HttpResponse::NotModified()).finish());
     }
     let size = export.size_bytes;
     let range = byte_range(&req, &etag, size)?;
     let (offset, length) = range.map_or((0, size), |(first, last)| (first, last - first + 1));
+    let mut builder = match range {
+        Some((first, last)) => {
+            let mut builder = reply(HttpResponse::PartialContent());
+            builder.insert_header((header::CONTENT_RANGE, format!("bytes {first}-{last}/{size}")));
+            builder
+        }
+        None => reply(HttpResponse::Ok()),
+    };
+    builder.insert_header((header::CONTENT_TYPE, export.content_type.as_str()));
+    if req.method() == actix_web::http::Method::HEAD {
+        // The GET's headers, its length included, and no file read.
+        let nothing = futures::stream::empty::<Result<actix_web::web::Bytes, actix_web::Error>>();
+        return Ok(builder.no_chunking(length).streaming(nothing));
+    }
     let message = pb::DownloadExportRequest {
         id: export.id.clone(),
         offset,
@@ -309,16 +327,5 @@ pub async fn download(
             }
         }
     });
-    let mut builder = match range {
-        Some((first, last)) => {
-            let mut builder = reply(HttpResponse::PartialContent());
-            builder.insert_header((header::CONTENT_RANGE, format!("bytes {first}-{last}/{size}")));
-            builder
-        }
-        None => reply(HttpResponse::Ok()),
-    };
-    Ok(builder
-        .insert_header((header::CONTENT_TYPE, export.content_type.as_str()))
-        .no_chunking(length)
-        .streaming(body))
+    Ok(builder.no_chunking(length).streaming(body))
 }

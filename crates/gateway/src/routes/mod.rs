@@ -9,7 +9,7 @@ mod ops;
 mod session;
 
 use actix_web::http::Method;
-use actix_web::{HttpResponse, Resource, Route, web};
+use actix_web::{HttpResponse, Resource, Route, guard, web};
 use sextant_common::ErrorCode;
 
 use crate::error::ApiError;
@@ -92,13 +92,22 @@ pub fn configure(cfg: &mut web::ServiceConfig, ingest_body_limit: usize) {
         );
 }
 
-/// A path served for `routes`' methods; any other method is `405` with `Allow`.
+/// A path served for `routes`' methods, and `HEAD` wherever `GET` is (the
+/// same answer without its body); any other method is `405` with `Allow`.
 fn only<const N: usize>(path: &str, routes: [(Method, Route); N]) -> Resource {
-    let allow = routes.iter().map(|(m, _)| m.as_str()).collect::<Vec<_>>().join(", ");
+    let mut allow: Vec<&str> = routes.iter().map(|(m, _)| m.as_str()).collect();
+    if allow.contains(&"GET") {
+        allow.push("HEAD");
+    }
+    let allow = allow.join(", ");
     let resource = routes
         .into_iter()
         .fold(web::resource(path), |resource, (method, route)| {
-            resource.route(route.method(method))
+            if method == Method::GET {
+                resource.route(route.guard(guard::Any(guard::Get()).or(guard::Head())))
+            } else {
+                resource.route(route.method(method))
+            }
         });
     resource.default_service(web::to(move || {
         let allow = allow.clone();
