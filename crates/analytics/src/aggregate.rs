@@ -4,7 +4,12 @@
 //!
 //! Percentiles: `pXX` is the value at rank ⌊q·(n−1)⌋ of the bucket's sorted
 //! values, to within a relative error of 1 % (DDSketch, `sketches-ddsketch`,
-//! relative accuracy 0.01). Values whose magnitude is below 1e-9 count as 0.
+//! relative accuracy 0.01), as long as the bucket's values of each sign lie
+//! within a factor of [`MAX_SPAN`] of each other in magnitude (2,048 bins of
+//! the sketch; its portable encoding, which the rollups store, cannot carry
+//! more). Beyond that, the smallest magnitudes of that sign share one bin and
+//! read as its upper bound, still between the bucket's min and max. Values
+//! whose magnitude is below 1e-9 count as 0.
 
 use sketches_ddsketch::{Config, DDSketch};
 
@@ -15,6 +20,10 @@ use crate::model::Aggregation;
 /// which is also what a decoded sketch gets: the portable encoding carries
 /// only the accuracy.
 pub const RELATIVE_ACCURACY: f64 = 0.01;
+
+/// How far apart (as a ratio) a bucket's magnitudes of one sign may lie for
+/// its percentiles to keep [`RELATIVE_ACCURACY`]: γ^2047, γ = 1.01 / 0.99.
+pub const MAX_SPAN: f64 = 6.0e17;
 
 fn sketch_config() -> Config {
     Config::defaults()
@@ -141,6 +150,43 @@ mod tests {
             );
         }
         assert_eq!(a.value(Aggregation::Min), -40.0);
+    }
+
+    #[test]
+    fn percentiles_keep_their_accuracy_across_the_documented_span_of_each_sign() {
+        for sign in [1.0, -1.0] {
+            // Seventeen and a half decades, from 1e-5 to 6e12, every tenth of one.
+            let mut values: Vec<f64> = (0..=176)
+                .map(|i| sign * 1e-5 * 10f64.powf(f64::from(i) / 10.0))
+                .chain([sign * 1e-5 * MAX_SPAN])
+                .collect();
+            let mut agg = Agg::new(true);
+            values.iter().for_each(|v| agg.add(*v));
+            let decoded = decode_sketch(&encode_sketch(agg.sketch.as_ref().unwrap())).unwrap();
+            let mut merged = Agg::new(true);
+            merged.merge_parts(agg.count, agg.sum, agg.min, agg.max, Some(&decoded));
+            for (aggregation, q) in [
+                (Aggregation::P50, 0.5),
+                (Aggregation::P90, 0.9),
+                (Aggregation::P95, 0.95),
+                (Aggregation::P99, 0.99),
+            ] {
+                let want = exact(&mut values, q);
+                for (how, state) in [("fresh", &agg), ("stored and merged", &merged)] {
+                    let got = state.value(aggregation);
+                    assert!(
+                        (got - want).abs() <= want.abs() * RELATIVE_ACCURACY,
+                        "{how} {aggregation:?} of sign {sign}: {got} vs {want}"
+                    );
+                }
+            }
+        }
+        // Past the span (the 1e-8 … 1e12), the smallest share a bin:
+        // the answer stays between the min and the max, as documented.
+        let mut wide = Agg::new(true);
+        [1e12, 1e-7, 1e-8].iter().for_each(|v| wide.add(*v));
+        let p50 = wide.value(Aggregation::P50);
+        assert!((1e-8..=1e12).contains(&p50) && p50 > 1e-7 * 1.01, "{p50}");
     }
 
     #[test]
