@@ -159,8 +159,13 @@ async fn firing_and_resolved_are_delivered_once_each_signed_and_retried_until_ta
         .collect();
     assert_eq!(jobs, [got[0].delivery.as_str(), got[1].delivery.as_str()], "{history}");
 
-    // The flaky receiver: refused twice, taken on the third attempt.
-    let got = wait_for(&flaky, 3).await;
+    // The flaky receiver: refused twice, taken on the third attempt. (Its
+    // data stops after it fires, so the end of firing is delivered later.)
+    let got: Vec<Delivery> = wait_for(&flaky, 3)
+        .await
+        .into_iter()
+        .filter(|d| d.body.contains(r#""to":"firing""#))
+        .collect();
     assert_eq!(
         got.iter().map(|d| d.attempt.as_str()).collect::<Vec<_>>(),
         ["1", "2", "3"],
@@ -283,4 +288,54 @@ async fn a_webhook_off_the_allow_list_or_without_a_secret_is_refused_and_nothing
     assert_eq!(response.status(), 200);
     let updated: Value = response.json().await.unwrap();
     assert_eq!(updated["webhook"], json!({"url": "http://127.0.0.1:10/hook"}));
+}
+
+#[tokio::test]
+async fn a_firing_alert_whose_data_stops_keeps_firing_for_keep_firing_for_and_its_end_is_delivered() {
+    let system = system!(alerting());
+    let client = Client::new(&system, "acme");
+    let (receiver, addr) = start(0).await;
+    let spec = rule(
+        "hook.silent",
+        json!({"keep_firing_for_seconds": 3,
+               "webhook": {"url": format!("http://{addr}/hook"), "secret": SECRET}}),
+    );
+    let id = client.create_rule(&spec).await["id"].as_str().unwrap().to_owned();
+    for _ in 0..3 {
+        let ts = next_half_second().await;
+        client.send("hook.silent", ts, 95.0, "a").await;
+    }
+    // Then nothing: the 2 s window empties, and 3 s later the alert ends.
+    let got = wait_for(&receiver, 2).await;
+    let bodies: Vec<Value> = got.iter().map(|d| serde_json::from_str(&d.body).unwrap()).collect();
+    let pairs: Vec<(&str, &str)> = bodies
+        .iter()
+        .map(|b| (b["from"].as_str().unwrap(), b["to"].as_str().unwrap()))
+        .collect();
+    assert!(
+        matches!(pairs[..], [(_, "firing"), ("firing", "no_data")]),
+        "{bodies:#?}"
+    );
+    assert!(got.iter().all(|d| d.signature == signed(SECRET, &d.body)));
+    assert_eq!(bodies[1]["value"], Value::Null);
+
+    // The history agrees: it kept firing for keep_firing_for after the last event.
+    let (_, history) = client.get(&format!("/api/v1/alerts/history?rule_id={id}")).await;
+    let transitions = history["transitions"].as_array().unwrap();
+    let ended = transitions
+        .iter()
+        .find(|t| t["to"] == "no_data" && t["from"] == "firing")
+        .unwrap();
+    let (_, instances) = client.get(&format!("/api/v1/alerts/instances?rule_id={id}")).await;
+    assert_eq!(instances["instances"][0]["state"], "no_data", "{instances}");
+    let last_event = bodies[0]["at"].as_str().unwrap().to_owned();
+    let at = |s: &str| time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).unwrap();
+    let kept = at(ended["at"].as_str().unwrap()) - at(&last_event);
+    // Fired at T0; the window (2 s) held data until about T0 + 3 s; ended 3 s after that.
+    assert!(
+        kept >= time::Duration::seconds(5),
+        "ended {kept} after firing: {history}"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(receiver.got.lock().unwrap().len(), 2, "nothing more");
 }

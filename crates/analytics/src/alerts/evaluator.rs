@@ -214,8 +214,8 @@ impl Evaluator {
     }
 }
 
-/// The webhook notifications of an evaluation: one per transition to
-/// `firing` and per transition from `firing` to `resolved`, signed.
+/// The webhook notifications of an evaluation: one per transition into
+/// `firing` and per transition out of it (to `resolved` or `no_data`), signed.
 fn notifications(
     rule: Uuid,
     spec: &RuleSpec,
@@ -230,8 +230,7 @@ fn notifications(
         .iter()
         .filter_map(|(i, version)| {
             let o = &outcomes[*i];
-            let notify =
-                o.after.state == State::Firing || (o.before == State::Firing && o.after.state == State::Resolved);
+            let notify = (o.after.state == State::Firing) != (o.before == State::Firing);
             notify.then(|| {
                 let body = json!({
                     "rule_id": rule,

@@ -10,8 +10,13 @@
 //! - it does not hold: pending → inactive; firing stays firing while
 //!   T − keep_firing_since < keep_firing_for (keep_firing_since is the first
 //!   T it did not hold), then → resolved; the others stay;
-//! - the window holds no events: any state → no_data; data again → inactive,
-//!   or on as above when the condition holds.
+//! - the window holds no events: firing stays firing for keep_firing_for as
+//!   when the condition stops holding, then → no_data; any other state →
+//!   no_data at once; data again → inactive, or on as above when the
+//!   condition holds.
+//!
+//! Every transition out of firing (to resolved, or to no_data) is one a
+//! webhook is told of, as is every transition into it.
 //!
 //! `resolved` behaves as `inactive` in every other way: it only tells a
 //! reader that the instance fired and stopped.
@@ -91,7 +96,15 @@ pub fn step(prev: &Instance, observed: Observed, t: Micros, timing: Timing) -> I
         active_since,
         keep_firing_since,
     };
+    // A firing instance whose condition stopped holding, or whose data
+    // stopped, keeps firing for keep_firing_for (from the first such T).
+    let keep_firing = || {
+        let since = prev.keep_firing_since.unwrap_or(t);
+        (timing.keep_firing_for > 0 && t - since < timing.keep_firing_for)
+            .then(|| next(State::Firing, prev.active_since, Some(since)))
+    };
     match (prev.state, observed) {
+        (State::Firing, Observed::NoData) => keep_firing().unwrap_or_else(|| next(State::NoData, None, None)),
         (_, Observed::NoData) => next(State::NoData, None, None),
         (State::Inactive | State::Resolved | State::NoData, Observed::Holds(true)) => {
             let state = if timing.for_ == 0 {
@@ -114,14 +127,7 @@ pub fn step(prev: &Instance, observed: Observed, t: Micros, timing: Timing) -> I
         (State::Pending, Observed::Holds(false)) | (State::NoData, Observed::Holds(false)) => {
             next(State::Inactive, None, None)
         }
-        (State::Firing, Observed::Holds(false)) => {
-            let since = prev.keep_firing_since.unwrap_or(t);
-            if timing.keep_firing_for > 0 && t - since < timing.keep_firing_for {
-                next(State::Firing, prev.active_since, Some(since))
-            } else {
-                next(State::Resolved, None, None)
-            }
-        }
+        (State::Firing, Observed::Holds(false)) => keep_firing().unwrap_or_else(|| next(State::Resolved, None, None)),
         (State::Inactive | State::Resolved, Observed::Holds(false)) => next(prev.state, None, None),
     }
 }
@@ -222,6 +228,35 @@ mod tests {
             run(timing, &[Empty, Holds(false), Empty, Holds(true), Empty]),
             [NoData, Inactive, NoData, Firing, NoData]
         );
+    }
+
+    #[test]
+    fn a_firing_alert_whose_data_stops_keeps_firing_for_keep_firing_for_then_is_no_data() {
+        let timing = Timing {
+            for_: 0,
+            keep_firing_for: 20 * S,
+        };
+        // Data stops at T=10: still firing at 10 and 20 (< 20 s), no_data at 30.
+        assert_eq!(
+            run(timing, &[Holds(true), Empty, Empty, Empty]),
+            [Firing, Firing, Firing, NoData]
+        );
+        // The clock runs from the first T without data or condition, whichever.
+        assert_eq!(
+            run(timing, &[Holds(true), Holds(false), Empty, Empty]),
+            [Firing, Firing, Firing, NoData]
+        );
+        // Data that comes back holding keeps it firing, and restarts the clock.
+        assert_eq!(
+            run(timing, &[Holds(true), Empty, Holds(true), Empty, Empty, Empty]),
+            [Firing, Firing, Firing, Firing, Firing, NoData]
+        );
+        // Without keep_firing_for, at once; pending never waits.
+        let at_once = Timing {
+            for_: 20 * S,
+            keep_firing_for: 0,
+        };
+        assert_eq!(run(at_once, &[Holds(true), Empty]), [Pending, NoData]);
     }
 
     #[test]
