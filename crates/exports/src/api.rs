@@ -454,67 +454,93 @@ impl ExportService for ExportsApi {
         }
         let caller = Caller::from_metadata(request.metadata())?;
         let record = self.record(&caller, &request.into_inner().id).await?;
-        let done = |record: &Record| -> Result<Response<RenderStream>, Status> {
-            let message = RenderExportResponse {
+        let contents = contents(&record).ok_or_else(|| Status::internal("the export's formats are unknown"))?;
+        // Everything else runs beside the stream, so that a worker that drops
+        // it (its job cancelled, or itself gone) stops the render at once,
+        // in whatever phase, and the export fails.
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        tokio::spawn(self.clone().render(caller, record, contents, tx));
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+    }
+}
+
+type RenderSender = tokio::sync::mpsc::Sender<Result<RenderExportResponse, Status>>;
+
+impl ExportsApi {
+    /// Renders a queued export for the worker at the other end of `tx`.
+    async fn render(self, caller: Caller, record: Record, contents: Contents, tx: RenderSender) {
+        let done = |record: &Record| {
+            Ok(RenderExportResponse {
                 message: Some(render_export_response::Message::Export(export(record))),
-            };
-            Ok(Response::new(Box::pin(futures::stream::once(futures::future::ready(
-                Ok(message),
-            )))))
+            })
         };
         // A retried job whose first attempt got as far as publishing.
         if record.status == "ready" {
-            return done(&record);
+            let _ = tx.send(done(&record)).await;
+            return;
         }
-        let contents = contents(&record).ok_or_else(|| Status::internal("the export's formats are unknown"))?;
-        let Some(record) = store::rendering(&self.pool, &caller.tenant, record.id)
-            .await
-            .map_err(unavailable)?
-        else {
-            return done(&self.record(&caller, &record.id.to_string()).await?);
+        let rendering = match store::rendering(&self.pool, &caller.tenant, record.id).await {
+            Ok(Some(rendering)) => rendering,
+            // Rendered, or being rendered, by another attempt: its state.
+            Ok(None) => {
+                let current = self.record(&caller, &record.id.to_string()).await;
+                let _ = tx.send(current.and_then(|r| done(&r))).await;
+                return;
+            }
+            Err(error) => {
+                let _ = tx.send(Err(unavailable(error))).await;
+                return;
+            }
         };
-        let analysis = match self.analysis(&caller, &record.analysis_id).await {
+        let fetched = tokio::select! {
+            fetched = self.analysis(&caller, &rendering.analysis_id) => fetched,
+            () = tx.closed() => {
+                let _ = store::failed(&self.pool, &caller.tenant, rendering.id, STOPPED).await;
+                return;
+            }
+        };
+        let analysis = match fetched {
             Ok(analysis) => analysis,
             Err(status) => {
                 if status.code() == tonic::Code::NotFound {
-                    let _ = store::failed(&self.pool, &caller.tenant, record.id, "the analysis no longer exists").await;
+                    let _ = store::failed(
+                        &self.pool,
+                        &caller.tenant,
+                        rendering.id,
+                        "the analysis no longer exists",
+                    )
+                    .await;
                 }
-                return Err(status);
+                let _ = tx.send(Err(status)).await;
+                return;
             }
         };
         let total = contents.rows(&analysis);
-        let (tx, rx) = tokio::sync::mpsc::channel(8);
-        let api = self.clone();
-        tokio::spawn(async move {
-            let progress = tx.clone();
-            let report: Report = Box::new(move |rows| {
-                // The worker dropped the stream: its job was cancelled or it died.
-                if progress.is_closed() {
-                    return Err(crate::render::stopped());
-                }
-                let _ = progress.try_send(Ok(RenderExportResponse {
-                    message: Some(render_export_response::Message::Progress(RenderProgress {
-                        rows_written: rows,
-                        rows_total: total,
-                    })),
-                }));
-                Ok(())
-            });
-            let gone = tx.clone();
-            let finished = api
-                .finish(&caller.tenant, record, analysis, contents, report, move || {
-                    gone.is_closed()
-                })
-                .await;
-            let message = finished.and_then(|record| match record.status.as_str() {
-                "ready" => Ok(RenderExportResponse {
-                    message: Some(render_export_response::Message::Export(export(&record))),
-                }),
-                _ => Err(ErrorCode::Internal.status(record.error.unwrap_or_default())),
-            });
-            let _ = tx.send(message).await;
+        let progress = tx.clone();
+        let report: Report = Box::new(move |rows| {
+            // The worker dropped the stream: its job was cancelled or it died.
+            if progress.is_closed() {
+                return Err(crate::render::stopped());
+            }
+            let _ = progress.try_send(Ok(RenderExportResponse {
+                message: Some(render_export_response::Message::Progress(RenderProgress {
+                    rows_written: rows,
+                    rows_total: total,
+                })),
+            }));
+            Ok(())
         });
-        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+        let gone = tx.clone();
+        let finished = self
+            .finish(&caller.tenant, rendering, analysis, contents, report, move || {
+                gone.is_closed()
+            })
+            .await;
+        let message = finished.and_then(|record| match record.status.as_str() {
+            "ready" => done(&record),
+            _ => Err(ErrorCode::Internal.status(record.error.unwrap_or_default())),
+        });
+        let _ = tx.send(message).await;
     }
 }
 

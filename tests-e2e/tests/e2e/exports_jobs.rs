@@ -161,6 +161,46 @@ async fn a_large_export_runs_as_a_job_with_progress_and_a_cancelled_one_leaves_n
 }
 
 #[tokio::test]
+async fn an_export_cancelled_before_its_first_row_fails_at_once_and_leaves_no_file() {
+    let system = system!(with_jobs());
+    let analysis_id = large_analysis(&system).await;
+    let gateway = Gateway::new(&system, "acme", "alice");
+    let mut socket = following_jobs(&system, "acme").await;
+    let (export, job_id) = queued_export(&gateway, &analysis_id).await;
+    // Cancelled as soon as it starts: the render is still fetching the analysis.
+    loop {
+        let f = frame(&mut socket).await;
+        if f["job_id"] == job_id.as_str() && f["event"] == "started" {
+            break;
+        }
+    }
+    let answer = gateway.post(&format!("/api/v1/jobs/{job_id}/cancel"), &json!({})).await;
+    assert_eq!(answer.status, 200, "{}", answer.json());
+    let events = events_until_final(&mut socket, &job_id).await;
+    assert_eq!(events.last().unwrap()["event"], "cancelled");
+    let cancelled_at = std::time::Instant::now();
+    let id = export["id"].as_str().unwrap();
+    let failed = loop {
+        let export = gateway.get(&format!("/api/v1/exports/{id}"), &[]).await.json();
+        if export["status"] == "failed" {
+            break export;
+        }
+        assert!(
+            cancelled_at.elapsed() < Duration::from_secs(3),
+            "still {} 3 s after the cancel: {export}",
+            export["status"]
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(failed["error"].as_str().unwrap().contains("stopped"), "{failed}");
+    let download = gateway.get(&format!("/api/v1/exports/{id}/download"), &[]).await;
+    assert_eq!(download.status, 409);
+    let dir = system.exports_dir();
+    assert_eq!(files(&dir.join("files")), Vec::<std::path::PathBuf>::new());
+    assert_eq!(files(&dir.join("scratch")), Vec::<std::path::PathBuf>::new());
+}
+
+#[tokio::test]
 async fn an_export_jobs_last_progress_says_every_row_before_it_succeeds() {
     let system = system!(with_jobs());
     let analysis_id = large_analysis(&system).await;
