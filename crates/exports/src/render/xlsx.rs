@@ -8,9 +8,12 @@
 //! constant-memory mode (rows go to a temporary file as they are written).
 
 use rust_xlsxwriter::{Chart, ChartType, DocProperties, ExcelDateTime, Format, Workbook, Worksheet, XlsxError};
+
+/// The Excel serial day of the Unix epoch (1970-01-01).
+const UNIX_EPOCH_SERIAL: f64 = 25_569.0;
 use sextant_proto::analytics::v1 as pb;
 
-use super::{Rows, aggregation, properties_text, severity, time};
+use super::{Rows, aggregation, properties_text, severity};
 
 /// Charts drawn at most (the data stays in `series` either way).
 pub const MAX_CHARTS: usize = 100;
@@ -27,7 +30,8 @@ fn formats() -> Formats {
         header: Format::new().set_bold(),
         number: Format::new().set_num_format("#,##0.###"),
         count: Format::new().set_num_format("#,##0"),
-        datetime: Format::new().set_num_format("yyyy-mm-dd hh:mm:ss"),
+        // Seconds' fractions are kept in the value; Excel shows milliseconds.
+        datetime: Format::new().set_num_format("yyyy-mm-dd hh:mm:ss.000"),
     }
 }
 
@@ -59,40 +63,51 @@ fn datetime(
     f: &Formats,
 ) -> Result<(), XlsxError> {
     if let Some(t) = t {
-        let at = ExcelDateTime::from_timestamp(t.seconds)?;
-        sheet.write_datetime_with_format(row, col, &at, &f.datetime)?;
+        sheet.write_datetime_with_format(row, col, &excel_time(t)?, &f.datetime)?;
     }
     Ok(())
+}
+
+/// A time as an Excel date-time, to the microsecond (the serial's f64 holds
+/// about that much for present-day dates).
+fn excel_time(t: &prost_types::Timestamp) -> Result<ExcelDateTime, XlsxError> {
+    let seconds = t.seconds as f64 + f64::from(t.nanos) / 1e9;
+    ExcelDateTime::from_serial_datetime(UNIX_EPOCH_SERIAL + seconds / 86_400.0)
 }
 
 fn summary(workbook: &mut Workbook, a: &pb::Analysis, f: &Formats) -> Result<(), XlsxError> {
     let sheet = workbook.add_worksheet().set_name("summary")?;
     let range = a.range.unwrap_or_default();
-    let rows: [(&str, String); 4] = [
-        ("id", a.id.clone()),
-        ("title", a.title.clone()),
-        ("start", time(&range.start)),
-        ("end", time(&range.end)),
+    // The fields of the CSV summary, in its order; times as date-times.
+    let count = |s: pb::Severity| a.findings.iter().filter(|x| x.severity == s as i32).count() as f64;
+    enum Cell<'a> {
+        Text(String),
+        Time(&'a Option<prost_types::Timestamp>),
+        Count(f64),
+    }
+    let rows = [
+        ("id", Cell::Text(a.id.clone())),
+        ("title", Cell::Text(a.title.clone())),
+        ("start", Cell::Time(&range.start)),
+        ("end", Cell::Time(&range.end)),
+        ("bucket_seconds", Cell::Count(a.bucket.map_or(0, |b| b.seconds) as f64)),
+        ("created_at", Cell::Time(&a.created_at)),
+        ("metrics", Cell::Count(a.summaries.len() as f64)),
+        ("findings", Cell::Count(a.findings.len() as f64)),
+        ("findings_error", Cell::Count(count(pb::Severity::Error))),
+        ("findings_warning", Cell::Count(count(pb::Severity::Warning))),
+        ("findings_note", Cell::Count(count(pb::Severity::Note))),
     ];
-    table(sheet, f, &[("field", 16.0), ("value", 48.0)], (rows.len() + 4) as u32)?;
+    table(sheet, f, &[("field", 16.0), ("value", 48.0)], rows.len() as u32)?;
     for (i, (field, value)) in rows.iter().enumerate() {
         let row = i as u32 + 1;
         sheet.write_string(row, 0, *field)?;
-        sheet.write_string(row, 1, value)?;
+        match value {
+            Cell::Text(text) => sheet.write_string(row, 1, text).map(|_| ())?,
+            Cell::Time(t) => datetime(sheet, row, 1, t, f)?,
+            Cell::Count(n) => sheet.write_number_with_format(row, 1, *n, &f.count).map(|_| ())?,
+        }
     }
-    let counts = [
-        ("bucket_seconds", a.bucket.map_or(0, |b| b.seconds) as f64),
-        ("metrics", a.summaries.len() as f64),
-        ("findings", a.findings.len() as f64),
-    ];
-    for (i, (field, value)) in counts.iter().enumerate() {
-        let row = (rows.len() + i) as u32 + 1;
-        sheet.write_string(row, 0, *field)?;
-        sheet.write_number_with_format(row, 1, *value, &f.count)?;
-    }
-    let row = (rows.len() + counts.len()) as u32 + 1;
-    sheet.write_string(row, 0, "created_at")?;
-    datetime(sheet, row, 1, &a.created_at, f)?;
     Ok(())
 }
 
@@ -208,7 +223,9 @@ fn charts(workbook: &mut Workbook, a: &pb::Analysis, f: &Formats) -> Result<(), 
     for (i, (c, points)) in drawn.iter().enumerate() {
         let name = format!("{} ({})", c.metric, aggregation(c.aggregation));
         let (col, last) = (i as u16 * 2, points.len() as u32);
-        let mut chart = Chart::new(ChartType::Line);
+        // A scatter with lines: its x axis is a value axis, so times show to
+        // the minute (a line chart's date axis counts whole days).
+        let mut chart = Chart::new(ChartType::ScatterStraight);
         chart.title().set_name(name.as_str());
         chart.legend().set_hidden();
         chart
@@ -216,7 +233,8 @@ fn charts(workbook: &mut Workbook, a: &pb::Analysis, f: &Formats) -> Result<(), 
             .set_name(name.as_str())
             .set_categories(("chart_data", 1, col, last, col))
             .set_values(("chart_data", 1, col + 1, last, col + 1));
-        chart.x_axis().set_num_format("mm-dd hh:mm");
+        let span = points.last().map_or(0.0, |p| p.0) - points.first().map_or(0.0, |p| p.0);
+        chart.x_axis().set_num_format(time_axis_format(span));
         charts.insert_chart(i as u32 * 16, 0, &chart)?;
     }
     let data = workbook.add_worksheet().set_name("chart_data")?.set_hidden(true);
@@ -225,12 +243,21 @@ fn charts(workbook: &mut Workbook, a: &pb::Analysis, f: &Formats) -> Result<(), 
         data.write_string(0, col, format!("{} time", c.metric))?;
         data.write_string(0, col + 1, format!("{} ({})", c.metric, aggregation(c.aggregation)))?;
         for (row, (t, v)) in points.iter().enumerate() {
-            let at = ExcelDateTime::from_timestamp(*t as i64)?;
+            let at = ExcelDateTime::from_serial_datetime(UNIX_EPOCH_SERIAL + *t / 86_400.0)?;
             data.write_datetime_with_format(row as u32 + 1, col, &at, &f.datetime)?;
             data.write_number(row as u32 + 1, col + 1, *v)?;
         }
     }
     Ok(())
+}
+
+/// How a chart's time axis reads for a series spanning `seconds`.
+fn time_axis_format(seconds: f64) -> &'static str {
+    match seconds {
+        s if s <= 2.0 * 86_400.0 => "mm-dd hh:mm",
+        s if s <= 366.0 * 86_400.0 => "yyyy-mm-dd",
+        _ => "yyyy-mm",
+    }
 }
 
 /// Writes the workbook to `out`, counting rows in `written`. The same
@@ -351,5 +378,54 @@ mod tests {
             let formulas = book.worksheet_formula(name).unwrap();
             assert!(formulas.used_cells().all(|(_, _, f)| f.is_empty()), "{name}");
         }
+    }
+
+    #[test]
+    fn the_workbook_carries_what_the_csv_does_to_the_microsecond() {
+        let mut a = analysis();
+        a.created_at = Some(prost_types::Timestamp {
+            seconds: 1_795_000_123,
+            nanos: 262_987_000,
+        });
+        a.findings.push(pb::Finding {
+            severity: pb::Severity::Error as i32,
+            ..a.findings[0].clone()
+        });
+        let mut bytes = Vec::new();
+        super::super::quietly(|rows| write(&a, &mut bytes, rows)).unwrap();
+        let mut book: Xlsx<_> = Xlsx::new(Cursor::new(bytes.clone())).unwrap();
+        let summary = book.worksheet_range("summary").unwrap();
+        let field = |name: &str| {
+            summary
+                .rows()
+                .find(|r| r[0] == Data::String(name.into()))
+                .unwrap_or_else(|| panic!("no {name} row"))[1]
+                .clone()
+        };
+        // The summary's fields are the CSV's, in its order.
+        let mut csv = Vec::new();
+        super::super::quietly(|rows| super::super::csv::write(&a, super::super::csv::Section::Summary, &mut csv, rows))
+            .unwrap();
+        let csv_fields: Vec<String> = ::csv::Reader::from_reader(csv.as_slice())
+            .records()
+            .map(|r| r.unwrap()[0].to_owned())
+            .collect();
+        let xlsx_fields: Vec<String> = summary.rows().skip(1).map(|r| r[0].to_string()).collect();
+        assert_eq!(xlsx_fields, csv_fields);
+        assert_eq!(field("findings_error"), Data::Float(1.0));
+        assert_eq!(field("findings_warning"), Data::Float(1.0));
+        assert_eq!(field("findings_note"), Data::Float(0.0));
+        // created_at keeps its fraction of a second.
+        let Data::DateTime(created) = field("created_at") else {
+            panic!("created_at is a date-time")
+        };
+        let seconds = (created.as_f64() - UNIX_EPOCH_SERIAL) * 86_400.0;
+        assert!((seconds - 1_795_000_123.262_987).abs() < 2e-6, "{seconds}");
+        // The chart reads times to the minute on a value axis.
+        let mut zip = zip::ZipArchive::new(Cursor::new(bytes)).unwrap();
+        let mut xml = String::new();
+        std::io::Read::read_to_string(&mut zip.by_name("xl/charts/chart1.xml").unwrap(), &mut xml).unwrap();
+        assert!(xml.contains("<c:scatterChart>"), "{xml}");
+        assert!(xml.contains(r#"formatCode="mm-dd hh:mm""#), "{xml}");
     }
 }
