@@ -339,3 +339,55 @@ async fn a_firing_alert_whose_data_stops_keeps_firing_for_keep_firing_for_and_it
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(receiver.got.lock().unwrap().len(), 2, "nothing more");
 }
+
+#[tokio::test]
+async fn notifications_go_with_the_history_they_belong_to() {
+    use sqlx::Connection as _;
+    let system = system!(alerting().analytics_env("SEXTANT_ANALYTICS__RETENTION__CHECK_INTERVAL", "1s"));
+    let client = Client::new(&system, "acme");
+    let (receiver, addr) = start(0).await;
+    let hooked = rule(
+        "hook.old",
+        json!({"webhook": {"url": format!("http://{addr}/hook"), "secret": SECRET}}),
+    );
+    client.create_rule(&hooked).await;
+    let ts = next_half_second().await;
+    client.send("hook.old", ts, 95.0, "a").await;
+    wait_for(&receiver, 1).await;
+
+    // The transitions grow old (as if 100 days passed): the upkeep prunes
+    // them, and their notifications with them.
+    let url = sextant_e2e::infra::database_url(&system.admin_url, &format!("e2e_{}_analytics", system.id));
+    let mut db = sqlx::PgConnection::connect(&url).await.unwrap();
+    let aged: Vec<i64> = sqlx::query_scalar(
+        "UPDATE alert_history SET at = at - interval '100 days' WHERE tenant = 'acme' RETURNING version",
+    )
+    .fetch_all(&mut db)
+    .await
+    .unwrap();
+    let noted: i64 = sqlx::query_scalar("SELECT count(*) FROM alert_notifications WHERE version = ANY($1)")
+        .bind(&aged)
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+    assert!(noted >= 1, "a notification of an aged transition");
+    let mut left = (0, noted);
+    for _ in 0..100 {
+        let history: i64 = sqlx::query_scalar("SELECT count(*) FROM alert_history WHERE version = ANY($1)")
+            .bind(&aged)
+            .fetch_one(&mut db)
+            .await
+            .unwrap();
+        let notifications: i64 = sqlx::query_scalar("SELECT count(*) FROM alert_notifications WHERE version = ANY($1)")
+            .bind(&aged)
+            .fetch_one(&mut db)
+            .await
+            .unwrap();
+        left = (history, notifications);
+        if left == (0, 0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(left, (0, 0), "(history, notifications) of the aged transitions left");
+}

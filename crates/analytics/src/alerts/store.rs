@@ -519,13 +519,16 @@ pub async fn stream_position(executor: impl sqlx::PgExecutor<'_>, tenant: &str) 
     Ok(row.unwrap_or((0, 0)))
 }
 
-/// Deletes history older than `keep` (µs) for every tenant, noting per tenant
-/// the newest version deleted.
+/// Deletes history older than `keep` (µs) for every tenant, with the webhook
+/// notifications of those transitions, noting per tenant the newest version
+/// deleted.
 pub async fn prune_history(pool: &PgPool, keep: Micros) -> Result<u64, sqlx::Error> {
     let rows: Vec<(String, i64)> = sqlx::query_as(
         "WITH gone AS (
            DELETE FROM alert_history WHERE at < now() - make_interval(secs => $1::float8 / 1e6)
-           RETURNING tenant, version)
+           RETURNING tenant, version),
+         notifications AS (
+           DELETE FROM alert_notifications n USING gone g WHERE n.tenant = g.tenant AND n.version = g.version)
          SELECT tenant, max(version) FROM gone GROUP BY tenant",
     )
     .bind(keep as f64)
