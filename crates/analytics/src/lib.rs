@@ -227,6 +227,9 @@ impl Application {
 
 /// Periodic upkeep: partitions ahead and past retention, expired
 /// idempotency keys, old change-log rows and alert history.
+/// Series without data deleted at most per upkeep pass.
+const REAP_PER_PASS: i64 = 10_000;
+
 struct Upkeep {
     pool: PgPool,
     layouts: Vec<Layout>,
@@ -254,11 +257,13 @@ impl Upkeep {
             .await?
             .rows_affected();
         let alert_tenants = alerts::store::prune_history(&self.pool, micros(self.alert_history)).await?;
+        let series = store::series::reap(&self.pool, REAP_PER_PASS).await?;
         tracing::debug!(
             keys,
             changes,
             alert_tenants,
-            "expired idempotency keys, change-log and alert history rows deleted"
+            series,
+            "expired idempotency keys, change-log and alert history rows, and series without data deleted"
         );
         Ok(())
     }

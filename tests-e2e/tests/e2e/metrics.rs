@@ -698,3 +698,84 @@ async fn a_tenant_never_sees_another_tenants_metrics_series_or_label_values() {
     let (_, values) = acme.get("/api/v1/metrics/globex.only/labels/host/values").await;
     assert_eq!(values["values"], json!([]));
 }
+
+#[tokio::test]
+async fn a_series_whose_data_expired_no_longer_counts_against_the_cardinality_limit() {
+    use sqlx::Connection as _;
+    let system = system!(
+        TestSystem::builder()
+            .analytics_env("SEXTANT_ANALYTICS__INGEST__MAX_SERIES_PER_METRIC", "2")
+            .analytics_env("SEXTANT_ANALYTICS__RETENTION__CHECK_INTERVAL", "1s")
+    );
+    let client = Client::new(&system, "acme");
+    let now = OffsetDateTime::now_utc();
+    let event = |host: &str| json!({"name": "expiring", "ts": rfc3339(now), "value": 1.0, "labels": {"host": host}});
+    let codes = |answer: &Value| -> Vec<String> {
+        answer["rejected"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["code"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(client.ingest(&[event("a"), event("b")]).await["accepted"], 2);
+    assert_eq!(codes(&client.ingest(&[event("c")]).await), ["cardinality_limit"]);
+
+    // Host a's data expires (its events' and rollups' partitions dropped, as
+    // retention does); the upkeep deletes the series that holds nothing.
+    let url = sextant_e2e::infra::database_url(&system.admin_url, &format!("e2e_{}_analytics", system.id));
+    let mut db = sqlx::PgConnection::connect(&url).await.unwrap();
+    let a: i64 = sqlx::query_scalar("SELECT id FROM series WHERE metric = 'expiring' AND labels->>'host' = 'a'")
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE series SET created_at = created_at - interval '1 hour' WHERE id = $1")
+        .bind(a)
+        .execute(&mut db)
+        .await
+        .unwrap();
+    for table in ["events", "rollups_1m"] {
+        sqlx::query(&format!("DELETE FROM {table} WHERE series_id = $1"))
+            .bind(a)
+            .execute(&mut db)
+            .await
+            .unwrap();
+    }
+    let mut left: i64 = 1;
+    for _ in 0..100 {
+        left = sqlx::query_scalar("SELECT count(*) FROM series WHERE id = $1")
+            .bind(a)
+            .fetch_one(&mut db)
+            .await
+            .unwrap();
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(left, 0, "the series without data is deleted");
+    // Host b, which has data, stays.
+    let b: i64 = sqlx::query_scalar("SELECT count(*) FROM series WHERE metric = 'expiring' AND labels->>'host' = 'b'")
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+    assert_eq!(b, 1);
+
+    // Its place is free: c goes in now.
+    let answer = client.ingest(&[event("c")]).await;
+    assert_eq!(
+        (answer["accepted"].as_u64(), codes(&answer).len()),
+        (Some(1), 0),
+        "{answer}"
+    );
+    // The ingest replica had a's id cached: it does not write to the deleted
+    // series, but counts a as new (refused now, b and c being two).
+    assert_eq!(codes(&client.ingest(&[event("a")]).await), ["cardinality_limit"]);
+    let orphans: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM events e WHERE NOT EXISTS (SELECT 1 FROM series s WHERE s.id = e.series_id)",
+    )
+    .fetch_one(&mut db)
+    .await
+    .unwrap();
+    assert_eq!(orphans, 0, "no event points at a deleted series");
+}

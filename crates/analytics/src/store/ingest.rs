@@ -58,6 +58,16 @@ impl From<&Rejection> for StoredRejection {
     }
 }
 
+/// Cached series (tenant, metric, labels) found deleted under the locks.
+type Gone = Vec<(String, String, String)>;
+
+/// An attempt's end: done, or to be tried again without series that went.
+enum Attempt {
+    Done(Outcome),
+    /// Series this replica had cached were deleted (their data expired).
+    Gone(Gone),
+}
+
 #[derive(Debug)]
 pub enum Outcome {
     Stored {
@@ -116,7 +126,12 @@ impl Ingest<'_> {
                 Err(IngestError::Db(e)) if is_deadlock(&e) => {
                     tracing::debug!("ingest deadlocked; retrying");
                 }
-                other => return other,
+                Ok(Attempt::Gone(gone)) => {
+                    tracing::debug!(series = gone.len(), "cached series expired; retrying");
+                    self.cache.forget(&gone);
+                }
+                Ok(Attempt::Done(outcome)) => return Ok(outcome),
+                Err(other) => return Err(other),
             }
         }
     }
@@ -127,12 +142,12 @@ impl Ingest<'_> {
         events: &[(u32, Event)],
         rejected: &[Rejection],
         key: Option<&Idempotency>,
-    ) -> Result<Outcome, IngestError> {
+    ) -> Result<Attempt, IngestError> {
         let mut tx = self.pool.begin().await?;
         if let Some(key) = key
             && let Some(answer) = claim_key(&mut tx, tenant, key).await?
         {
-            return Ok(Outcome::Replayed(answer));
+            return Ok(Attempt::Done(Outcome::Replayed(answer)));
         }
         let mut rejected = rejected.to_vec();
 
@@ -149,12 +164,16 @@ impl Ingest<'_> {
         let metrics: Vec<&str> = by_metric.keys().copied().collect();
         let mut series_of: Vec<Option<i64>> = vec![None; events.len()];
         let mut fresh: Vec<(&str, Vec<(String, i64)>)> = Vec::new();
+        let mut cached: Vec<(i64, &str, &String)> = Vec::new();
         let mut locked = false;
         for (&metric, sets) in &by_metric {
             let mut missing: Vec<&String> = Vec::new();
             for (labels, uses) in sets {
                 match self.cache.get(tenant, metric, labels) {
-                    Some(id) => uses.iter().for_each(|&i| series_of[i] = Some(id)),
+                    Some(id) => {
+                        cached.push((id, metric, labels));
+                        uses.iter().for_each(|&i| series_of[i] = Some(id));
+                    }
                     None => missing.push(labels),
                 }
             }
@@ -198,6 +217,11 @@ impl Ingest<'_> {
             if !locked {
                 lock_metrics(&mut tx, tenant, &metrics).await?;
             }
+            // Under the locks no series of these metrics can go: the cached
+            // ones still exist, or the batch starts again without them.
+            if let Some(gone) = check_cached(&mut tx, tenant, &cached).await? {
+                return Ok(Attempt::Gone(gone));
+            }
             merge_rollups(&mut tx, tenant, &stored).await?;
             changes = bump_versions(&mut tx, tenant, &stored).await?;
         }
@@ -218,7 +242,7 @@ impl Ingest<'_> {
         for (metric, found) in fresh {
             self.cache.put_all(tenant, metric, found);
         }
-        Ok(Outcome::Stored { answer, changes })
+        Ok(Attempt::Done(Outcome::Stored { answer, changes }))
     }
 
     /// Finds or makes the series of `missing` label sets; the second list is
@@ -312,8 +336,35 @@ async fn claim_key(
     Ok(Some(response.map(|r| r.0).unwrap_or_default()))
 }
 
+/// The cached series that no longer exist, if any.
+async fn check_cached(
+    tx: &mut PgConnection,
+    tenant: &str,
+    cached: &[(i64, &str, &String)],
+) -> Result<Option<Gone>, sqlx::Error> {
+    if cached.is_empty() {
+        return Ok(None);
+    }
+    let ids: Vec<i64> = cached.iter().map(|(id, _, _)| *id).collect();
+    let present: Vec<i64> = sqlx::query_scalar("SELECT id FROM series WHERE tenant = $1 AND id = ANY($2)")
+        .bind(tenant)
+        .bind(&ids)
+        .fetch_all(&mut *tx)
+        .await?;
+    if present.len() == ids.len() {
+        return Ok(None);
+    }
+    let present: BTreeSet<i64> = present.into_iter().collect();
+    let gone = cached
+        .iter()
+        .filter(|(id, _, _)| !present.contains(id))
+        .map(|(_, metric, labels)| (tenant.to_owned(), (*metric).to_owned(), (*labels).clone()))
+        .collect();
+    Ok(Some(gone))
+}
+
 /// Takes the per-(tenant, metric) locks, always in the same order.
-async fn lock_metrics(tx: &mut PgConnection, tenant: &str, metrics: &[&str]) -> Result<(), sqlx::Error> {
+pub(super) async fn lock_metrics(tx: &mut PgConnection, tenant: &str, metrics: &[&str]) -> Result<(), sqlx::Error> {
     sqlx::query(
         "SELECT count(pg_advisory_xact_lock(k)) FROM (
            SELECT hashtextextended($1 || '/' || m, 0) AS k FROM unnest($2::text[]) AS m ORDER BY 1

@@ -1,16 +1,20 @@
-//! PostgreSQL access for metrics: ingest (`ingest`), reads (`read`), and
-//! partition upkeep (`partitions`).
+//! PostgreSQL access for metrics: ingest (`ingest`), reads (`read`),
+//! partition upkeep (`partitions`), and the series whose data expired
+//! (`series`).
 
 pub mod ingest;
 pub mod partitions;
 pub mod read;
+pub mod series;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
 /// The series dictionary's hot part, per replica: (tenant, metric, labels) → id.
-/// Ids never change once made, so entries are never stale; the cache is
-/// emptied when it reaches its bound rather than tracking recency.
+/// An id never changes, but its series goes once its data has expired
+/// ([`series::reap`]); an ingest checks the ids it took from here under the
+/// metrics' locks and drops those that went. The cache is emptied when it
+/// reaches its bound rather than tracking recency.
 #[derive(Debug)]
 pub struct SeriesCache {
     map: Mutex<HashMap<(String, String, String), i64>>,
@@ -29,6 +33,14 @@ impl SeriesCache {
         // Borrowed-tuple lookups need an owned key; the strings are short.
         let key = (tenant.to_owned(), metric.to_owned(), labels.to_owned());
         self.map.lock().expect("cache lock").get(&key).copied()
+    }
+
+    /// Forgets series that no longer exist.
+    pub fn forget(&self, gone: &[(String, String, String)]) {
+        let mut map = self.map.lock().expect("cache lock");
+        for key in gone {
+            map.remove(key);
+        }
     }
 
     pub fn put_all(&self, tenant: &str, metric: &str, entries: impl IntoIterator<Item = (String, i64)>) {
