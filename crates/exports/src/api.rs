@@ -238,22 +238,7 @@ impl ExportsApi {
 
     /// Queues the render of `record` as an `export` job.
     async fn queue(&self, caller: &Caller, record: Record) -> Result<Record, Status> {
-        let mut request = Request::new(SubmitJobRequest {
-            kind: "export".into(),
-            payload_json: serde_json::json!({ "export_id": record.id }).to_string(),
-            idempotency_key: format!("export:{}", record.id),
-            ..Default::default()
-        });
-        caller.apply(request.metadata_mut())?;
-        request.metadata_mut().insert(
-            sextant_common::internal_auth::SERVICE_HEADER,
-            tonic::metadata::AsciiMetadataValue::from_static("sextant-exports"),
-        );
-        let submitted = self.jobs.clone().submit_job(request).await.and_then(|r| {
-            let id = r.into_inner().job.map(|j| j.id).unwrap_or_default();
-            Uuid::parse_str(&id).map_err(|_| Status::internal("the jobs service answered a malformed job id"))
-        });
-        match submitted {
+        match submit_render(&self.jobs, caller, record.id).await {
             Ok(job) => store::set_job(&self.pool, &caller.tenant, record.id, job)
                 .await
                 .map_err(unavailable),
@@ -542,6 +527,27 @@ impl ExportsApi {
         });
         let _ = tx.send(message).await;
     }
+}
+
+/// Submits the `export` job that renders export `id` and answers its id.
+/// The job's idempotency key is the export's, so submitting again (a retry,
+/// or the upkeep finishing a submission a stopped service left undone) finds
+/// the same job.
+pub(crate) async fn submit_render(jobs: &JobsClient, caller: &Caller, id: Uuid) -> Result<Uuid, Status> {
+    let mut request = Request::new(SubmitJobRequest {
+        kind: "export".into(),
+        payload_json: serde_json::json!({ "export_id": id }).to_string(),
+        idempotency_key: format!("export:{id}"),
+        ..Default::default()
+    });
+    caller.apply(request.metadata_mut())?;
+    request.metadata_mut().insert(
+        sextant_common::internal_auth::SERVICE_HEADER,
+        tonic::metadata::AsciiMetadataValue::from_static("sextant-exports"),
+    );
+    let answer = jobs.clone().submit_job(request).await?;
+    let job = answer.into_inner().job.map(|j| j.id).unwrap_or_default();
+    Uuid::parse_str(&job).map_err(|_| Status::internal("the jobs service answered a malformed job id"))
 }
 
 /// What a record holds, from its stored format names.

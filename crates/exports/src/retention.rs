@@ -8,6 +8,11 @@
 //! queued, or out of attempts while the exports service was down) would stay
 //! `pending` or `rendering`: each sweep asks the jobs service about them and
 //! marks those whose job ended (cancelled or failed) `failed`.
+//!
+//! And an export whose job was never submitted (the service stopped between
+//! committing the record and submitting its job) would stay `pending`: each
+//! sweep submits the job of such an export older than [`UNQUEUED_GRACE`]
+//! (with the export's idempotency key: the same job, however often).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,8 +25,12 @@ use tokio_util::sync::CancellationToken;
 use sextant_common::internal_auth::Caller;
 use sextant_proto::jobs::v1 as jpb;
 
-use crate::api::JobsClient;
+use crate::api::{JobsClient, submit_render};
 use crate::store;
+
+/// How long an export may wait for its job's submission before the sweep
+/// submits it (the create submits it right after committing the record).
+pub const UNQUEUED_GRACE: Duration = Duration::from_secs(10);
 
 pub struct Sweeper {
     pub pool: PgPool,
@@ -42,6 +51,9 @@ impl Sweeper {
             }
             if let Err(error) = self.reconcile().await {
                 tracing::warn!(error = %format!("{error:#}"), "checking unfinished exports failed");
+            }
+            if let Err(error) = self.requeue().await {
+                tracing::warn!(error = %format!("{error:#}"), "queueing unqueued exports failed");
             }
             tokio::select! {
                 _ = tokio::time::sleep(self.interval) => {}
@@ -82,6 +94,23 @@ impl Sweeper {
 }
 
 impl Sweeper {
+    /// Submits the jobs of exports left without one; answers how many.
+    pub async fn requeue(&self) -> anyhow::Result<u64> {
+        let before = time::OffsetDateTime::now_utc() - UNQUEUED_GRACE;
+        let mut queued = 0;
+        for (tenant, user, id) in store::unqueued(&self.pool, before, i64::from(self.batch)).await? {
+            let caller = Caller {
+                tenant: tenant.clone(),
+                user,
+            };
+            let job = submit_render(&self.jobs, &caller, id).await?;
+            store::set_job(&self.pool, &tenant, id, job).await?;
+            tracing::info!(export_id = %id, job_id = %job, "queued an export whose job was never submitted");
+            queued += 1;
+        }
+        Ok(queued)
+    }
+
     /// Marks `failed` the exports whose job ended without rendering them.
     pub async fn reconcile(&self) -> anyhow::Result<u64> {
         // Only a job's final state counts, so no export is too young to ask about.

@@ -89,6 +89,24 @@ pub async fn set_job(pool: &PgPool, tenant: &str, id: Uuid, job: Uuid) -> Result
     .await
 }
 
+/// Exports waiting for a job that was never submitted (the service stopped
+/// between the record's commit and the submission), made before `before`,
+/// oldest first: (tenant, user, id).
+pub async fn unqueued(
+    pool: &PgPool,
+    before: time::OffsetDateTime,
+    limit: i64,
+) -> Result<Vec<(String, String, Uuid)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT tenant, user_id, id FROM exports
+         WHERE status = 'pending' AND job_id IS NULL AND created_at < $1 ORDER BY created_at LIMIT $2",
+    )
+    .bind(before)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
 /// A (re)started render: `rendering`, no error. `None` when the record is
 /// gone (expired) or already ready.
 pub async fn rendering(pool: &PgPool, tenant: &str, id: Uuid) -> Result<Option<Record>, sqlx::Error> {

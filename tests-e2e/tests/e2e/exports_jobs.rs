@@ -201,6 +201,42 @@ async fn an_export_cancelled_before_its_first_row_fails_at_once_and_leaves_no_fi
 }
 
 #[tokio::test]
+async fn an_export_whose_job_was_never_submitted_is_queued_by_the_upkeep_and_rendered() {
+    use sqlx::Connection as _;
+    let system = system!(with_jobs().exports_env("SEXTANT_EXPORTS__SWEEP_INTERVAL", "200ms"));
+    let analysis_id = crate::exports::plain_analysis(&system, "acme").await;
+    let gateway = Gateway::new(&system, "acme", "alice");
+    // What an exports service that stopped between committing a queued
+    // export and submitting its job leaves: a pending record, no job.
+    let url = sextant_e2e::infra::database_url(&system.admin_url, &format!("e2e_{}_exports", system.id));
+    let mut db = sqlx::PgConnection::connect(&url).await.unwrap();
+    let id = uuid::Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO exports (tenant, id, analysis_id, formats, batch, status, content_type, filename, object_key,
+                              fingerprint, user_id, created_at)
+         VALUES ('acme', $1, $2, '[\"csv:summary\"]', false, 'pending', 'text/csv; charset=utf-8', 'left.csv',
+                 'acme/' || $1 || '/left.csv', 'f', 'alice', now() - interval '1 minute')",
+    )
+    .bind(id)
+    .bind(&analysis_id)
+    .execute(&mut db)
+    .await
+    .unwrap();
+    let export = export_when_final(&gateway, &id.to_string()).await;
+    assert_eq!(export["status"], "ready", "{export}");
+    let job_id = export["job_id"].as_str().expect("the upkeep submitted its job");
+    let job = gateway.get(&format!("/api/v1/jobs/{job_id}"), &[]).await.json();
+    assert_eq!(
+        (job["kind"].as_str(), job["status"].as_str()),
+        (Some("export"), Some("succeeded")),
+        "{job}"
+    );
+    let file = gateway.get(&format!("/api/v1/exports/{id}/download"), &[]).await;
+    assert_eq!(file.status, 200);
+    assert!(String::from_utf8(file.bytes).unwrap().starts_with("field,value\r\n"));
+}
+
+#[tokio::test]
 async fn an_export_jobs_last_progress_says_every_row_before_it_succeeds() {
     let system = system!(with_jobs());
     let analysis_id = large_analysis(&system).await;
