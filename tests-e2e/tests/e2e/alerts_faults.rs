@@ -169,3 +169,40 @@ async fn the_evaluating_replica_killed_mid_run_is_replaced_and_the_history_has_n
     assert_eq!(got, want, "killed {killed}; history {history:#?}");
     assert!(got.len() >= 8, "the run crossed enough transitions: {got:?}");
 }
+
+#[tokio::test]
+async fn rules_spread_over_the_replicas_and_the_one_left_takes_them_all() {
+    const CLAIMED: &str = "sextant_analytics_alert_rules_claimed";
+    let system = system!(alerting());
+    let client = Client::new(&system, "acme");
+    for i in 0..10 {
+        client.create_rule(&rule(&format!("spread.{i}"), json!({}))).await;
+    }
+    let mut second = system.spawn_analytics("analytics-2", &[("SEXTANT_ANALYTICS__ALERTS__INTERVAL", "1s")]);
+    // Within a few intervals each replica holds half the rules.
+    let mut held = (0.0, 0.0);
+    for _ in 0..100 {
+        held = (
+            system.metric(&system.analytics, CLAIMED).await,
+            system.metric(&second, CLAIMED).await,
+        );
+        if held == (5.0, 5.0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(held, (5.0, 5.0), "rules held by (the first, the second) replica");
+
+    // The second stops: the first takes every rule over.
+    second.terminate();
+    assert!(second.wait_exit(Duration::from_secs(20)).is_some());
+    let mut all = 0.0;
+    for _ in 0..100 {
+        all = system.metric(&system.analytics, CLAIMED).await;
+        if all == 10.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(all, 10.0, "the replica left holds every rule");
+}

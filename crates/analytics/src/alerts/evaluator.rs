@@ -1,6 +1,8 @@
 //! The evaluator: every `analytics.alerts.interval`, at times T aligned to
-//! the epoch, each replica claims the enabled rules nobody holds (and renews
-//! its own) for 1.5 intervals, then evaluates each at T.
+//! the epoch, each replica claims its share of the enabled rules (the rules
+//! over the replicas that ticked within a lease): it renews its own, gives
+//! up those beyond its share, and claims ones nobody holds, for 1.5
+//! intervals; then it evaluates each at T.
 //!
 //! Exactly one evaluator per rule: a claim is a lease in the rule's row; an
 //! evaluation runs in one transaction that locks the row and goes ahead only
@@ -87,7 +89,18 @@ impl Evaluator {
 
     async fn tick(&self, t: Micros, shutdown: &CancellationToken) -> anyhow::Result<()> {
         let lease = self.settings.interval * 3 / 2;
-        let rules = store::claim(&self.pool, &self.owner, lease, CLAIM_LIMIT)
+        // Each replica evaluates its share: one that joined gets rules that
+        // others give up; one that died leaves its rules to the others.
+        let share = store::share(&self.pool, &self.owner, lease)
+            .await
+            .context("counting the evaluators")?;
+        let released = store::release_beyond(&self.pool, &self.owner, share)
+            .await
+            .context("releasing alert rules beyond this replica's share")?;
+        if released > 0 {
+            tracing::info!(rules = released, share, "alert rules handed over to other replicas");
+        }
+        let rules = store::claim(&self.pool, &self.owner, lease, share.min(CLAIM_LIMIT))
             .await
             .context("claiming alert rules")?;
         let metrics = &self.live.metrics;

@@ -126,11 +126,13 @@ pub async fn delete(pool: &PgPool, tenant: &str, id: Uuid) -> Result<bool, sqlx:
 /// Claims (or renews) up to `limit` enabled rules for `owner` until
 /// `now + lease`: the ones it holds and the ones nobody holds. Returns them.
 pub async fn claim(pool: &PgPool, owner: &str, lease: Micros, limit: i64) -> Result<Vec<(String, Uuid)>, sqlx::Error> {
+    // Its own rules first (renewed), then free ones: a replica at its share
+    // keeps what it has.
     sqlx::query_as(
         "UPDATE alert_rules r SET owner = $1, lease_until = now() + make_interval(secs => $2::float8 / 1e6)
          FROM (SELECT tenant, id FROM alert_rules
                WHERE enabled AND (owner = $1 OR lease_until IS NULL OR lease_until < now())
-               ORDER BY lease_until NULLS FIRST
+               ORDER BY owner IS NOT DISTINCT FROM $1 DESC, lease_until NULLS FIRST
                FOR UPDATE SKIP LOCKED LIMIT $3) due
          WHERE r.tenant = due.tenant AND r.id = due.id
          RETURNING r.tenant, r.id",
@@ -142,8 +144,51 @@ pub async fn claim(pool: &PgPool, owner: &str, lease: Micros, limit: i64) -> Res
     .await
 }
 
-/// Gives a replica's claims up (on shutdown), so another takes over at once.
+/// Notes that this replica ticked, and answers its share of the enabled
+/// rules: their number over the replicas seen within `lease` (itself too).
+/// A replica that died stops counting when its rules' leases lapse, so the
+/// others take them over at their next tick.
+pub async fn share(pool: &PgPool, owner: &str, lease: Micros) -> Result<i64, sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO alert_evaluators (owner, seen_at) VALUES ($1, now())
+         ON CONFLICT (owner) DO UPDATE SET seen_at = now()",
+    )
+    .bind(owner)
+    .execute(pool)
+    .await?;
+    sqlx::query_scalar(
+        "SELECT ceil((SELECT count(*) FROM alert_rules WHERE enabled)::float8
+                     / greatest(1, (SELECT count(*) FROM alert_evaluators
+                                    WHERE seen_at > now() - make_interval(secs => $1::float8 / 1e6))))::bigint",
+    )
+    .bind(lease as f64)
+    .fetch_one(pool)
+    .await
+}
+
+/// Gives up the rules this replica holds beyond `share` (a replica joined),
+/// so that others claim them at their next tick.
+pub async fn release_beyond(pool: &PgPool, owner: &str, share: i64) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query(
+        "UPDATE alert_rules r SET owner = NULL, lease_until = NULL
+         FROM (SELECT tenant, id FROM alert_rules WHERE owner = $1 AND enabled
+               ORDER BY tenant, id OFFSET $2) extra
+         WHERE r.tenant = extra.tenant AND r.id = extra.id AND r.owner = $1",
+    )
+    .bind(owner)
+    .bind(share)
+    .execute(pool)
+    .await?
+    .rows_affected())
+}
+
+/// Gives a replica's claims up (on shutdown), so another takes over at once,
+/// and takes it out of the replicas the rules are shared by.
 pub async fn release(pool: &PgPool, owner: &str) -> Result<u64, sqlx::Error> {
+    sqlx::query("DELETE FROM alert_evaluators WHERE owner = $1 OR seen_at < now() - interval '1 day'")
+        .bind(owner)
+        .execute(pool)
+        .await?;
     Ok(
         sqlx::query("UPDATE alert_rules SET owner = NULL, lease_until = NULL WHERE owner = $1")
             .bind(owner)
