@@ -31,6 +31,7 @@ pub struct Dependency {
 
 impl Dependency {
     /// PostgreSQL answers a trivial query within a second.
+    #[cfg(feature = "db")]
     pub fn postgres(pool: sqlx::PgPool) -> Self {
         Self::new("postgres", move || {
             let pool = pool.clone();
@@ -39,6 +40,7 @@ impl Dependency {
     }
 
     /// The supervised RabbitMQ connection is up.
+    #[cfg(feature = "amqp")]
     pub fn rabbitmq(amqp: crate::amqp::Amqp) -> Self {
         Self::new("rabbitmq", move || std::future::ready(amqp.is_connected()))
     }

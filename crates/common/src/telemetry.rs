@@ -89,12 +89,14 @@ pub fn extract_headers(headers: &http::HeaderMap) -> Context {
 }
 
 /// Writes the current span's trace context into AMQP message headers.
+#[cfg(feature = "amqp")]
 pub fn inject_amqp(headers: &mut lapin::types::FieldTable) {
     let context = tracing::Span::current().context();
     global::get_text_map_propagator(|p| p.inject_context(&context, &mut AmqpInjector(headers)));
 }
 
 /// Reads a trace context from AMQP message headers.
+#[cfg(feature = "amqp")]
 pub fn extract_amqp(headers: &lapin::types::FieldTable) -> Context {
     global::get_text_map_propagator(|p| p.extract(&AmqpExtractor(headers)))
 }
@@ -129,8 +131,10 @@ impl Extractor for HeaderExtractor<'_> {
     }
 }
 
+#[cfg(feature = "amqp")]
 struct AmqpInjector<'a>(&'a mut lapin::types::FieldTable);
 
+#[cfg(feature = "amqp")]
 impl Injector for AmqpInjector<'_> {
     fn set(&mut self, key: &str, value: String) {
         self.0
@@ -138,8 +142,10 @@ impl Injector for AmqpInjector<'_> {
     }
 }
 
+#[cfg(feature = "amqp")]
 struct AmqpExtractor<'a>(&'a lapin::types::FieldTable);
 
+#[cfg(feature = "amqp")]
 impl Extractor for AmqpExtractor<'_> {
     fn get(&self, key: &str) -> Option<&str> {
         match self.0.inner().get(key)? {
@@ -170,6 +176,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "amqp")]
     fn trace_context_round_trips_through_amqp_headers() {
         let propagator = TraceContextPropagator::new();
         let mut headers = lapin::types::FieldTable::default();
