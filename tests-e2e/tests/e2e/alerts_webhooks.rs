@@ -365,25 +365,22 @@ async fn notifications_go_with_the_history_they_belong_to() {
     .fetch_all(&mut db)
     .await
     .unwrap();
-    let noted: i64 = sqlx::query_scalar("SELECT count(*) FROM alert_notifications WHERE version = ANY($1)")
-        .bind(&aged)
-        .fetch_one(&mut db)
-        .await
-        .unwrap();
-    assert!(noted >= 1, "a notification of an aged transition");
-    let mut left = (0, noted);
+    // The aged transitions' rows left in (alert_history, alert_notifications).
+    let left_of = async |db: &mut sqlx::PgConnection| {
+        let mut left = [0i64; 2];
+        for (i, table) in ["alert_history", "alert_notifications"].iter().enumerate() {
+            left[i] = sqlx::query_scalar(&format!("SELECT count(*) FROM {table} WHERE version = ANY($1)"))
+                .bind(&aged)
+                .fetch_one(&mut *db)
+                .await
+                .unwrap();
+        }
+        (left[0], left[1])
+    };
+    let mut left = left_of(&mut db).await;
+    assert!(left.1 >= 1, "a notification of an aged transition");
     for _ in 0..100 {
-        let history: i64 = sqlx::query_scalar("SELECT count(*) FROM alert_history WHERE version = ANY($1)")
-            .bind(&aged)
-            .fetch_one(&mut db)
-            .await
-            .unwrap();
-        let notifications: i64 = sqlx::query_scalar("SELECT count(*) FROM alert_notifications WHERE version = ANY($1)")
-            .bind(&aged)
-            .fetch_one(&mut db)
-            .await
-            .unwrap();
-        left = (history, notifications);
+        left = left_of(&mut db).await;
         if left == (0, 0) {
             break;
         }

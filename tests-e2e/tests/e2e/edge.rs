@@ -5,18 +5,24 @@ use sextant_e2e::TestSystem;
 
 use crate::system;
 
+/// A 64 KiB body posted to `path` from `origin` (none: no Origin header).
+async fn oversized(system: &TestSystem, path: &str, origin: Option<&str>) -> reqwest::Response {
+    let mut request = system
+        .http
+        .post(system.url(path))
+        .bearer_auth(system.token("acme", "alice"))
+        .header("content-type", "application/json")
+        .body(vec![b' '; 64 * 1024]);
+    if let Some(origin) = origin {
+        request = request.header("origin", origin);
+    }
+    request.send().await.unwrap()
+}
+
 #[tokio::test]
 async fn an_oversized_body_is_refused_with_413_before_anything_reads_it() {
     let system = system!(TestSystem::builder().gateway_env("SEXTANT_GATEWAY__HTTP__BODY_LIMIT", "4096"));
-    let response = system
-        .http
-        .post(system.url("/api/v1/me"))
-        .bearer_auth(system.token("acme", "alice"))
-        .header("content-type", "application/json")
-        .body(vec![b' '; 64 * 1024])
-        .send()
-        .await
-        .unwrap();
+    let response = oversized(&system, "/api/v1/me", None).await;
     assert_eq!(response.status(), 413);
     assert_eq!(response.headers()["content-type"], "application/problem+json");
     let body: Value = response.json().await.unwrap();
@@ -128,16 +134,7 @@ async fn cors_allows_exactly_the_configured_origins() {
 #[tokio::test]
 async fn the_edges_own_refusal_is_readable_by_a_page_on_an_allowed_origin() {
     let system = system!(TestSystem::builder().gateway_env("SEXTANT_GATEWAY__HTTP__BODY_LIMIT", "4096"));
-    let response = system
-        .http
-        .post(system.url("/api/v1/jobs"))
-        .bearer_auth(system.token("acme", "alice"))
-        .header("origin", "http://localhost:3000")
-        .header("content-type", "application/json")
-        .body(vec![b' '; 64 * 1024])
-        .send()
-        .await
-        .unwrap();
+    let response = oversized(&system, "/api/v1/jobs", Some("http://localhost:3000")).await;
     assert_eq!(response.status(), 413);
     assert_eq!(
         response
