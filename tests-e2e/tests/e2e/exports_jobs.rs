@@ -225,7 +225,15 @@ async fn an_export_whose_job_was_never_submitted_is_queued_by_the_upkeep_and_ren
     let export = export_when_final(&gateway, &id.to_string()).await;
     assert_eq!(export["status"], "ready", "{export}");
     let job_id = export["job_id"].as_str().expect("the upkeep submitted its job");
-    let job = gateway.get(&format!("/api/v1/jobs/{job_id}"), &[]).await.json();
+    // The export is ready once its file is stored; its job finishes a moment later.
+    let mut job = Value::Null;
+    for _ in 0..100 {
+        job = gateway.get(&format!("/api/v1/jobs/{job_id}"), &[]).await.json();
+        if job["status"] == "succeeded" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert_eq!(
         (job["kind"].as_str(), job["status"].as_str()),
         (Some("export"), Some("succeeded")),
