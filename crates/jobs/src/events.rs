@@ -22,13 +22,14 @@ use lapin::options::{
 use lapin::types::FieldTable;
 use prost::Message as _;
 use sextant_common::amqp::Amqp;
-use sextant_proto::jobs::v1::{JobEvent, JobEventType};
 use sqlx::postgres::PgListener;
 use sqlx::{ConnectOptions as _, PgPool};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
-use crate::store::{self, AttemptRow, EventRow, JobRow};
+use crate::bus::{BATCH_CONTENT_TYPE, EVENTS_PER_MESSAGE, Envelope, EnvelopeBatch};
+use crate::convert::to_envelope;
+use crate::store::{self, EventRow};
 use crate::topology::Names;
 
 const RELAY_BATCH: i64 = 2000;
@@ -40,90 +41,6 @@ const RELAY_WAIT_MAX: Duration = Duration::from_millis(20);
 /// How often the publisher records how far it got (at most).
 const RECORD_EVERY: Duration = Duration::from_millis(250);
 const HUB_CAPACITY: usize = 4096;
-
-/// What goes over the events exchange: an event with its tenant and number.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct Envelope {
-    #[prost(string, tag = "1")]
-    pub tenant: String,
-    #[prost(uint64, tag = "2")]
-    pub seq: u64,
-    #[prost(message, optional, tag = "3")]
-    pub event: Option<JobEvent>,
-}
-
-/// What one message on the events exchange carries: consecutive events, in
-/// number order. The relay sends a batch per message (up to
-/// [`EVENTS_PER_MESSAGE`]), so the broker's cost is per batch, not per event.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct EnvelopeBatch {
-    #[prost(message, repeated, tag = "1")]
-    pub envelopes: Vec<Envelope>,
-    /// The number of the last event the relay published before these: a hub
-    /// that has not seen it missed a message, and its watchers catch up.
-    #[prost(uint64, tag = "2")]
-    pub after: u64,
-}
-
-/// Most events in one message on the events exchange.
-const EVENTS_PER_MESSAGE: usize = 256;
-/// The content type of an [`EnvelopeBatch`] message (earlier releases sent
-/// one bare [`Envelope`] per message; their numbers mean nothing now).
-const BATCH_CONTENT_TYPE: &str = "application/x-protobuf; messageType=sextant.jobs.EnvelopeBatch";
-
-impl Envelope {
-    pub fn job_id(&self) -> &str {
-        self.event.as_ref().map_or("", |e| e.job_id.as_str())
-    }
-
-    pub fn version(&self) -> u64 {
-        self.event.as_ref().map_or(0, |e| e.version)
-    }
-}
-
-fn event_type(name: &str) -> JobEventType {
-    match name {
-        "queued" => JobEventType::Queued,
-        "scheduled" => JobEventType::Scheduled,
-        "started" => JobEventType::Started,
-        "progress" => JobEventType::Progress,
-        "succeeded" => JobEventType::Succeeded,
-        "failed" => JobEventType::Failed,
-        "cancelled" => JobEventType::Cancelled,
-        "retry_scheduled" => JobEventType::RetryScheduled,
-        "cancel_requested" => JobEventType::CancelRequested,
-        _ => JobEventType::Unspecified,
-    }
-}
-
-/// An event row as the message watchers receive. The job comes without its
-/// payload: events never repeat it (get the job for it).
-pub fn to_envelope(row: EventRow) -> Envelope {
-    let job = serde_json::from_value::<JobRow>(row.job)
-        .map_err(|error| tracing::error!(job_id = %row.job_id, %error, "unreadable job in an event"))
-        .ok()
-        .map(|job| {
-            let errors = row
-                .errors
-                .and_then(|e| serde_json::from_value::<Vec<AttemptRow>>(e).ok())
-                .unwrap_or_default();
-            let mut job = crate::api::to_job(job, errors);
-            job.payload_json.clear();
-            job
-        });
-    Envelope {
-        seq: u64::try_from(row.seq).unwrap_or(0),
-        event: Some(JobEvent {
-            job_id: row.job_id.to_string(),
-            version: u64::try_from(row.version).unwrap_or(0),
-            r#type: event_type(&row.event_type) as i32,
-            occurred_at: Some(crate::api::ts(row.occurred_at)),
-            job,
-            retry_at: row.retry_at.map(crate::api::ts),
-        }),
-        tenant: row.tenant,
-    }
-}
 
 /// Declares the events exchange (idempotent).
 async fn declare_exchange(channel: &lapin::Channel, names: &Names) -> lapin::Result<()> {

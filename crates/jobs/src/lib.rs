@@ -4,18 +4,16 @@
 //! This crate is a library so tests can start it on port 0; `main.rs` only
 //! wires config and signals to [`Application`].
 
-pub mod analyze;
 pub mod api;
-pub mod batch;
 pub mod batcher;
+pub mod bus;
 pub mod config;
 pub mod context;
+pub mod convert;
 pub mod dispatcher;
 pub mod events;
-pub mod export;
 pub mod kinds;
 pub mod metrics;
-pub mod notify;
 pub mod store;
 pub mod topology;
 pub mod watch;
@@ -107,12 +105,15 @@ impl Application {
         let kinds = Arc::new(Kinds::with(
             queue.diagnostic_kinds,
             vec![
-                Box::new(notify::Notify::new(allow, notify.timeout)?),
-                Box::new(analyze::Analyze::new(
+                Box::new(kinds::notify::Notify::new(allow, notify.timeout)?),
+                Box::new(kinds::analyze::Analyze::new(
                     &config.jobs.analytics.url,
                     &config.internal.secret,
                 )?),
-                Box::new(export::Export::new(&config.jobs.exports.url, &config.internal.secret)?),
+                Box::new(kinds::export::Export::new(
+                    &config.jobs.exports.url,
+                    &config.internal.secret,
+                )?),
             ],
         ));
         let names = Arc::new(Names::new(&config.jobs.amqp.prefix));

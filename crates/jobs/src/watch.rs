@@ -19,8 +19,9 @@ use tokio_util::sync::CancellationToken;
 use tonic::Status;
 use uuid::Uuid;
 
-use crate::api::jobs_with_errors;
-use crate::events::{Envelope, Hub, HubMessage, to_envelope};
+use crate::bus::Envelope;
+use crate::convert::{jobs_with_errors, to_envelope};
+use crate::events::{Hub, HubMessage};
 use crate::metrics::{Metrics, WatchGuard};
 use crate::store::{self, JobRow};
 

@@ -21,8 +21,8 @@ use sextant_proto::exports::v1::export_service_client::ExportServiceClient;
 use tonic::codegen::InterceptedService;
 use tonic::transport::Channel;
 
+use super::{Failure, Kind, Kinds, Outcome, parse};
 use crate::context::JobContext;
-use crate::kinds::{Failure, Kind, Kinds, Outcome, parse};
 
 /// Progress is recorded at most this often (each report is a write).
 const REPORT_EVERY: Duration = Duration::from_millis(200);

@@ -21,8 +21,8 @@ use time::OffsetDateTime;
 use tonic::codegen::InterceptedService;
 use tonic::transport::Channel;
 
+use super::{Failure, Kind, Kinds, Outcome, parse};
 use crate::context::JobContext;
-use crate::kinds::{Failure, Kind, Kinds, Outcome, parse};
 
 /// Buckets one analysis may hold (the analytics service's default max_buckets).
 const MAX_BUCKETS: i64 = 10_000;

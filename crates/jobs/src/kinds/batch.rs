@@ -13,8 +13,8 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use super::{Failure, Kind, Kinds, Outcome, parse};
 use crate::context::JobContext;
-use crate::kinds::{Failure, Kind, Kinds, Outcome, parse};
 use crate::store::{self, NewJob};
 
 const MAX_CHILDREN: usize = 1000;

@@ -18,8 +18,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sextant_common::outbound::AllowList;
 
+use super::{Failure, Kind, Kinds, Outcome, parse};
 use crate::context::JobContext;
-use crate::kinds::{Failure, Kind, Kinds, Outcome, parse};
 
 /// The largest body a notification may carry.
 const MAX_BODY: usize = 64 * 1024;
