@@ -4,12 +4,15 @@
 //!
 //! - `model`: events, queries and their checks; `aggregate`: bucket state
 //!   (exact count/sum/min/max, a DDSketch for percentiles);
-//! - `store`: the ingest transaction, reads, and partition upkeep;
-//! - `live`: change hints over RabbitMQ and the `WatchMetric` streams;
-//! - `cache`: repeated queries' buckets, kept current from the change log;
-//! - `alerts`: alert rules, their evaluation and their watches;
+//! - `metrics`: ingest, queries, lists and live watches, with the metric
+//!   `store` (the ingest transaction, reads, partition upkeep), `live`
+//!   (change hints over RabbitMQ, the `WatchMetric` streams) and `cache`
+//!   (repeated queries' buckets, kept current from the change log);
+//! - `alerts`: alert rules, their evaluation, their watches and conversions;
 //! - `analysis`: reports over a time range (summaries, findings, charts);
-//! - `convert`: protobuf ↔ domain; `api`: the gRPC service.
+//! - `convert`: protobuf ↔ domain for metrics and what features share;
+//! - `api`: the gRPC service, routing each call to its feature;
+//! - `telemetry`: the service's own Prometheus metrics.
 //!
 //! This crate is a library so tests can start it on port 0; `main.rs` only
 //! wires config and signals to [`Application`].
@@ -18,13 +21,11 @@ pub mod aggregate;
 pub mod alerts;
 pub mod analysis;
 pub mod api;
-pub mod cache;
 pub mod config;
 pub mod convert;
-pub mod live;
 pub mod metrics;
 pub mod model;
-pub mod store;
+pub mod telemetry;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -45,9 +46,12 @@ use crate::alerts::evaluator::{Evaluator, EvaluatorSettings};
 use crate::alerts::notifier::{JobsClient, Notifier};
 use crate::alerts::rule::RuleLimits;
 use crate::api::AnalyticsApi;
-use crate::live::{Live, LiveTasks, WatchSettings};
-use crate::store::partitions::{self, Layout, micros};
-use crate::store::read::Limits;
+use crate::metrics::Metrics;
+use crate::metrics::cache::QueryCache;
+use crate::metrics::live::{Live, LiveTasks, WatchSettings};
+use crate::metrics::store::SeriesCache;
+use crate::metrics::store::partitions::{self, Layout, micros};
+use crate::metrics::store::read::Limits;
 
 pub const SERVICE: &str = "sextant-analytics";
 
@@ -71,7 +75,7 @@ pub struct Application {
     evaluator: Evaluator,
     notifier: Notifier,
     upkeep: Upkeep,
-    metrics: metrics::Metrics,
+    metrics: telemetry::Metrics,
 }
 
 impl Application {
@@ -114,7 +118,7 @@ impl Application {
             max_points: a.query.max_points,
             max_raw_events: a.query.max_raw_events,
         };
-        let metrics = metrics::Metrics::default();
+        let metrics = telemetry::Metrics::default();
         let (live, live_tasks) = Live::new(
             pool.clone(),
             &a.amqp.prefix,
@@ -160,16 +164,18 @@ impl Application {
             anomaly_k: a.analysis.anomaly_k,
         };
         let api = AnalyticsApi {
-            pool: pool.clone(),
+            metrics: Metrics {
+                pool: pool.clone(),
+                series: Arc::new(SeriesCache::new(SERIES_CACHE)),
+                cache: Arc::new(QueryCache::new(a.query.cache_buckets, rollups.retention)),
+                ingest: a.ingest.clone(),
+                limits,
+                raw,
+                rollups,
+                live,
+            },
             alerts,
             analyses,
-            series: Arc::new(store::SeriesCache::new(SERIES_CACHE)),
-            cache: Arc::new(cache::QueryCache::new(a.query.cache_buckets, rollups.retention)),
-            ingest: a.ingest.clone(),
-            limits,
-            raw,
-            rollups,
-            live,
             shutdown: CancellationToken::new(),
         };
         Ok(Self {
@@ -257,7 +263,7 @@ impl Upkeep {
             .await?
             .rows_affected();
         let alert_tenants = alerts::store::prune_history(&self.pool, micros(self.alert_history)).await?;
-        let series = store::series::reap(&self.pool, REAP_PER_PASS).await?;
+        let series = metrics::store::series::reap(&self.pool, REAP_PER_PASS).await?;
         tracing::debug!(
             keys,
             changes,

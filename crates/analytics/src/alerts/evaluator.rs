@@ -31,9 +31,9 @@ use super::notifier::sign;
 use super::rule::RuleSpec;
 use super::state::{Instance, Observed, State, step};
 use super::store::{self, Notification, Outcome};
-use crate::live::Live;
+use crate::metrics::live::Live;
+use crate::metrics::store::read::{self, Limits};
 use crate::model::{MINUTE, Micros, Query, floor_to, now_micros, rfc3339};
-use crate::store::read::{self, Limits};
 
 /// Rules one replica claims per tick at most.
 const CLAIM_LIMIT: i64 = 10_000;

@@ -11,6 +11,7 @@
 //! [`Alerts`] is what the gRPC API calls; it never picks a status code of
 //! its own beyond the shared table.
 
+pub mod convert;
 pub mod evaluator;
 pub mod notifier;
 pub mod rule;
@@ -19,6 +20,7 @@ pub mod store;
 pub mod watch;
 
 use sextant_common::ErrorCode;
+use sextant_common::db;
 use sextant_proto::analytics::v1 as pb;
 use sextant_proto::common::v1::PageResponse;
 use sqlx::PgPool;
@@ -27,24 +29,19 @@ use tokio_util::sync::CancellationToken;
 use tonic::Status;
 use uuid::Uuid;
 
-use crate::convert::alerts::{instance_pb, rule_pb, spec, state, transition_pb};
-use crate::convert::{self, invalid};
-use crate::live::Live;
+use crate::convert::{invalid, page_size};
+use crate::metrics::live::Live;
+use convert::{instance_pb, rule_pb, spec, state, transition_pb};
 use rule::RuleLimits;
 
-pub const MAX_PAGE_SIZE: u32 = 1000;
-pub const DEFAULT_PAGE_SIZE: u32 = 100;
+/// What a database failure names, for the caller.
+const STORE: &str = "the alert store";
 
 #[derive(Clone)]
 pub struct Alerts {
     pub pool: PgPool,
     pub live: Live,
     pub limits: RuleLimits,
-}
-
-fn unavailable(error: sqlx::Error) -> Status {
-    tracing::error!(%error, "database error");
-    ErrorCode::Unavailable.status("the alert store is unavailable")
 }
 
 /// A rule id; anything that is not one names no rule of the caller's (404).
@@ -60,14 +57,6 @@ fn not_found() -> Status {
 /// the caller has, so it is a 404 like an unknown one.
 fn rule_filter(id: &str) -> Result<Option<Uuid>, Status> {
     if id.is_empty() { Ok(None) } else { rule_id(id).map(Some) }
-}
-
-fn page_size(size: u32) -> Result<i64, Status> {
-    match size {
-        0 => Ok(i64::from(DEFAULT_PAGE_SIZE)),
-        1..=MAX_PAGE_SIZE => Ok(i64::from(size)),
-        _ => Err(invalid(format!("page.page_size must be at most {MAX_PAGE_SIZE}"))),
-    }
 }
 
 fn cursor_error() -> Status {
@@ -86,13 +75,17 @@ impl Alerts {
         if s.webhook.as_ref().is_some_and(|w| w.secret.is_empty()) {
             return Err(invalid("spec.webhook.secret is required"));
         }
-        let rule = store::create(&self.pool, tenant, &s).await.map_err(unavailable)?;
+        let rule = store::create(&self.pool, tenant, &s)
+            .await
+            .map_err(db::unavailable(STORE))?;
         Ok(rule_pb(&rule))
     }
 
     pub async fn get(&self, tenant: &str, r: pb::GetAlertRuleRequest) -> Result<pb::AlertRule, Status> {
         let id = rule_id(&r.id)?;
-        let rule = store::get(&self.pool, tenant, id).await.map_err(unavailable)?;
+        let rule = store::get(&self.pool, tenant, id)
+            .await
+            .map_err(db::unavailable(STORE))?;
         rule.map(|r| rule_pb(&r)).ok_or_else(not_found)
     }
 
@@ -105,7 +98,7 @@ impl Alerts {
         };
         let mut rules = store::list(&self.pool, tenant, after, size + 1)
             .await
-            .map_err(unavailable)?;
+            .map_err(db::unavailable(STORE))?;
         let more = rules.len() as i64 > size;
         rules.truncate(usize::try_from(size).unwrap_or(0));
         let next_cursor = match rules.last() {
@@ -125,7 +118,7 @@ impl Alerts {
             // An empty secret keeps the rule's current one.
             let current = store::get(&self.pool, tenant, id)
                 .await
-                .map_err(unavailable)?
+                .map_err(db::unavailable(STORE))?
                 .ok_or_else(not_found)?;
             webhook.secret = current
                 .spec
@@ -139,7 +132,7 @@ impl Alerts {
             .ok_or_else(|| invalid("expected_version is required: the version the update was made from"))?;
         match store::update(&self.pool, tenant, id, &s, expected)
             .await
-            .map_err(unavailable)?
+            .map_err(db::unavailable(STORE))?
         {
             store::Updated::Done(rule) => Ok(rule_pb(&rule)),
             store::Updated::NotFound => Err(not_found()),
@@ -151,7 +144,10 @@ impl Alerts {
 
     pub async fn delete(&self, tenant: &str, r: pb::DeleteAlertRuleRequest) -> Result<(), Status> {
         let id = rule_id(&r.id)?;
-        if store::delete(&self.pool, tenant, id).await.map_err(unavailable)? {
+        if store::delete(&self.pool, tenant, id)
+            .await
+            .map_err(db::unavailable(STORE))?
+        {
             Ok(())
         } else {
             Err(not_found())
@@ -163,7 +159,10 @@ impl Alerts {
         let Some(id) = rule_filter(id)? else {
             return Ok(None);
         };
-        match store::get(&self.pool, tenant, id).await.map_err(unavailable)? {
+        match store::get(&self.pool, tenant, id)
+            .await
+            .map_err(db::unavailable(STORE))?
+        {
             Some(_) => Ok(Some(id)),
             None => Err(not_found()),
         }
@@ -189,7 +188,7 @@ impl Alerts {
         };
         let mut rows = store::list_instances(&self.pool, tenant, rule, &states, after, size + 1)
             .await
-            .map_err(unavailable)?;
+            .map_err(db::unavailable(STORE))?;
         let more = rows.len() as i64 > size;
         rows.truncate(usize::try_from(size).unwrap_or(0));
         let next_cursor = match rows.last() {
@@ -210,7 +209,7 @@ impl Alerts {
         let rule = self.existing(tenant, &r.rule_id).await?;
         let range = r.range.unwrap_or_default();
         let time = |t: Option<prost_types::Timestamp>, field: &str| {
-            t.map(|t| convert::micros(&t).ok_or_else(|| invalid(format!("range.{field} is not a valid time"))))
+            t.map(|t| crate::convert::micros(&t).ok_or_else(|| invalid(format!("range.{field} is not a valid time"))))
                 .transpose()
         };
         let from = time(range.start, "start")?;
@@ -228,7 +227,7 @@ impl Alerts {
         };
         let mut rows = store::history(&self.pool, tenant, rule, (from, to), after, size + 1)
             .await
-            .map_err(unavailable)?;
+            .map_err(db::unavailable(STORE))?;
         let more = rows.len() as i64 > size;
         rows.truncate(usize::try_from(size).unwrap_or(0));
         let next_cursor = match rows.last() {

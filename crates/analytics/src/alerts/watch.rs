@@ -9,7 +9,7 @@
 //! of the tenant. Cues come from the evaluating replica (directly or through
 //! RabbitMQ); watches also poll.
 
-use sextant_common::ErrorCode;
+use sextant_common::db;
 use sextant_proto::analytics::v1 as pb;
 use sqlx::PgPool;
 use tokio::sync::{broadcast, mpsc};
@@ -17,9 +17,11 @@ use tokio_util::sync::CancellationToken;
 use tonic::Status;
 use uuid::Uuid;
 
+use super::convert::{instance_pb, transition_pb};
 use super::store;
-use crate::convert::alerts::{instance_pb, transition_pb};
-use crate::live::{Cue, Live};
+use crate::metrics::live::{Cue, Live};
+
+use super::STORE;
 
 /// Instances a snapshot holds at most.
 const SNAPSHOT_LIMIT: i64 = 10_000;
@@ -118,18 +120,18 @@ impl Watch {
     }
 
     async fn snapshot(&mut self) -> Result<(), Status> {
-        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        let mut tx = self.pool.begin().await.map_err(db::unavailable(STORE))?;
         sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
             .execute(&mut *tx)
             .await
-            .map_err(unavailable)?;
+            .map_err(db::unavailable(STORE))?;
         let (version, _) = store::stream_position(&mut *tx, &self.tenant)
             .await
-            .map_err(unavailable)?;
+            .map_err(db::unavailable(STORE))?;
         let instances = store::list_instances(&mut *tx, &self.tenant, self.rule, &[], None, SNAPSHOT_LIMIT)
             .await
-            .map_err(unavailable)?;
-        tx.commit().await.map_err(unavailable)?;
+            .map_err(db::unavailable(STORE))?;
+        tx.commit().await.map_err(db::unavailable(STORE))?;
         self.version = version;
         let snapshot = pb::ListAlertInstancesResponse {
             instances: instances.iter().map(instance_pb).collect(),
@@ -142,7 +144,7 @@ impl Watch {
     async fn resume(&mut self, after: i64) -> Result<(), Status> {
         let (current, pruned) = store::stream_position(&self.pool, &self.tenant)
             .await
-            .map_err(unavailable)?;
+            .map_err(db::unavailable(STORE))?;
         if after < pruned || after > current {
             return self.snapshot().await;
         }
@@ -162,7 +164,7 @@ impl Watch {
                 CATCH_UP_PAGE,
             )
             .await
-            .map_err(unavailable)?;
+            .map_err(db::unavailable(STORE))?;
             for row in &rows {
                 self.version = row.version;
                 self.send(
@@ -176,9 +178,4 @@ impl Watch {
             }
         }
     }
-}
-
-fn unavailable(error: sqlx::Error) -> Status {
-    tracing::error!(%error, "database error");
-    ErrorCode::Unavailable.status("the alert store is unavailable")
 }

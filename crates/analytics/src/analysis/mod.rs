@@ -16,6 +16,7 @@ pub mod store;
 use std::collections::HashMap;
 
 use sextant_common::ErrorCode;
+use sextant_common::db;
 use sextant_proto::analytics::v1 as pb;
 use sqlx::PgPool;
 use tokio::sync::mpsc;
@@ -23,9 +24,12 @@ use tonic::Status;
 use uuid::Uuid;
 
 use crate::convert::{self, aggregation_pb, invalid, timestamp};
-use crate::live::query_status;
+use crate::metrics::live::query_status;
+use crate::metrics::store::read::{self, Limits};
 use crate::model::{Aggregation, Micros, Query, SECOND, rfc3339, valid_name};
-use crate::store::read::{self, Limits};
+
+/// What a database failure names, for the caller.
+const STORE: &str = "the analysis store";
 
 /// Metrics one analysis covers at most.
 pub const MAX_METRICS: usize = 200;
@@ -60,11 +64,6 @@ struct Request {
     end: Micros,
     metrics: Vec<String>,
     bucket: Micros,
-}
-
-fn unavailable(error: sqlx::Error) -> Status {
-    tracing::error!(%error, "database error");
-    ErrorCode::Unavailable.status("the analysis store is unavailable")
 }
 
 fn check(r: pb::CreateAnalysisRequest, limits: &Limits) -> Result<Request, Status> {
@@ -133,7 +132,7 @@ impl Analyses {
         let report = self.compute(tenant, request, |_, _, _| {}).await?;
         store::insert(&self.pool, tenant, None, &report)
             .await
-            .map_err(unavailable)
+            .map_err(db::unavailable(STORE))
     }
 
     /// Runs an analysis, sending progress after each metric, then the
@@ -168,7 +167,9 @@ impl Analyses {
         tx: &mpsc::Sender<Result<pb::RunAnalysisResponse, Status>>,
     ) -> Result<pb::Analysis, Status> {
         if let Some(run_id) = run_id
-            && let Some(done) = store::by_run(&self.pool, tenant, run_id).await.map_err(unavailable)?
+            && let Some(done) = store::by_run(&self.pool, tenant, run_id)
+                .await
+                .map_err(db::unavailable(STORE))?
         {
             return Ok(done);
         }
@@ -187,7 +188,7 @@ impl Analyses {
             .await?;
         store::insert(&self.pool, tenant, run_id, &report)
             .await
-            .map_err(unavailable)
+            .map_err(db::unavailable(STORE))
     }
 
     pub async fn get(&self, tenant: &str, r: pb::GetAnalysisRequest) -> Result<pb::Analysis, Status> {
@@ -195,7 +196,7 @@ impl Analyses {
         let id = Uuid::parse_str(&r.id).map_err(|_| not_found())?;
         let report = store::get(&self.pool, tenant, id)
             .await
-            .map_err(unavailable)?
+            .map_err(db::unavailable(STORE))?
             .ok_or_else(not_found)?;
         Ok(if r.heading_only { heading(report) } else { report })
     }
@@ -213,7 +214,7 @@ impl Analyses {
         };
         let mut rows = store::list(&self.pool, tenant, before, size + 1)
             .await
-            .map_err(unavailable)?;
+            .map_err(db::unavailable(STORE))?;
         let more = rows.len() as i64 > size;
         rows.truncate(usize::try_from(size).unwrap_or(0));
         let next_cursor = match rows.last() {
@@ -236,7 +237,7 @@ impl Analyses {
         let metrics = if r.metrics.is_empty() {
             let all = read::metrics_in(&self.pool, tenant, r.start, r.end)
                 .await
-                .map_err(unavailable)?;
+                .map_err(db::unavailable(STORE))?;
             if all.len() > MAX_METRICS {
                 return Err(invalid(format!(
                     "{} metrics have events in the range; an analysis covers at most {MAX_METRICS}: name them",
@@ -297,7 +298,11 @@ impl Analyses {
             findings.extend(self.anomalies(metric, r.bucket, &buckets));
             progress(u32::try_from(i + 1).unwrap_or(u32::MAX), total, metric);
         }
-        findings.extend(fired(&self.pool, tenant, r.start, r.end).await.map_err(unavailable)?);
+        findings.extend(
+            fired(&self.pool, tenant, r.start, r.end)
+                .await
+                .map_err(db::unavailable(STORE))?,
+        );
         findings.sort_by(|a, b| {
             let at = |f: &pb::Finding| f.at.map(|t| (t.seconds, t.nanos));
             at(a).cmp(&at(b)).then_with(|| a.id.cmp(&b.id))

@@ -25,8 +25,8 @@ use std::time::Instant;
 use sqlx::PgPool;
 
 use crate::aggregate::Agg;
+use crate::metrics::store::read::{self, Cells, Limits, QueryError, Scope, Selection};
 use crate::model::{MINUTE, Micros, Query, SeriesResult, floor_to};
-use crate::store::read::{self, Cells, Limits, QueryError, Scope, Selection};
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Key {

@@ -1,4 +1,4 @@
-//! The analytics service's Prometheus metrics, served on
+//! The analytics service's own Prometheus metrics (not the metrics it stores), served on
 //! `analytics.grpc.metrics_port`.
 
 use prometheus_client::encoding::EncodeLabelSet;

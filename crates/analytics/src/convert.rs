@@ -1,7 +1,6 @@
-//! Protobuf ↔ domain, in one place: the API and the live streams both use it.
-//! Metrics here; alerts in [`alerts`].
-
-pub mod alerts;
+//! Protobuf ↔ domain for metrics and queries, and the conversions every
+//! feature shares (times, durations, aggregations, matchers, paging). Alert
+//! rules convert in `alerts::convert`, next to the rules.
 
 use sextant_common::ErrorCode;
 use sextant_proto::analytics::v1 as pb;
@@ -11,13 +10,25 @@ use tonic::Status;
 use crate::model::{
     self, Aggregation, BucketResult, Matcher, Micros, Query, RawEvent, Rejection, SECOND, SeriesResult, valid_name,
 };
-use crate::store::ingest::StoredRejection;
 
 /// The widest bucket: 366 days.
 pub const MAX_BUCKET: Micros = 366 * 24 * 3600 * SECOND;
 
 pub fn invalid(message: impl Into<String>) -> Status {
     ErrorCode::InvalidArgument.status(message)
+}
+
+/// The most items a list page holds, and how many when the caller asks for 0.
+pub const MAX_PAGE_SIZE: u32 = 1000;
+pub const DEFAULT_PAGE_SIZE: u32 = 100;
+
+/// A list request's page size, checked.
+pub fn page_size(size: u32) -> Result<i64, Status> {
+    match size {
+        0 => Ok(i64::from(DEFAULT_PAGE_SIZE)),
+        1..=MAX_PAGE_SIZE => Ok(i64::from(size)),
+        _ => Err(invalid(format!("page.page_size must be at most {MAX_PAGE_SIZE}"))),
+    }
 }
 
 /// A timestamp in microseconds; `None` when out of range.
@@ -69,15 +80,6 @@ pub fn rejection(r: &Rejection) -> pb::Rejection {
         code: r.code.to_owned(),
         message: r.message.clone(),
         field: r.field.clone(),
-    }
-}
-
-pub fn stored_rejection(r: StoredRejection) -> pb::Rejection {
-    pb::Rejection {
-        index: r.index,
-        code: r.code,
-        message: r.message,
-        field: r.field,
     }
 }
 

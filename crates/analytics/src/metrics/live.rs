@@ -19,15 +19,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use lapin::BasicProperties;
-use lapin::options::{
-    BasicConsumeOptions, BasicPublishOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
-};
-use lapin::types::FieldTable;
+use lapin::options::BasicPublishOptions;
 use prost::Message as _;
 use sextant_common::ErrorCode;
-use sextant_common::amqp::Amqp;
+use sextant_common::amqp::{Amqp, Fanout, Heard};
+use sextant_common::db;
 use sextant_proto::analytics::v1 as pb;
 use sqlx::PgPool;
 use tokio::sync::{broadcast, mpsc};
@@ -35,9 +32,11 @@ use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
 use crate::convert;
+use crate::metrics::store::ingest::Change;
+use crate::metrics::store::read::{self, Cells, Limits, QueryError};
 use crate::model::{MINUTE, Micros, Query, floor_to, now_micros};
-use crate::store::ingest::Change;
-use crate::store::read::{self, Cells, Limits, QueryError};
+
+use super::STORE;
 
 const HINT_CAPACITY: usize = 4096;
 const PUBLISH_QUEUE: usize = 4096;
@@ -81,7 +80,7 @@ pub struct Live {
     outbox: mpsc::Sender<Hint>,
     pool: PgPool,
     settings: WatchSettings,
-    pub(crate) metrics: crate::metrics::Metrics,
+    pub(crate) metrics: crate::telemetry::Metrics,
 }
 
 /// Runs the hint publisher and consumer (see [`Live::new`]).
@@ -96,7 +95,7 @@ impl Live {
         pool: PgPool,
         prefix: &str,
         settings: WatchSettings,
-        metrics: crate::metrics::Metrics,
+        metrics: crate::telemetry::Metrics,
     ) -> (Self, LiveTasks) {
         let (cues, _) = broadcast::channel(HINT_CAPACITY);
         let (outbox, outbox_rx) = mpsc::channel(PUBLISH_QUEUE);
@@ -217,20 +216,13 @@ impl LiveTasks {
     }
 }
 
-async fn declare(channel: &lapin::Channel, exchange: &str) -> lapin::Result<()> {
-    channel
-        .exchange_declare(
-            exchange.into(),
-            lapin::ExchangeKind::Fanout,
-            // Hints are only cues (the change log is the record): the
-            // exchange lives while some replica listens, and goes with the last.
-            ExchangeDeclareOptions {
-                auto_delete: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
+/// The hint exchange. Hints are only cues (the change log is the record):
+/// the exchange lives while some replica listens, and goes with the last.
+fn hints(exchange: &str) -> Fanout {
+    Fanout {
+        exchange: exchange.to_owned(),
+        durable: false,
+    }
 }
 
 async fn publish(outbox: &mut mpsc::Receiver<Hint>, amqp: Amqp, exchange: &str, shutdown: CancellationToken) {
@@ -244,7 +236,7 @@ async fn publish(outbox: &mut mpsc::Receiver<Hint>, amqp: Amqp, exchange: &str, 
             channel = None;
             if let Some(connection) = amqp.connection()
                 && let Ok(fresh) = connection.create_channel().await
-                && declare(&fresh, exchange).await.is_ok()
+                && hints(exchange).declare(&fresh).await.is_ok()
             {
                 channel = Some(fresh);
             }
@@ -268,71 +260,19 @@ async fn publish(outbox: &mut mpsc::Receiver<Hint>, amqp: Amqp, exchange: &str, 
 }
 
 async fn consume(cues: broadcast::Sender<Cue>, amqp: Amqp, exchange: &str, shutdown: CancellationToken) {
-    loop {
-        let connection = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            c = amqp.connected() => c,
-        };
-        let mut consumer = match open_feed(&connection, exchange).await {
-            Ok(consumer) => consumer,
-            Err(error) => {
-                tracing::warn!(%error, "subscribing to metric change hints failed");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                continue;
+    hints(exchange)
+        .consume(&amqp, "metric change hints", shutdown, |heard| match heard {
+            // Whatever went by while we were away is only in PostgreSQL.
+            Heard::Subscribed => {
+                let _ = cues.send(Cue::Resync);
             }
-        };
-        // Whatever went by while we were away is only in PostgreSQL.
-        let _ = cues.send(Cue::Resync);
-        loop {
-            let delivery = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                d = consumer.next() => d,
-            };
-            let Some(Ok(delivery)) = delivery else {
-                tracing::warn!("metric change hints interrupted; resubscribing");
-                break;
-            };
-            if let Ok(hint) = Hint::decode(delivery.data.as_slice()) {
-                let _ = cues.send(Cue::Hint(Arc::new(hint)));
+            Heard::Message(delivery) => {
+                if let Ok(hint) = Hint::decode(delivery.data.as_slice()) {
+                    let _ = cues.send(Cue::Hint(Arc::new(hint)));
+                }
             }
-        }
-    }
-}
-
-async fn open_feed(connection: &lapin::Connection, exchange: &str) -> lapin::Result<lapin::Consumer> {
-    let channel = connection.create_channel().await?;
-    declare(&channel, exchange).await?;
-    let queue = channel
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                auto_delete: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await?;
-    channel
-        .queue_bind(
-            queue.name().as_str().into(),
-            exchange.into(),
-            "".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
-    channel
-        .basic_consume(
-            queue.name().as_str().into(),
-            "".into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
+        })
+        .await;
 }
 
 /// One `WatchMetric` stream.
@@ -432,7 +372,7 @@ impl Watch {
         let pool = &self.live.pool;
         let version = read::metric_version(pool, &self.tenant, &self.query.metric)
             .await
-            .map_err(unavailable)?;
+            .map_err(db::unavailable(STORE))?;
         let query = self.windowed();
         let limits = self.live.settings.limits;
         let series = read::query(pool, &self.tenant, &query, &limits)
@@ -458,7 +398,7 @@ impl Watch {
         let pool = self.live.pool.clone();
         let Some(changes) = read::changes_after(&pool, &self.tenant, &self.query.metric, after)
             .await
-            .map_err(unavailable)?
+            .map_err(db::unavailable(STORE))?
         else {
             return self.snapshot().await;
         };
@@ -533,11 +473,6 @@ fn same(a: &[f64], b: &[f64]) -> bool {
     a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits() || x == y)
 }
 
-fn unavailable(error: sqlx::Error) -> Status {
-    tracing::error!(%error, "database error");
-    ErrorCode::Unavailable.status("the metric store is unavailable")
-}
-
 /// A live query's range at `now`: from `now − window` (rounded down to the
 /// bucket) through the bucket holding `now + max_future` (events may be
 /// stamped that far ahead).
@@ -551,7 +486,7 @@ fn windowed(query: &Query, window: Micros, max_future: Micros, now: Micros) -> Q
 pub fn query_status(error: QueryError) -> Status {
     match error {
         QueryError::Limit(message) => convert::invalid(message),
-        QueryError::Db(error) => unavailable(error),
+        QueryError::Db(error) => db::unavailable(STORE)(error),
         QueryError::Other(error) => {
             tracing::error!(error = %format!("{error:#}"), "query failed");
             ErrorCode::Internal.status("the query failed")

@@ -5,12 +5,14 @@ use std::collections::BTreeMap;
 use sextant_proto::analytics::v1 as pb;
 use tonic::Status;
 
-use super::{aggregation, aggregation_pb, duration, invalid, matcher, matcher_pb, offset_timestamp, timestamp};
-use crate::alerts::rule::{
+use super::rule::{
     Comparator, MAX_ANNOTATION_VALUE, MAX_ANNOTATIONS, MAX_HOLD, MAX_NAME, RuleSpec, SECRET_LEN, Webhook,
 };
-use crate::alerts::state::State;
-use crate::alerts::store::{InstanceRow, Rule, TransitionRow};
+use super::state::State;
+use super::store::{InstanceRow, Rule, TransitionRow};
+use crate::convert::{
+    aggregation, aggregation_pb, duration, invalid, matcher, matcher_pb, offset_timestamp, timestamp,
+};
 use crate::model::{self, valid_name};
 
 fn comparator(value: i32) -> Option<Comparator> {
