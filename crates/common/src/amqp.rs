@@ -2,7 +2,8 @@
 //! jittered exponential backoff, watches the connection for errors, and
 //! connects again when it breaks; users read the current connection (if any)
 //! from a watch channel, so they can re-declare their topology on every
-//! reconnect.
+//! reconnect. [`Fanout`] is the exchange every replica of a service hears,
+//! consumed across reconnects.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -152,4 +153,104 @@ async fn supervise(
 fn jitter(d: Duration) -> Duration {
     // Up to +50 %, so that replicas do not reconnect in lockstep.
     d.mul_f64(1.0 + rand::random_range(0.0..0.5))
+}
+
+/// A fanout exchange every replica of a service hears: each replica binds a
+/// queue of its own (exclusive, gone with its connection) and gets every
+/// message. What goes over one is a cue or a copy: the record stays in
+/// PostgreSQL, and a consumer that was away catches up from there.
+#[derive(Debug, Clone)]
+pub struct Fanout {
+    pub exchange: String,
+    /// Kept across broker restarts (publishers rely on it existing), or gone
+    /// with the last replica listening.
+    pub durable: bool,
+}
+
+/// What a fanout consumer hears.
+pub enum Heard<'a> {
+    /// Subscribed (again): whatever went by while it was not is missed.
+    Subscribed,
+    /// One message, in publication order.
+    Message(&'a lapin::message::Delivery),
+}
+
+impl Fanout {
+    /// Declares the exchange (idempotent).
+    pub async fn declare(&self, channel: &lapin::Channel) -> lapin::Result<()> {
+        let options = lapin::options::ExchangeDeclareOptions {
+            durable: self.durable,
+            auto_delete: !self.durable,
+            ..Default::default()
+        };
+        channel
+            .exchange_declare(
+                self.exchange.as_str().into(),
+                lapin::ExchangeKind::Fanout,
+                options,
+                lapin::types::FieldTable::default(),
+            )
+            .await
+    }
+
+    /// Hears the exchange until `shutdown`, across reconnects: `on` gets
+    /// [`Heard::Subscribed`] after every (re)subscription, then each message.
+    /// `what` names the feed in logs.
+    pub async fn consume(&self, amqp: &Amqp, what: &str, shutdown: CancellationToken, mut on: impl FnMut(Heard<'_>)) {
+        loop {
+            let connection = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                c = amqp.connected() => c,
+            };
+            let mut consumer = match self.subscribe(&connection).await {
+                Ok(consumer) => consumer,
+                Err(error) => {
+                    tracing::warn!(%error, feed = what, "subscribing failed");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+            };
+            on(Heard::Subscribed);
+            loop {
+                let delivery = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    d = consumer.next() => d,
+                };
+                let Some(Ok(delivery)) = delivery else {
+                    tracing::warn!(feed = what, "feed interrupted; resubscribing");
+                    break;
+                };
+                on(Heard::Message(&delivery));
+            }
+        }
+    }
+
+    async fn subscribe(&self, connection: &Connection) -> lapin::Result<lapin::Consumer> {
+        use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
+        use lapin::types::FieldTable;
+        let channel = connection.create_channel().await?;
+        self.declare(&channel).await?;
+        let own = QueueDeclareOptions {
+            exclusive: true,
+            auto_delete: true,
+            ..Default::default()
+        };
+        let queue = channel.queue_declare("".into(), own, FieldTable::default()).await?;
+        channel
+            .queue_bind(
+                queue.name().as_str().into(),
+                self.exchange.as_str().into(),
+                "".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        let no_ack = BasicConsumeOptions {
+            no_ack: true,
+            ..Default::default()
+        };
+        channel
+            .basic_consume(queue.name().as_str().into(), "".into(), no_ack, FieldTable::default())
+            .await
+    }
 }

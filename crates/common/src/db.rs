@@ -125,3 +125,15 @@ async fn ensure_database(options: &PgConnectOptions) -> anyhow::Result<()> {
     admin.close().await.ok();
     Ok(())
 }
+
+/// A database failure as a caller of `store` sees it (`store` names it for
+/// them: "the alert store"): `unavailable`, which a retry may fix. The cause
+/// goes to the log, never to the caller.
+///
+/// `.map_err(db::unavailable("the job store"))`
+pub fn unavailable(store: &'static str) -> impl Fn(sqlx::Error) -> tonic::Status + Copy {
+    move |error| {
+        tracing::error!(%error, store, "database error");
+        crate::ErrorCode::Unavailable.status(format!("{store} is unavailable"))
+    }
+}

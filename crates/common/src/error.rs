@@ -10,6 +10,20 @@ use tonic::{Code, Status};
 
 pub const ERROR_CODE_METADATA: &str = "x-sextant-error-code";
 
+/// Where a refusal says how many seconds to wait before trying again; the
+/// gateway answers it as `Retry-After`.
+pub const RETRY_AFTER_METADATA: &str = "x-sextant-retry-after";
+
+/// The IETF RateLimit fields a backend may answer in metadata; the gateway
+/// passes each on as the header of the same name.
+pub mod rate_limit {
+    pub const LIMIT: &str = "ratelimit-limit";
+    pub const REMAINING: &str = "ratelimit-remaining";
+    pub const RESET: &str = "ratelimit-reset";
+    pub const POLICY: &str = "ratelimit-policy";
+    pub const FIELDS: [&str; 4] = [LIMIT, REMAINING, RESET, POLICY];
+}
+
 macro_rules! error_codes {
     ($($variant:ident => ($name:literal, $grpc:ident, $http:literal, $title:literal),)*) => {
         /// A stable, documented error code.

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use futures::{Stream, StreamExt};
 use object_store::path::Path;
 use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt};
+use sextant_common::db;
 use sextant_common::internal_auth::{Caller, ClientAuth, SERVICE_HEADER};
 use sextant_common::{ErrorCode, idempotency};
 use sextant_proto::analytics::v1 as apb;
@@ -38,6 +39,9 @@ use crate::formats::{Contents, Format};
 use crate::limits::{self, Class};
 use crate::publish::{self, Published, Report};
 use crate::store::{self, Record};
+
+/// What a database failure names, for the caller.
+const STORE: &str = "the export store";
 
 pub type AnalyticsClient = AnalyticsServiceClient<InterceptedService<Channel, ClientAuth>>;
 pub type JobsClient = JobServiceClient<InterceptedService<Channel, ClientAuth>>;
@@ -70,11 +74,6 @@ fn invalid(message: impl Into<String>) -> Status {
 
 fn not_found() -> Status {
     ErrorCode::NotFound.status("no such export")
-}
-
-fn unavailable(error: sqlx::Error) -> Status {
-    tracing::error!(%error, "database error");
-    ErrorCode::Unavailable.status("the export store is unavailable")
 }
 
 fn timestamp(t: time::OffsetDateTime) -> prost_types::Timestamp {
@@ -160,7 +159,7 @@ impl ExportsApi {
         if let Some(k) = idempotency_key
             && let Some(existing) = store::by_key(&self.pool, &caller.tenant, k)
                 .await
-                .map_err(unavailable)?
+                .map_err(db::unavailable(STORE))?
         {
             return replay(existing);
         }
@@ -172,7 +171,7 @@ impl ExportsApi {
 
         // A request with the same key committed meanwhile is caught by the
         // insert below, which rolls this transaction (and its take) back.
-        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        let mut tx = self.pool.begin().await.map_err(db::unavailable(STORE))?;
         let (class, limit, what) = if batch {
             (
                 Class::Batch,
@@ -184,7 +183,7 @@ impl ExportsApi {
         };
         let quota = match limits::take(&mut tx, &caller.tenant, &caller.user, class, limit)
             .await
-            .map_err(unavailable)?
+            .map_err(db::unavailable(STORE))?
         {
             Ok(quota) => quota,
             Err(quota) => {
@@ -211,17 +210,17 @@ impl ExportsApi {
         };
         let Some(record) = store::insert(&mut *tx, &caller.tenant, &new)
             .await
-            .map_err(unavailable)?
+            .map_err(db::unavailable(STORE))?
         else {
             // The same key, committed meanwhile: this request takes nothing.
             drop(tx);
             let existing = store::by_key(&self.pool, &caller.tenant, idempotency_key.unwrap_or_default())
                 .await
-                .map_err(unavailable)?
+                .map_err(db::unavailable(STORE))?
                 .ok_or_else(not_found)?;
             return replay(existing);
         };
-        tx.commit().await.map_err(unavailable)?;
+        tx.commit().await.map_err(db::unavailable(STORE))?;
 
         let record = if as_job {
             self.queue(caller, record).await?
@@ -241,7 +240,7 @@ impl ExportsApi {
         match submit_render(&self.jobs, caller, record.id).await {
             Ok(job) => store::set_job(&self.pool, &caller.tenant, record.id, job)
                 .await
-                .map_err(unavailable),
+                .map_err(db::unavailable(STORE)),
             Err(status) => {
                 tracing::error!(code = ?status.code(), message = status.message(), export_id = %record.id, "queueing the render failed");
                 let _ = store::failed(&self.pool, &caller.tenant, record.id, "the render could not be queued").await;
@@ -269,7 +268,7 @@ impl ExportsApi {
                 let size = i64::try_from(size).unwrap_or(i64::MAX);
                 return store::ready(&self.pool, tenant, record.id, size, &sha256)
                     .await
-                    .map_err(unavailable);
+                    .map_err(db::unavailable(STORE));
             }
             Ok(_) => {
                 let _ = self.store.delete(&Path::from(record.object_key.as_str())).await;
@@ -287,14 +286,14 @@ impl ExportsApi {
         };
         store::failed(&self.pool, tenant, record.id, failure)
             .await
-            .map_err(unavailable)
+            .map_err(db::unavailable(STORE))
     }
 
     async fn record(&self, caller: &Caller, id: &str) -> Result<Record, Status> {
         let id = Uuid::parse_str(id).map_err(|_| not_found())?;
         store::get(&self.pool, &caller.tenant, id)
             .await
-            .map_err(unavailable)?
+            .map_err(db::unavailable(STORE))?
             .ok_or_else(not_found)
     }
 }
@@ -361,7 +360,7 @@ impl ExportService for ExportsApi {
         let analysis = (!r.analysis_id.is_empty()).then_some(r.analysis_id.as_str());
         let mut rows = store::list(&self.pool, &caller.tenant, analysis, before, size + 1)
             .await
-            .map_err(unavailable)?;
+            .map_err(db::unavailable(STORE))?;
         let more = rows.len() as i64 > size;
         rows.truncate(usize::try_from(size).unwrap_or(0));
         let next_cursor = match rows.last() {
@@ -439,7 +438,8 @@ impl ExportService for ExportsApi {
         }
         let caller = Caller::from_metadata(request.metadata())?;
         let record = self.record(&caller, &request.into_inner().id).await?;
-        let contents = contents(&record).ok_or_else(|| Status::internal("the export's formats are unknown"))?;
+        let contents =
+            contents(&record).ok_or_else(|| ErrorCode::Internal.status("the export's formats are unknown"))?;
         // Everything else runs beside the stream, so that a worker that drops
         // it (its job cancelled, or itself gone) stops the render at once,
         // in whatever phase, and the export fails.
@@ -473,7 +473,7 @@ impl ExportsApi {
                 return;
             }
             Err(error) => {
-                let _ = tx.send(Err(unavailable(error))).await;
+                let _ = tx.send(Err(db::unavailable(STORE)(error))).await;
                 return;
             }
         };
@@ -547,7 +547,7 @@ pub(crate) async fn submit_render(jobs: &JobsClient, caller: &Caller, id: Uuid) 
     );
     let answer = jobs.clone().submit_job(request).await?;
     let job = answer.into_inner().job.map(|j| j.id).unwrap_or_default();
-    Uuid::parse_str(&job).map_err(|_| Status::internal("the jobs service answered a malformed job id"))
+    Uuid::parse_str(&job).map_err(|_| ErrorCode::Internal.status("the jobs service answered a malformed job id"))
 }
 
 /// What a record holds, from its stored format names.

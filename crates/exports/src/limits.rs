@@ -10,20 +10,17 @@
 
 use std::time::Duration;
 
+// The answer's metadata keys are the shared wire names: the gateway copies
+// the `ratelimit-*` ones to headers of the same names, and the retry-after
+// one to `Retry-After`.
+use sextant_common::error::RETRY_AFTER_METADATA as RETRY_AFTER;
+use sextant_common::error::rate_limit::{LIMIT, POLICY, REMAINING, RESET};
 use sqlx::{Postgres, Transaction};
 use time::OffsetDateTime;
 use tonic::metadata::{AsciiMetadataValue, MetadataMap};
 
 /// The window the limit is counted over.
 const WINDOW: Duration = Duration::from_secs(60);
-
-/// Metadata keys of the answer; the gateway copies the `ratelimit-*` ones to
-/// headers of the same names, and [`RETRY_AFTER`] to `Retry-After`.
-pub const LIMIT: &str = "ratelimit-limit";
-pub const REMAINING: &str = "ratelimit-remaining";
-pub const RESET: &str = "ratelimit-reset";
-pub const POLICY: &str = "ratelimit-policy";
-pub const RETRY_AFTER: &str = "x-sextant-retry-after";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Class {

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use futures::Stream;
+use sextant_common::db;
 use sextant_common::internal_auth::Caller;
 use sextant_common::{ErrorCode, idempotency};
 use sextant_proto::jobs::v1::job_service_server::JobService;
@@ -263,11 +264,11 @@ impl Invalid {
     }
 
     fn internal(error: sqlx::Error) -> Self {
-        tracing::error!(%error, "database error");
+        let status = internal(error);
         Self {
-            code: ErrorCode::Unavailable,
+            code: ErrorCode::of_status(&status),
             field: "",
-            message: "the job store is unavailable".into(),
+            message: status.message().to_owned(),
         }
     }
 
@@ -277,7 +278,7 @@ impl Invalid {
 }
 
 fn internal(error: sqlx::Error) -> Status {
-    Invalid::internal(error).status()
+    db::unavailable(store::NAME)(error)
 }
 
 fn caller<T>(request: &Request<T>) -> Result<Caller, Status> {

@@ -13,15 +13,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use lapin::BasicProperties;
-use lapin::options::{
-    BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
-    QueueDeclareOptions,
-};
-use lapin::types::FieldTable;
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use prost::Message as _;
-use sextant_common::amqp::Amqp;
+use sextant_common::amqp::{Amqp, Fanout, Heard};
 use sqlx::postgres::PgListener;
 use sqlx::{ConnectOptions as _, PgPool};
 use tokio::sync::broadcast;
@@ -42,19 +37,13 @@ const RELAY_WAIT_MAX: Duration = Duration::from_millis(20);
 const RECORD_EVERY: Duration = Duration::from_millis(250);
 const HUB_CAPACITY: usize = 4096;
 
-/// Declares the events exchange (idempotent).
-async fn declare_exchange(channel: &lapin::Channel, names: &Names) -> lapin::Result<()> {
-    channel
-        .exchange_declare(
-            names.events_exchange.as_str().into(),
-            lapin::ExchangeKind::Fanout,
-            ExchangeDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
+/// The events exchange: durable, since the relay publishes to it whether or
+/// not a replica listens.
+fn events_exchange(names: &Names) -> Fanout {
+    Fanout {
+        exchange: names.events_exchange.clone(),
+        durable: true,
+    }
 }
 
 /// Publishes recorded events, in order, to the events exchange. One replica's
@@ -155,7 +144,7 @@ impl Relay {
 
     async fn open(&self, connection: &lapin::Connection) -> lapin::Result<lapin::Channel> {
         let channel = connection.create_channel().await?;
-        declare_exchange(&channel, &self.names).await?;
+        events_exchange(&self.names).declare(&channel).await?;
         channel.confirm_select(ConfirmSelectOptions::default()).await?;
         Ok(channel)
     }
@@ -279,29 +268,15 @@ impl Hub {
     /// Consumes the events exchange until shutdown, across reconnects.
     pub async fn run(self, amqp: Amqp, names: Arc<Names>, shutdown: CancellationToken) {
         let mut last_seq = 0u64;
-        loop {
-            let connection = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                c = amqp.connected() => c,
-            };
-            let mut consumer = match open_feed(&connection, &names).await {
-                Ok(consumer) => consumer,
-                Err(error) => {
-                    tracing::warn!(%error, "subscribing to job events failed");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                    continue;
-                }
-            };
-            // Whatever was published while we were away is only in PostgreSQL.
-            let _ = self.sender.send(HubMessage::Resync);
-            loop {
-                let delivery = tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    d = consumer.next() => d,
-                };
-                let Some(Ok(delivery)) = delivery else {
-                    tracing::warn!("job event feed interrupted; resubscribing");
-                    break;
+        events_exchange(&names)
+            .consume(&amqp, "job events", shutdown, |heard| {
+                let delivery = match heard {
+                    // Whatever was published while we were away is only in PostgreSQL.
+                    Heard::Subscribed => {
+                        let _ = self.sender.send(HubMessage::Resync);
+                        return;
+                    }
+                    Heard::Message(delivery) => delivery,
                 };
                 let batch = delivery.properties.content_type().as_ref().map(|t| t.as_str()) == Some(BATCH_CONTENT_TYPE);
                 let Some(batch) = batch
@@ -309,7 +284,7 @@ impl Hub {
                     .flatten()
                 else {
                     tracing::error!("dropping an unreadable job event message");
-                    continue;
+                    return;
                 };
                 // The relay publishes in order; a republished event is old news.
                 if last_seq != 0 && batch.after > last_seq {
@@ -323,43 +298,7 @@ impl Hub {
                     last_seq = envelope.seq;
                     let _ = self.sender.send(HubMessage::Event(Arc::new(envelope)));
                 }
-            }
-        }
+            })
+            .await;
     }
-}
-
-async fn open_feed(connection: &lapin::Connection, names: &Names) -> lapin::Result<lapin::Consumer> {
-    let channel = connection.create_channel().await?;
-    declare_exchange(&channel, names).await?;
-    let queue = channel
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                auto_delete: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await?;
-    channel
-        .queue_bind(
-            queue.name().as_str().into(),
-            names.events_exchange.as_str().into(),
-            "".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
-    channel
-        .basic_consume(
-            queue.name().as_str().into(),
-            "".into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
 }

@@ -11,6 +11,7 @@
 
 use std::collections::HashMap;
 
+use sextant_common::{ErrorCode, db};
 use sextant_proto::jobs::v1::{JobsSnapshot, WatchJobsResponse, watch_jobs_response};
 use sqlx::PgPool;
 use tokio::sync::broadcast::{self, error::RecvError};
@@ -51,18 +52,15 @@ pub async fn start(
     after: u64,
 ) -> Result<mpsc::Receiver<Result<WatchJobsResponse, Status>>, Status> {
     let feed = hub.subscribe();
-    let internal = |e: sqlx::Error| {
-        tracing::error!(error = %e, "watch failed to read the job store");
-        Status::internal("job store unavailable")
-    };
-    let after = i64::try_from(after).map_err(|_| Status::invalid_argument("after_version is out of range"))?;
+    let internal = db::unavailable(store::NAME);
+    let after = i64::try_from(after).map_err(|_| ErrorCode::InvalidArgument.status("after_version is out of range"))?;
     let (out, receiver) = mpsc::channel(OUTBOUND);
     match target {
         Target::Job(id) => {
             let row = store::get(&pool, &tenant, id)
                 .await
                 .map_err(internal)?
-                .ok_or_else(|| sextant_common::ErrorCode::NotFound.status("job not found"))?;
+                .ok_or_else(|| ErrorCode::NotFound.status("job not found"))?;
             let watch = JobWatch {
                 pool,
                 tenant,
@@ -111,7 +109,7 @@ async fn next(feed: &mut broadcast::Receiver<HubMessage>, out: &Out, shutdown: &
     tokio::select! {
         _ = shutdown.cancelled() => {
             // The caller (the gateway) resumes on another replica with its last version.
-            let _ = out.send(Err(Status::unavailable("the jobs service is shutting down"))).await;
+            let _ = out.send(Err(ErrorCode::Unavailable.status("the jobs service is shutting down"))).await;
             Next::Stop
         }
         _ = out.closed() => Next::Stop,
@@ -376,8 +374,8 @@ impl TenantWatch {
 async fn fail(out: &Out, error: sqlx::Error) {
     tracing::warn!(%error, "watch stream ended: job store unavailable");
     let _ = out
-        .send(Err(Status::unavailable(
-            "job store unavailable; resume with the last version seen",
+        .send(Err(ErrorCode::Unavailable.status(
+            "the job store is unavailable; resume with the last version seen",
         )))
         .await;
 }

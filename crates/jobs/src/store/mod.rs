@@ -1,9 +1,12 @@
 //! Every SQL statement of the jobs service, one file per thing stored:
-//! [`jobs`] what clients submit and read, [`queue`] dispatch and execution,
-//! [`batches`] a batch's children, [`events`] the change log the relay
-//! publishes, [`retention`] what ages out. State changes are single guarded
+//! `jobs` what clients submit and read, `queue` dispatch and execution,
+//! `batches` a batch's children, `events` the change log the relay
+//! publishes, `retention` what ages out. State changes are single guarded
 //! statements (`UPDATE … WHERE status IN (…)`), so a race or a duplicate
 //! request can never move a job backwards; each change bumps `version`.
+
+/// What a database failure names, for the caller.
+pub const NAME: &str = "the job store";
 
 mod batches;
 mod events;
