@@ -21,6 +21,8 @@ use failsafe::failure_policy::{self, ConsecutiveFailures};
 use failsafe::{Config, Instrument, StateMachine};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
+use sextant_common::ErrorCode;
+use sextant_common::error::RETRY_AFTER_METADATA;
 use tonic::Status;
 use tonic::metadata::MetadataValue;
 
@@ -28,8 +30,6 @@ use crate::metrics::{BackendLabels, Metrics};
 
 /// Metadata on a refused call's status: the backend whose breaker is open.
 pub const OPEN_BACKEND: &str = "x-sextant-breaker-open";
-/// Metadata on a refused call's status: seconds until a probe is let through.
-pub const RETRY_AFTER: &str = "x-sextant-retry-after";
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -164,7 +164,7 @@ impl Breaker {
     fn refusal(&self) -> Status {
         let since = self.opened_at.lock().unwrap_or_else(|p| p.into_inner()).elapsed();
         let retry_after = self.open_for.saturating_sub(since).as_secs_f64().ceil().max(1.0) as u64;
-        let mut status = Status::unavailable(format!(
+        let mut status = ErrorCode::Unavailable.status(format!(
             "the {} service is unavailable: its circuit breaker is open after repeated failures",
             self.backend
         ));
@@ -173,7 +173,7 @@ impl Breaker {
             .insert(OPEN_BACKEND, MetadataValue::from_static(self.backend));
         status
             .metadata_mut()
-            .insert(RETRY_AFTER, MetadataValue::from(retry_after));
+            .insert(RETRY_AFTER_METADATA, MetadataValue::from(retry_after));
         status
     }
 }
@@ -295,7 +295,7 @@ mod tests {
         let refusal = breaker.refusal();
         assert_eq!(refusal.code(), tonic::Code::Unavailable);
         assert_eq!(refusal.metadata().get(OPEN_BACKEND).unwrap(), "jobs");
-        assert_eq!(refusal.metadata().get(RETRY_AFTER).unwrap(), "60");
+        assert_eq!(refusal.metadata().get(RETRY_AFTER_METADATA).unwrap(), "60");
     }
 
     #[test]

@@ -7,6 +7,7 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 use sextant_common::ErrorCode;
+use sextant_common::error::{RETRY_AFTER_METADATA, rate_limit};
 
 use crate::breaker;
 
@@ -128,7 +129,7 @@ impl From<tonic::Status> for ApiError {
                     .and_then(|v| v.to_str().ok());
                 let retry_after = status
                     .metadata()
-                    .get(breaker::RETRY_AFTER)
+                    .get(RETRY_AFTER_METADATA)
                     .and_then(|v| v.to_str().ok()?.parse().ok())
                     .unwrap_or(1);
                 ApiError::new(code, status.message())
@@ -155,19 +156,9 @@ impl From<tonic::Status> for ApiError {
     }
 }
 
-/// Where a backend's refusal says how long to wait.
-const RETRY_AFTER_METADATA: &str = "x-sextant-retry-after";
-/// The IETF RateLimit fields a backend may answer in metadata, passed on as headers.
-const RATE_LIMIT_FIELDS: [&str; 4] = [
-    "ratelimit-limit",
-    "ratelimit-remaining",
-    "ratelimit-reset",
-    "ratelimit-policy",
-];
-
 /// The `RateLimit-*` headers from a backend's answer metadata.
 pub fn rate_limit_headers(metadata: &tonic::metadata::MetadataMap) -> Vec<(header::HeaderName, HeaderValue)> {
-    RATE_LIMIT_FIELDS
+    rate_limit::FIELDS
         .iter()
         .filter_map(|name| {
             let value = metadata.get(*name)?.to_str().ok()?;

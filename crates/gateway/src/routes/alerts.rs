@@ -8,10 +8,11 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sextant_common::ErrorCode;
 use sextant_proto::analytics::v1 as pb;
-use sextant_proto::common::v1::{PageRequest, TimeRange};
+use sextant_proto::common::v1::TimeRange;
 use time::OffsetDateTime;
 
-use super::metrics::{next, read};
+use super::metrics::read;
+use super::params::{next, page};
 use crate::auth::Principal;
 use crate::backends::{Backends, request};
 use crate::convert::alerts::{RuleBody, StateName, instance_json, rule_json, transition_json};
@@ -23,19 +24,6 @@ const MAX_PAGE_SIZE: u32 = 1000;
 
 fn invalid(message: impl Into<String>) -> ApiError {
     ApiError::new(ErrorCode::InvalidArgument, message)
-}
-
-/// A page request from `page_size` (1 to `max`) and `cursor`.
-pub(crate) fn page(page_size: Option<u32>, cursor: &Option<String>, max: u32) -> Result<PageRequest, ApiError> {
-    if let Some(size) = page_size
-        && !(1..=max).contains(&size)
-    {
-        return Err(invalid(format!("page_size must be between 1 and {max}")));
-    }
-    Ok(PageRequest {
-        page_size: page_size.unwrap_or(0),
-        cursor: cursor.clone().unwrap_or_default(),
-    })
 }
 
 /// A rule, with its version as the `ETag`.

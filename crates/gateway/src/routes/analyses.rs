@@ -8,7 +8,8 @@ use serde_json::json;
 use sextant_proto::analytics::v1 as pb;
 use sextant_proto::jobs::v1::SubmitJobRequest;
 
-use super::metrics::{next, read};
+use super::metrics::read;
+use super::params::{idempotency_key, next, page};
 use crate::auth::Principal;
 use crate::backends::{Backends, request};
 use crate::convert::analyses::{AnalysisBody, analysis_json, heading_json};
@@ -23,7 +24,7 @@ pub async fn create(
     JsonBody(body): JsonBody<AnalysisBody>,
 ) -> Result<HttpResponse, ApiError> {
     // Its length is checked by the jobs service, as for any job.
-    let key = super::jobs::idempotency_header(&req)?.unwrap_or_default();
+    let key = idempotency_key(&req)?.unwrap_or_default();
     let message = SubmitJobRequest {
         kind: "analyze".into(),
         payload_json: body.payload().to_string(),
@@ -51,7 +52,7 @@ pub async fn list(
     query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let message = pb::ListAnalysesRequest {
-        page: Some(super::alerts::page(query.page_size, &query.cursor, MAX_PAGE_SIZE)?),
+        page: Some(page(query.page_size, &query.cursor, MAX_PAGE_SIZE)?),
     };
     let response = read(&backends, &principal, message, |mut c, m| async move {
         c.list_analyses(m).await

@@ -25,7 +25,7 @@ use serde_json::json;
 use sextant_common::ErrorCode;
 use sextant_proto::exports::v1 as pb;
 
-use super::metrics::next;
+use super::params::{idempotency_key, next, page};
 use crate::auth::Principal;
 use crate::backends::{Backends, request};
 use crate::convert::exports::{BatchBody, FormatBody, export_json};
@@ -68,7 +68,7 @@ pub async fn create(
     let message = pb::CreateExportRequest {
         analysis_id: analysis.into_inner(),
         format: Some(body.spec("").map_err(invalid)?),
-        idempotency_key: super::jobs::idempotency_header(&req)?.unwrap_or_default(),
+        idempotency_key: idempotency_key(&req)?.unwrap_or_default(),
     };
     let response = backends
         .exports()
@@ -94,7 +94,7 @@ pub async fn create_batch(
     let message = pb::CreateBatchExportRequest {
         analysis_id: analysis.into_inner(),
         formats,
-        idempotency_key: super::jobs::idempotency_header(&req)?.unwrap_or_default(),
+        idempotency_key: idempotency_key(&req)?.unwrap_or_default(),
     };
     let response = backends
         .exports()
@@ -118,7 +118,7 @@ async fn list_of(
 ) -> Result<HttpResponse, ApiError> {
     let message = pb::ListExportsRequest {
         analysis_id,
-        page: Some(super::alerts::page(query.page_size, &query.cursor, MAX_PAGE_SIZE)?),
+        page: Some(page(query.page_size, &query.cursor, MAX_PAGE_SIZE)?),
     };
     let caller = principal.caller();
     let response = backends

@@ -10,6 +10,7 @@ use sextant_common::{ErrorCode, idempotency};
 use sextant_proto::jobs::v1 as pb;
 use time::OffsetDateTime;
 
+use super::params::{idempotency_key, page};
 use crate::auth::Principal;
 use crate::backends::{Backends, request};
 use crate::convert::{duration_ms, job_json, millis, status_name, timestamp};
@@ -93,31 +94,13 @@ impl SubmitBody {
     }
 }
 
-/// The `Idempotency-Key` header, when there is one and it keeps the rule.
-pub(crate) fn idempotency_header(req: &HttpRequest) -> Result<Option<String>, ApiError> {
-    let Some(value) = req.headers().get("idempotency-key") else {
-        return Ok(None);
-    };
-    value
-        .to_str()
-        .ok()
-        .filter(|k| idempotency::valid(k))
-        .map(|k| Some(k.to_owned()))
-        .ok_or_else(|| {
-            ApiError::new(
-                ErrorCode::InvalidArgument,
-                format!("Idempotency-Key {}", idempotency::RULE),
-            )
-        })
-}
-
 pub async fn submit(
     req: HttpRequest,
     principal: Principal,
     backends: web::Data<Backends>,
     JsonBody(body): JsonBody<SubmitBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let message = body.into_request(idempotency_header(&req)?)?;
+    let message = body.into_request(idempotency_key(&req)?)?;
     let response = backends
         .jobs()
         .submit_job(request(&principal.caller(), message)?)
@@ -264,14 +247,7 @@ pub async fn list(
     query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let query = query.into_inner();
-    if let Some(size) = query.page_size
-        && !(1..=MAX_PAGE_SIZE).contains(&size)
-    {
-        return Err(ApiError::new(
-            ErrorCode::InvalidArgument,
-            format!("page_size must be between 1 and {MAX_PAGE_SIZE}"),
-        ));
-    }
+    let page = page(query.page_size, &query.cursor, MAX_PAGE_SIZE)?;
     let message = pb::ListJobsRequest {
         statuses: split(query.status)
             .iter()
@@ -282,10 +258,7 @@ pub async fn list(
             start: query.created_after.map(timestamp),
             end: query.created_before.map(timestamp),
         }),
-        page: Some(sextant_proto::common::v1::PageRequest {
-            page_size: query.page_size.unwrap_or(0),
-            cursor: query.cursor.unwrap_or_default(),
-        }),
+        page: Some(page),
         parent_id: String::new(),
     };
     let caller = principal.caller();

@@ -9,8 +9,8 @@ use serde_json::json;
 use sextant_common::ErrorCode;
 use sextant_proto::analytics::v1 as pb;
 use sextant_proto::analytics::v1::analytics_service_client::AnalyticsServiceClient;
-use sextant_proto::common::v1::PageRequest;
 
+use super::params::{idempotency_key, next, page};
 use crate::auth::Principal;
 use crate::backends::{Authed, Backends, request};
 use crate::convert::metrics::{EventBody, QueryBody, metric_info_json, query_json, rejection_json};
@@ -42,7 +42,7 @@ pub async fn ingest(
             ),
         ));
     }
-    let key = super::jobs::idempotency_header(&req)?.unwrap_or_default();
+    let key = idempotency_key(&req)?.unwrap_or_default();
     let message = pb::IngestEventsRequest {
         events: body.events.into_iter().map(EventBody::message).collect(),
         idempotency_key: key,
@@ -87,23 +87,6 @@ pub struct ListQuery {
     cursor: Option<String>,
 }
 
-impl ListQuery {
-    fn page(&self) -> Result<PageRequest, ApiError> {
-        if let Some(size) = self.page_size
-            && !(1..=MAX_PAGE_SIZE).contains(&size)
-        {
-            return Err(ApiError::new(
-                ErrorCode::InvalidArgument,
-                format!("page_size must be between 1 and {MAX_PAGE_SIZE}"),
-            ));
-        }
-        Ok(PageRequest {
-            page_size: self.page_size.unwrap_or(0),
-            cursor: self.cursor.clone().unwrap_or_default(),
-        })
-    }
-}
-
 /// A read from the analytics service for the caller, retried while the
 /// failure means it was not processed.
 pub(crate) async fn read<M, R, F, Fut>(
@@ -129,10 +112,6 @@ where
     Ok(response.into_inner())
 }
 
-pub(crate) fn next(page: Option<sextant_proto::common::v1::PageResponse>) -> Option<String> {
-    page.map(|p| p.next_cursor).filter(|c| !c.is_empty())
-}
-
 pub async fn list(
     principal: Principal,
     backends: web::Data<Backends>,
@@ -140,7 +119,7 @@ pub async fn list(
 ) -> Result<HttpResponse, ApiError> {
     let message = pb::ListMetricsRequest {
         prefix: query.prefix.clone().unwrap_or_default(),
-        page: Some(query.page()?),
+        page: Some(page(query.page_size, &query.cursor, MAX_PAGE_SIZE)?),
     };
     let response = read(&backends, &principal, message, |mut c, m| async move {
         c.list_metrics(m).await
@@ -163,7 +142,7 @@ pub async fn label_values(
         metric,
         label,
         prefix: query.prefix.clone().unwrap_or_default(),
-        page: Some(query.page()?),
+        page: Some(page(query.page_size, &query.cursor, MAX_PAGE_SIZE)?),
     };
     let response = read(&backends, &principal, message, |mut c, m| async move {
         c.list_label_values(m).await

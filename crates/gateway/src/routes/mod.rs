@@ -6,6 +6,7 @@ mod exports;
 pub(crate) mod jobs;
 pub(crate) mod metrics;
 mod ops;
+mod params;
 mod session;
 
 use actix_web::http::Method;

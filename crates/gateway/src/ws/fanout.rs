@@ -420,7 +420,7 @@ impl Hub {
                             message = stream.next() => match message {
                                 Some(Ok(frame)) => self.publish(&shared, frame),
                                 Some(Err(status)) => break status,
-                                None => break Status::unavailable("the stream ended"),
+                                None => break ErrorCode::Unavailable.status("the stream ended"),
                             },
                             _ = &mut closed => return,
                         }
@@ -490,7 +490,7 @@ impl Hub {
                         let frame = match stream.next().await {
                             Some(Ok(frame)) => frame,
                             Some(Err(status)) => break status,
-                            None => break Status::unavailable("the stream ended"),
+                            None => break ErrorCode::Unavailable.status("the stream ended"),
                         };
                         if !frame.snapshot && frame.version <= after {
                             continue;

@@ -10,6 +10,7 @@ use actix_web::web;
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use serde_json::{Map, Value, json};
+use sextant_common::ErrorCode;
 use sextant_common::internal_auth::Caller;
 use sextant_proto::jobs::v1::watch_jobs_request::Target;
 use sextant_proto::jobs::v1::watch_jobs_response::Message;
@@ -59,7 +60,7 @@ impl Upstream for BackendUpstream {
             after_version: after,
             all_events: shared,
         };
-        let request = backends::request(caller, request).map_err(|e| Status::internal(e.to_string()));
+        let request = backends::request(caller, request).map_err(|e| ErrorCode::Internal.status(e.to_string()));
         let mut client = self.backends.jobs_streams();
         let (topic, name) = (topic.clone(), name.clone());
         Box::pin(async move {
@@ -81,7 +82,8 @@ impl BackendUpstream {
         name: &Arc<str>,
         after: u64,
     ) -> BoxFuture<'static, Result<FrameStream, Status>> {
-        let request = backends::request(caller, spec.request(after)).map_err(|e| Status::internal(e.to_string()));
+        let request =
+            backends::request(caller, spec.request(after)).map_err(|e| ErrorCode::Internal.status(e.to_string()));
         let mut client = self.backends.analytics_streams();
         let name = name.clone();
         Box::pin(async move {
@@ -107,7 +109,7 @@ impl BackendUpstream {
             rule_id,
             after_version: after,
         };
-        let request = backends::request(caller, request).map_err(|e| Status::internal(e.to_string()));
+        let request = backends::request(caller, request).map_err(|e| ErrorCode::Internal.status(e.to_string()));
         let mut client = self.backends.analytics_streams();
         let name = name.clone();
         Box::pin(async move {
