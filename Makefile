@@ -18,6 +18,7 @@ e2e:  ## only the end-to-end tests
 lint:  ## what CI checks besides the tests
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
+	scripts/module-cycles.py
 
 fmt:
 	cargo fmt --all
