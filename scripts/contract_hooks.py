@@ -112,9 +112,10 @@ def _version(text):
 
 @schemathesis.hook
 def filter_case(ctx, case):
-    """Replacing an alert rule names one version: `version` in the body or
-    If-Match. Neither, or two that differ, is a 400 the schema cannot mark."""
-    if case.method.upper() != "PUT" or not case.path.startswith("/api/v1/alerts/rules/"):
+    """Replacing an alert rule or a dashboard names one version: `version`
+    in the body or If-Match. Neither, or two that differ, is a 400 the schema
+    cannot mark."""
+    if case.method.upper() != "PUT" or not case.path.startswith(("/api/v1/alerts/rules/", "/api/v1/dashboards/")):
         return True
     headers = {k.lower(): v for k, v in (case.headers or {}).items()}
     header = _version(headers.get("if-match"))

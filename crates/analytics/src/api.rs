@@ -1,7 +1,7 @@
 //! The `AnalyticsService` gRPC API: each call takes its caller's tenant from
 //! the metadata and goes to its feature: metrics (ingest, queries, lists,
 //! live watches) to [`Metrics`], alert rules to [`Alerts`], analyses to
-//! [`Analyses`].
+//! [`Analyses`], dashboards to [`Dashboards`].
 
 use std::pin::Pin;
 
@@ -15,12 +15,14 @@ use tonic::{Request, Response, Status};
 
 use crate::alerts::Alerts;
 use crate::analysis::Analyses;
+use crate::dashboards::Dashboards;
 use crate::metrics::Metrics;
 
 pub struct AnalyticsApi {
     pub metrics: Metrics,
     pub alerts: Alerts,
     pub analyses: Analyses,
+    pub dashboards: Dashboards,
     /// Ends watch streams when the service stops.
     pub shutdown: CancellationToken,
 }
@@ -190,5 +192,45 @@ impl AnalyticsService for AnalyticsApi {
         Ok(Response::new(
             self.analyses.list(&caller.tenant, request.into_inner()).await?,
         ))
+    }
+
+    async fn create_dashboard(&self, request: Request<CreateDashboardRequest>) -> Result<Response<Dashboard>, Status> {
+        let caller = caller(&request)?;
+        Ok(Response::new(
+            self.dashboards.create(&caller.tenant, request.into_inner()).await?,
+        ))
+    }
+
+    async fn get_dashboard(&self, request: Request<GetDashboardRequest>) -> Result<Response<Dashboard>, Status> {
+        let caller = caller(&request)?;
+        Ok(Response::new(
+            self.dashboards.get(&caller.tenant, request.into_inner()).await?,
+        ))
+    }
+
+    async fn list_dashboards(
+        &self,
+        request: Request<ListDashboardsRequest>,
+    ) -> Result<Response<ListDashboardsResponse>, Status> {
+        let caller = caller(&request)?;
+        Ok(Response::new(
+            self.dashboards.list(&caller.tenant, request.into_inner()).await?,
+        ))
+    }
+
+    async fn update_dashboard(&self, request: Request<UpdateDashboardRequest>) -> Result<Response<Dashboard>, Status> {
+        let caller = caller(&request)?;
+        Ok(Response::new(
+            self.dashboards.update(&caller.tenant, request.into_inner()).await?,
+        ))
+    }
+
+    async fn delete_dashboard(
+        &self,
+        request: Request<DeleteDashboardRequest>,
+    ) -> Result<Response<DeleteDashboardResponse>, Status> {
+        let caller = caller(&request)?;
+        self.dashboards.delete(&caller.tenant, request.into_inner()).await?;
+        Ok(Response::new(DeleteDashboardResponse {}))
     }
 }

@@ -10,6 +10,7 @@
 //!   (repeated queries' buckets, kept current from the change log);
 //! - `alerts`: alert rules, their evaluation, their watches and conversions;
 //! - `analysis`: reports over a time range (summaries, findings, charts);
+//! - `dashboards`: named grids of metric panels, versioned;
 //! - `convert`: protobuf ↔ domain for metrics and what features share;
 //! - `api`: the gRPC service, routing each call to its feature;
 //! - `telemetry`: the service's own Prometheus metrics.
@@ -23,6 +24,7 @@ pub mod analysis;
 pub mod api;
 pub mod config;
 pub mod convert;
+pub mod dashboards;
 pub mod metrics;
 pub mod model;
 pub mod telemetry;
@@ -176,6 +178,10 @@ impl Application {
             },
             alerts,
             analyses,
+            dashboards: dashboards::Dashboards {
+                pool: pool.clone(),
+                limits,
+            },
             shutdown: CancellationToken::new(),
         };
         Ok(Self {

@@ -9,6 +9,7 @@ mod auth;
 mod breaker;
 mod config;
 mod contract;
+mod dashboards;
 mod edge;
 mod exports;
 mod exports_jobs;

@@ -6,9 +6,8 @@ use std::collections::HashMap;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use sextant_proto::analytics::v1 as pb;
-use sextant_proto::common::v1::label_matcher::Op;
 
-use super::metrics::{AggregationName, Filter, OpName, aggregation_name, number, seconds};
+use super::metrics::{AggregationName, Filter, aggregation_name, filter_json, number, seconds};
 use super::rfc3339;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -151,16 +150,6 @@ impl RuleBody {
 
 fn whole_seconds(d: &Option<prost_types::Duration>) -> Value {
     json!(d.as_ref().map_or(0, |d| d.seconds))
-}
-
-fn filter_json(m: &sextant_proto::common::v1::LabelMatcher) -> Value {
-    let op = match Op::try_from(m.op).unwrap_or(Op::Unspecified) {
-        Op::Eq => OpName::Eq,
-        Op::Neq => OpName::Neq,
-        Op::In => OpName::In,
-        Op::NotIn | Op::Unspecified => OpName::NotIn,
-    };
-    json!({ "label": m.label, "op": op, "values": m.values })
 }
 
 pub fn rule_json(rule: &pb::AlertRule) -> Value {

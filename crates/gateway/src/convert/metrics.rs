@@ -140,7 +140,7 @@ pub(crate) fn seconds(s: u64) -> prost_types::Duration {
     }
 }
 
-fn query_message(
+pub(crate) fn query_message(
     metric: &str,
     aggregations: &[AggregationName],
     bucket_seconds: u64,
@@ -235,6 +235,17 @@ impl WatchSpec {
             window: Some(seconds(self.window_seconds)),
         }
     }
+}
+
+/// A label matcher as written in a request.
+pub(crate) fn filter_json(m: &LabelMatcher) -> Value {
+    let op = match Op::try_from(m.op).unwrap_or(Op::Unspecified) {
+        Op::Eq => OpName::Eq,
+        Op::Neq => OpName::Neq,
+        Op::In => OpName::In,
+        Op::NotIn | Op::Unspecified => OpName::NotIn,
+    };
+    json!({ "label": m.label, "op": op, "values": m.values })
 }
 
 pub(crate) fn number(v: f64) -> Value {

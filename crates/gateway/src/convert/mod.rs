@@ -4,6 +4,7 @@
 
 pub mod alerts;
 pub mod analyses;
+pub mod dashboards;
 pub mod exports;
 pub mod metrics;
 

@@ -12,7 +12,7 @@ use sextant_proto::common::v1::TimeRange;
 use time::OffsetDateTime;
 
 use super::metrics::read;
-use super::params::{next, page};
+use super::params::{expected_version, next, page};
 use crate::auth::Principal;
 use crate::backends::{Backends, request};
 use crate::convert::alerts::{RuleBody, StateName, instance_json, rule_json, transition_json};
@@ -92,21 +92,6 @@ pub async fn get(
     Ok(rule_response(HttpResponse::Ok(), &rule))
 }
 
-/// The version an `If-Match` header names: `"3"`, `W/"3"` or `3`.
-fn if_match(req: &HttpRequest) -> Result<Option<u64>, ApiError> {
-    let Some(value) = req.headers().get(header::IF_MATCH) else {
-        return Ok(None);
-    };
-    value
-        .to_str()
-        .ok()
-        .map(|v| v.trim().trim_start_matches("W/").trim_matches('"'))
-        .and_then(|v| v.parse::<u64>().ok())
-        .filter(|v| *v >= 1)
-        .map(Some)
-        .ok_or_else(|| invalid("If-Match must name one rule version, e.g. \"3\""))
-}
-
 pub async fn replace(
     req: HttpRequest,
     principal: Principal,
@@ -114,39 +99,19 @@ pub async fn replace(
     id: web::Path<String>,
     JsonBody(body): JsonBody<RuleBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let header = if_match(&req)?;
-    let expected = match (header, body.version) {
-        (Some(h), Some(b)) if h != b => {
-            return Err(invalid("If-Match and version name different versions"));
-        }
-        (Some(v), _) | (None, Some(v)) => v,
-        (None, None) => {
-            return Err(invalid(
-                "name the version the change was made from: version in the body, or If-Match",
-            ));
-        }
-    };
-    if expected == 0 {
-        return Err(invalid("version must be at least 1"));
-    }
+    let expected = expected_version(&req, body.version, "rule")?
+        .ok_or_else(|| invalid("name the version the change was made from: version in the body, or If-Match"))?;
     let message = pb::UpdateAlertRuleRequest {
         id: id.into_inner(),
         spec: Some(body.spec().map_err(invalid)?),
-        expected_version: expected,
+        expected_version: expected.version,
     };
-    let result = backends
+    let rule = backends
         .analytics()
         .update_alert_rule(request(&principal.caller(), message)?)
-        .await;
-    match result {
-        Ok(rule) => Ok(rule_response(HttpResponse::Ok(), &rule.into_inner())),
-        // A stale If-Match is a failed precondition (RFC 9110); a stale
-        // body version a conflict.
-        Err(status) if header.is_some() && ErrorCode::of_status(&status) == ErrorCode::Conflict => {
-            Err(ApiError::new(ErrorCode::PreconditionFailed, status.message()))
-        }
-        Err(status) => Err(status.into()),
-    }
+        .await
+        .map_err(|status| expected.refused(status))?;
+    Ok(rule_response(HttpResponse::Ok(), &rule.into_inner()))
 }
 
 pub async fn delete(

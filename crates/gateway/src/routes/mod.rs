@@ -2,6 +2,7 @@
 
 pub(crate) mod alerts;
 mod analyses;
+mod dashboards;
 mod exports;
 pub(crate) mod jobs;
 pub(crate) mod metrics;
@@ -72,6 +73,21 @@ pub fn configure(cfg: &mut web::ServiceConfig, ingest_body_limit: usize) {
                     ],
                 ))
                 .service(only("/analyses/{id}", [(Method::GET, web::to(analyses::get))]))
+                .service(only(
+                    "/dashboards",
+                    [
+                        (Method::GET, web::to(dashboards::list)),
+                        (Method::POST, web::to(dashboards::create)),
+                    ],
+                ))
+                .service(only(
+                    "/dashboards/{id}",
+                    [
+                        (Method::GET, web::to(dashboards::get)),
+                        (Method::PUT, web::to(dashboards::replace)),
+                        (Method::DELETE, web::to(dashboards::delete)),
+                    ],
+                ))
                 .service(only(
                     "/analyses/{id}/exports",
                     [

@@ -1,9 +1,11 @@
 //! What several routes read from a request the same way: a list's page
-//! (`page_size`, `cursor`, answered with `next_cursor`) and the
-//! `Idempotency-Key` header. One place, so every list checks its page and
-//! every create its key alike.
+//! (`page_size`, `cursor`, answered with `next_cursor`), the
+//! `Idempotency-Key` header, and the version a change was made from
+//! (`If-Match` or the body's `version`). One place, so every list checks its
+//! page, every create its key and every versioned change its version alike.
 
 use actix_web::HttpRequest;
+use actix_web::http::header;
 use sextant_common::{ErrorCode, idempotency};
 use sextant_proto::common::v1::{PageRequest, PageResponse};
 
@@ -47,4 +49,61 @@ pub fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
                 format!("Idempotency-Key {}", idempotency::RULE),
             )
         })
+}
+
+/// The version a change was made from, and whether `If-Match` named it.
+#[derive(Debug, Clone, Copy)]
+pub struct Expected {
+    pub version: u64,
+    pub from_header: bool,
+}
+
+impl Expected {
+    /// A backend's refusal of the change: a stale `If-Match` is a failed
+    /// precondition (RFC 9110, 412), a stale body `version` a conflict (409).
+    pub fn refused(self, status: tonic::Status) -> ApiError {
+        if self.from_header && ErrorCode::of_status(&status) == ErrorCode::Conflict {
+            ApiError::new(ErrorCode::PreconditionFailed, status.message())
+        } else {
+            status.into()
+        }
+    }
+}
+
+/// The version an `If-Match` header names: `"3"`, `W/"3"` or `3`; `Err`
+/// when it names none.
+fn if_match(req: &HttpRequest) -> Result<Option<u64>, ()> {
+    let Some(value) = req.headers().get(header::IF_MATCH) else {
+        return Ok(None);
+    };
+    value
+        .to_str()
+        .ok()
+        .map(|v| v.trim().trim_start_matches("W/").trim_matches('"'))
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|v| *v >= 1)
+        .map(Some)
+        .ok_or(())
+}
+
+fn invalid(message: impl Into<String>) -> ApiError {
+    ApiError::new(ErrorCode::InvalidArgument, message)
+}
+
+/// The version a change names through `If-Match` or the body's `version`
+/// (both, if given, must agree); `None` when neither does.
+pub fn expected_version(req: &HttpRequest, body: Option<u64>, what: &str) -> Result<Option<Expected>, ApiError> {
+    let header = if_match(req).map_err(|_| invalid(format!("If-Match must name one {what} version, e.g. \"3\"")))?;
+    let version = match (header, body) {
+        (Some(h), Some(b)) if h != b => return Err(invalid("If-Match and version name different versions")),
+        (Some(v), _) | (None, Some(v)) => v,
+        (None, None) => return Ok(None),
+    };
+    if version == 0 {
+        return Err(invalid("version must be at least 1"));
+    }
+    Ok(Some(Expected {
+        version,
+        from_header: header.is_some(),
+    }))
 }
