@@ -67,6 +67,7 @@ token=$("$bin/sextant-gateway" token --tenant "${SEXTANT_DEV_TENANT:-acme}" --us
 cat <<MSG
 
 Sextant is up.
+  console:    $gateway/console/#token=$token
   gateway:    $gateway   (readiness: $gateway/readyz)
   websocket:  ${gateway/http/ws}/api/v1/ws
   dev token:  $token

@@ -30,6 +30,21 @@ if [ ! -f "$st_venv/.ready-$st_version" ]; then
 fi
 export SEXTANT_SCHEMATHESIS="$st_venv/bin/schemathesis"
 
+# The console's browser test drives Debian's chromium with Playwright for
+# Python (pinned; it uses the system browser, so no browser download).
+pw_venv="$cache/playwright-venv"
+pw_version="1.49.1"
+if [ ! -f "$pw_venv/.ready-$pw_version" ]; then
+  python3 -m venv "$pw_venv"
+  "$pw_venv/bin/pip" install --quiet "playwright==$pw_version"
+  touch "$pw_venv/.ready-$pw_version"
+fi
+if [ -x /usr/bin/chromium ]; then
+  export SEXTANT_PLAYWRIGHT_PYTHON="$pw_venv/bin/python"
+else
+  echo "chromium is not installed (apt-get install chromium): the browser test is skipped" >&2
+fi
+
 # The e2e tests run the real binaries: build them first.
 cargo build --bins
 if cargo nextest --version >/dev/null 2>&1; then

@@ -8,6 +8,7 @@ mod analyses;
 mod auth;
 mod breaker;
 mod config;
+mod console;
 mod contract;
 mod dashboards;
 mod edge;

@@ -2,6 +2,7 @@
 
 pub(crate) mod alerts;
 mod analyses;
+mod console;
 mod dashboards;
 mod exports;
 pub(crate) mod jobs;
@@ -19,7 +20,10 @@ use crate::error::ApiError;
 /// Mounts every route; `ingest_body_limit` is the larger body limit of
 /// `POST /api/v1/events`.
 pub fn configure(cfg: &mut web::ServiceConfig, ingest_body_limit: usize) {
-    cfg.service(only("/healthz", [(Method::GET, web::to(ops::healthz))]))
+    cfg.service(only("/", [(Method::GET, web::to(console::to_console))]))
+        .service(only("/console", [(Method::GET, web::to(console::to_console))]))
+        .service(only("/console/{path:.*}", [(Method::GET, web::to(console::file))]))
+        .service(only("/healthz", [(Method::GET, web::to(ops::healthz))]))
         .service(only("/readyz", [(Method::GET, web::to(ops::readyz))]))
         .service(only("/metrics", [(Method::GET, web::to(ops::metrics))]))
         .service(

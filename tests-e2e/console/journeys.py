@@ -1,0 +1,173 @@
+"""The console in a real browser (Debian's chromium, driven by Playwright):
+each view's main journey as a person takes it, checked against what the API
+answers. Run by tests-e2e/tests/e2e/console.rs against a running system:
+
+    journeys.py BASE_URL TOKEN EXPIRED_TOKEN SHOTS_DIR
+
+Exits non-zero with the failed check's message. Any dialog (an injected
+alert) or page error fails the run.
+"""
+
+import json
+import sys
+import time
+import urllib.request
+from datetime import datetime, timedelta, timezone
+
+from playwright.sync_api import expect, sync_playwright
+
+BASE, TOKEN, EXPIRED, SHOTS = sys.argv[1:5]
+HOSTILE = '<img src=x onerror="window.__pwned=1">'
+METRIC = "checkout.latency_ms"
+expect.set_options(timeout=15_000)
+
+
+def api(method, path, body=None, token=TOKEN):
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(BASE + path, data=data, method=method,
+                                     headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        text = response.read()
+        return json.loads(text) if text else None
+
+
+def rfc3339(t):
+    return t.isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def seed():
+    """An hour of a metric in two routes, one of them a hostile string."""
+    now = datetime.now(timezone.utc)
+    events = []
+    for i in range(360):
+        route = "/pay" if i % 2 else HOSTILE
+        events.append({"name": METRIC, "ts": rfc3339(now - timedelta(seconds=10 * i)),
+                       "value": float(10 + (i * 7) % 50), "labels": {"route": route}})
+    answer = api("POST", "/api/v1/events", {"events": events})
+    assert answer["accepted"] == len(events), answer
+
+
+def guard(page, problems):
+    page.on("dialog", lambda d: (problems.append(f"a dialog opened: {d.message}"), d.dismiss()))
+    page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+
+
+def sign_in(page):
+    page.goto(f"{BASE}/console/#token={TOKEN}")
+    expect(page.locator("header .user")).to_have_text("alice")
+    expect(page.locator("header .tenant")).to_have_text("acme")
+    assert "token" not in page.url, f"the token stayed in the address: {page.url}"
+    stored = page.evaluate("sessionStorage.getItem('sextant.token')")
+    assert stored == TOKEN, "the token is not in sessionStorage"
+
+
+def explore(page):
+    """Pick the metric, group by route; the table shows what the API answers."""
+    page.goto(f"{BASE}/console/#/metrics")
+    page.locator(f"button[data-metric='{METRIC}']").click()
+    expect(page.locator("table.values tbody tr").first).to_be_visible()
+    page.select_option("#group-by", "route")
+    with page.expect_request("**/api/v1/metrics/query") as sent:
+        page.get_by_role("button", name="Run").click()
+    body = json.loads(sent.value.post_data)
+    expect(page.locator("table.values th", has_text="group")).to_be_visible()
+    answer = api("POST", "/api/v1/metrics/query", body)
+    expected = {}
+    for series in answer["series"]:
+        for bucket in series["buckets"]:
+            expected[(series["group"], bucket["start"])] = (bucket["count"], bucket["values"]["avg"])
+    rows = page.locator("table.values tbody tr")
+    shown = {}
+    for i in range(rows.count()):
+        row = rows.nth(i)
+        cells = row.locator("td").all_inner_texts()
+        key = (row.get_attribute("data-group"), row.get_attribute("data-start"))
+        shown[key] = (int(cells[2]), float(cells[3]))
+    assert shown == expected, f"the page shows {len(shown)} buckets, the API {len(expected)}; first differences: " \
+        f"{[k for k in expected if shown.get(k) != expected[k]][:3]}"
+    # The hostile label value is text: in the legend and the table, no element made from it.
+    expect(page.locator(".chart-legend li", has_text=HOSTILE + " · avg")).to_have_count(1)
+    assert page.locator("main img").count() == 0, "an element was made from a label value"
+    assert page.evaluate("window.__pwned") is None, "a label value ran script"
+    page.screenshot(path=f"{SHOTS}/metrics.png")
+    # Copy as curl names the same request.
+    page.get_by_role("button", name="Copy as curl").click()
+    expect(page.locator("pre.curl")).to_contain_text("/api/v1/metrics/query")
+    return len(expected)
+
+
+def live_update(page):
+    """Live: an ingested event shows on the page without a reload."""
+    page.locator("#live").check()
+    page.select_option("#range", "900")
+    page.get_by_role("button", name="Run").click()
+    expect(page.locator(".status .notice-live")).to_be_visible()
+    now = datetime.now(timezone.utc)
+    minute = now.replace(second=0, microsecond=0)
+    api("POST", "/api/v1/events", {"events": [{"name": METRIC, "ts": rfc3339(now), "value": 12345.0,
+                                               "labels": {"route": "/live"}}]})
+    started = time.monotonic()
+    row = page.locator(f"table.values tbody tr[data-group='/live'][data-start='{rfc3339(minute).replace('.000000', '')}']")
+    expect(row).to_have_count(1)
+    expect(row.locator("td[data-agg='avg']")).to_have_text("12345")
+    return time.monotonic() - started
+
+
+def jobs(page):
+    """Submit a job from the form, watch it run, cancel it."""
+    page.goto(f"{BASE}/console/#/jobs")
+    page.locator("summary", has_text="Submit a job").click()
+    page.fill("#submit-kind", "sleep")
+    page.fill("#submit-payload", '{"duration_ms": 30000, "steps": 30}')
+    page.get_by_role("button", name="Submit").click()
+    row = page.locator("tr[data-status='running']").first
+    expect(row).to_be_visible()
+    expect(row.locator("progress")).to_be_visible()
+    job_id = row.get_attribute("data-job")
+    page.screenshot(path=f"{SHOTS}/jobs.png")
+    row.get_by_role("button", name="Cancel").click()
+    expect(page.locator(f"tr[data-job='{job_id}']")).to_have_attribute("data-status", "cancelled")
+    assert api("GET", f"/api/v1/jobs/{job_id}")["status"] == "cancelled"
+    # A bad submission shows the API's words and adds nothing.
+    page.fill("#submit-kind", "launch_rockets")
+    page.get_by_role("button", name="Submit").click()
+    expect(page.locator(".submit-job .field-error")).to_contain_text("launch_rockets")
+
+
+def expired(browser, problems):
+    """An expired token goes back to sign-in, saying why."""
+    page = browser.new_page()
+    guard(page, problems)
+    page.goto(f"{BASE}/console/#token={EXPIRED}")
+    expect(page.locator(".signin .notice-error")).to_contain_text("expired")
+    page.screenshot(path=f"{SHOTS}/signin.png")
+    page.close()
+
+
+def main():
+    seed()
+    problems = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1280, "height": 800})
+        guard(page, problems)
+        sign_in(page)
+        buckets = explore(page)
+        seconds = live_update(page)
+        jobs(page)
+        page.set_viewport_size({"width": 390, "height": 844})
+        page.goto(f"{BASE}/console/#/metrics")
+        expect(page.locator(f"button[data-metric='{METRIC}']")).to_be_visible()
+        page.screenshot(path=f"{SHOTS}/metrics-phone.png")
+        expired(browser, problems)
+        browser.close()
+    assert not problems, problems
+    print(f"ok: {buckets} buckets matched the API; a live update showed in {seconds:.2f} s")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except AssertionError as error:
+        print(f"FAILED: {error}", file=sys.stderr)
+        sys.exit(1)
