@@ -134,6 +134,42 @@ def jobs(page):
     expect(page.locator(".submit-job .field-error")).to_contain_text("launch_rockets")
 
 
+def dashboards(page):
+    """Build a dashboard of two panels, save it, reload: it is intact and live."""
+    title = f"Checkout {HOSTILE}"
+    page.goto(f"{BASE}/console/#/dashboards")
+    page.fill("#new-dashboard-title", title)
+    page.select_option("#new-dashboard-range", "3600")
+    page.get_by_role("button", name="Create dashboard").click()
+    expect(page.locator(".board h2")).to_have_text(title)
+    for panel_title, kind, aggregation in [("latency", "line", "avg"), ("events", "stat", "count")]:
+        page.locator("summary", has_text="Add a panel").click() if not page.locator("#panel-title").is_visible() else None
+        page.fill("#panel-title", panel_title)
+        page.select_option("#panel-kind", kind)
+        page.fill("#panel-metric", METRIC)
+        page.select_option("#panel-aggregation", aggregation)
+        page.get_by_role("button", name="Add panel").click()
+    page.get_by_role("button", name="Save").click()
+    expect(page.locator(".status")).to_contain_text("Saved (version 2)")
+    dashboard_id = page.url.rsplit("/", 1)[1]
+    stored = api("GET", f"/api/v1/dashboards/{dashboard_id}")
+    assert stored["title"] == title and [p["title"] for p in stored["panels"]] == ["latency", "events"], stored
+    page.reload()
+    expect(page.locator(".board h2")).to_have_text(title)
+    expect(page.locator(".panel h3")).to_have_text(["latency", "events"])
+    # The stat panel shows the newest minute's count, live.
+    stat = page.locator(".panel .stat")
+    expect(stat).not_to_have_text("–")
+    assert page.locator("main img").count() == 0, "an element was made from a title"
+    page.screenshot(path=f"{SHOTS}/dashboard.png")
+    now = datetime.now(timezone.utc)
+    before = float(stat.get_attribute("data-value") or 0)
+    api("POST", "/api/v1/events", {"events": [{"name": METRIC, "ts": rfc3339(now), "value": 1.0,
+                                               "labels": {"route": "/pay"}} for _ in range(5)]})
+    expect(stat).not_to_have_attribute("data-value", str(int(before)) if before.is_integer() else str(before))
+    return dashboard_id
+
+
 def expired(browser, problems):
     """An expired token goes back to sign-in, saying why."""
     page = browser.new_page()
@@ -155,6 +191,7 @@ def main():
         buckets = explore(page)
         seconds = live_update(page)
         jobs(page)
+        dashboards(page)
         page.set_viewport_size({"width": 390, "height": 844})
         page.goto(f"{BASE}/console/#/metrics")
         expect(page.locator(f"button[data-metric='{METRIC}']")).to_be_visible()

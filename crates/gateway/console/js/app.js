@@ -9,9 +9,10 @@ import { LiveSocket } from "./ws.js";
 import { h, fill, field, notice } from "./dom.js";
 import * as metrics from "./views/metrics.js";
 import * as jobs from "./views/jobs.js";
+import * as dashboards from "./views/dashboards.js";
 
 const TOKEN_KEY = "sextant.token";
-const VIEWS = { metrics, jobs };
+const VIEWS = { metrics, dashboards, jobs };
 const DEFAULT_VIEW = "metrics";
 
 const root = document.getElementById("app");
@@ -65,7 +66,7 @@ async function start(token) {
   const nav = h("nav", { "aria-label": "views" }, Object.keys(VIEWS).map((name) =>
     h("a", { href: `#/${name}`, dataset: { view: name } }, name[0].toUpperCase() + name.slice(1))));
   const main = h("main", { id: "view", tabindex: "-1" });
-  const header = h("header", {},
+  const header = h("header", { class: "top" },
     h("span", { class: "brand" }, "Sextant"),
     nav,
     h("span", { class: "who" }, h("span", { class: "user" }, me.user), " @ ", h("span", { class: "tenant" }, me.tenant)),
