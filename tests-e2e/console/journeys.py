@@ -170,6 +170,33 @@ def dashboards(page):
     return dashboard_id
 
 
+def alerts(page):
+    """A bad rule is refused next to its field; a good one is created and fires, live."""
+    page.goto(f"{BASE}/console/#/alerts")
+    expect(page.locator("summary", has_text="New rule")).to_be_visible()
+    if not page.locator("#rule-name").is_visible():
+        page.locator("summary", has_text="New rule").click()
+    name = f"slow checkout {HOSTILE}"
+    page.fill("#rule-name", name)
+    page.fill("#rule-metric", METRIC)
+    page.select_option("#rule-aggregation", "max")
+    page.fill("#rule-window", "0")
+    page.fill("#rule-threshold", "5")
+    page.get_by_role("button", name="Create rule").click()
+    window_error = page.locator("label.field", has=page.locator("#rule-window")).locator(".field-error")
+    expect(window_error).to_contain_text("window")
+    assert api("GET", "/api/v1/alerts/rules")["rules"] == [], "a refused rule was saved"
+    page.fill("#rule-window", "60")
+    page.get_by_role("button", name="Create rule").click()
+    row = page.locator("tr[data-rule]", has_text=name)
+    expect(row).to_have_count(1)
+    expect(row).to_have_attribute("data-state", "firing", timeout=30_000)
+    row.get_by_role("link").click()
+    expect(page.locator(".timeline li").first).to_contain_text("firing")
+    assert page.locator("main img").count() == 0, "an element was made from a rule name"
+    page.screenshot(path=f"{SHOTS}/alerts.png")
+
+
 def expired(browser, problems):
     """An expired token goes back to sign-in, saying why."""
     page = browser.new_page()
@@ -192,6 +219,7 @@ def main():
         seconds = live_update(page)
         jobs(page)
         dashboards(page)
+        alerts(page)
         page.set_viewport_size({"width": 390, "height": 844})
         page.goto(f"{BASE}/console/#/metrics")
         expect(page.locator(f"button[data-metric='{METRIC}']")).to_be_visible()

@@ -1,8 +1,10 @@
 //! The web console in a real browser: `tests-e2e/console/journeys.py`
 //! (Playwright for Python driving Debian's chromium) signs in from the
 //! printed link, explores a metric and reads on the page the values the API
-//! answers, sees a live update arrive, submits and cancels a job, shows a
-//! hostile label value as text, and sends an expired token back to sign-in.
+//! answers, sees a live update arrive, submits and cancels a job, builds a
+//! dashboard and finds it intact after a reload, creates an alert rule (a
+//! bad one refused next to its field) and watches it fire, shows hostile
+//! strings as text, and sends an expired token back to sign-in.
 //! Screenshots go to `SEXTANT_CONSOLE_SHOTS` (a temporary directory unless
 //! set). Also here: the console's files and headers as served.
 
@@ -34,7 +36,8 @@ async fn a_person_signs_in_explores_a_metric_live_and_runs_and_cancels_a_job_in_
     let Some(python) = playwright() else {
         return;
     };
-    let system = system!();
+    // Alert rules evaluated every second, so a rule fires while the page looks.
+    let system = system!(crate::alerts::alerting());
     let token = system.token("acme", "alice");
     let mut claims = tokens::claims("acme", "alice");
     claims["exp"] = json!(tokens::now() - 3600);

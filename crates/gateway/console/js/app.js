@@ -10,9 +10,10 @@ import { h, fill, field, notice } from "./dom.js";
 import * as metrics from "./views/metrics.js";
 import * as jobs from "./views/jobs.js";
 import * as dashboards from "./views/dashboards.js";
+import * as alerts from "./views/alerts.js";
 
 const TOKEN_KEY = "sextant.token";
-const VIEWS = { metrics, dashboards, jobs };
+const VIEWS = { metrics, dashboards, alerts, jobs };
 const DEFAULT_VIEW = "metrics";
 
 const root = document.getElementById("app");
