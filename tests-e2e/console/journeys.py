@@ -197,6 +197,38 @@ def alerts(page):
     page.screenshot(path=f"{SHOTS}/alerts.png")
 
 
+def analyses(page):
+    """Run an analysis (progress live), read its summary, export a CSV and a ZIP, download them."""
+    page.goto(f"{BASE}/console/#/analyses")
+    page.fill("#analysis-title", f"Checkout hour {HOSTILE}")
+    page.get_by_role("button", name="Run analysis").click()
+    expect(page.locator(".report h2")).to_have_text(f"Checkout hour {HOSTILE}", timeout=30_000)
+    analysis_id = page.url.rsplit("/", 1)[1]
+    report = api("GET", f"/api/v1/analyses/{analysis_id}")
+    summary = next(s for s in report["summaries"] if s["metric"] == METRIC)
+    row = page.locator(f"table.summary tr[data-metric='{METRIC}']")
+    expect(row.locator("td[data-key='count']")).to_have_text(str(summary["count"]))
+    expect(row.locator("td[data-key='p95']")).to_have_text(str(summary["p95"]))
+    page.screenshot(path=f"{SHOTS}/analysis.png")
+    for formats in (["csv"], ["csv", "json", "html"]):
+        for box in page.locator("input[name=format]").all():
+            box.set_checked(box.get_attribute("value") in formats)
+        page.get_by_role("button", name="Export", exact=True).click()
+        button = page.locator("button.download")
+        expect(button).to_be_visible(timeout=30_000)
+        with page.expect_download() as download:
+            button.click()
+        export_id = button.get_attribute("data-export")
+        with open(download.value.path(), "rb") as f:
+            got = f.read()
+        request = urllib.request.Request(f"{BASE}/api/v1/exports/{export_id}/download",
+                                         headers={"Authorization": f"Bearer {TOKEN}"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            want = response.read()
+        assert got == want, f"{formats}: the page's download ({len(got)} bytes) differs from the API's ({len(want)})"
+        assert download.value.suggested_filename.endswith(".zip" if len(formats) > 1 else ".csv")
+
+
 def expired(browser, problems):
     """An expired token goes back to sign-in, saying why."""
     page = browser.new_page()
@@ -220,6 +252,7 @@ def main():
         jobs(page)
         dashboards(page)
         alerts(page)
+        analyses(page)
         page.set_viewport_size({"width": 390, "height": 844})
         page.goto(f"{BASE}/console/#/metrics")
         expect(page.locator(f"button[data-metric='{METRIC}']")).to_be_visible()

@@ -11,9 +11,10 @@ import * as metrics from "./views/metrics.js";
 import * as jobs from "./views/jobs.js";
 import * as dashboards from "./views/dashboards.js";
 import * as alerts from "./views/alerts.js";
+import * as analyses from "./views/analyses.js";
 
 const TOKEN_KEY = "sextant.token";
-const VIEWS = { metrics, dashboards, alerts, jobs };
+const VIEWS = { metrics, dashboards, alerts, jobs, analyses };
 const DEFAULT_VIEW = "metrics";
 
 const root = document.getElementById("app");
