@@ -16,23 +16,13 @@ from datetime import datetime, timedelta, timezone
 
 from playwright.sync_api import expect, sync_playwright
 
+import browser
+
 BASE, TOKEN, EXPIRED, SHOTS = sys.argv[1:5]
 HOSTILE = '<img src=x onerror="window.__pwned=1">'
 METRIC = "checkout.latency_ms"
-expect.set_options(timeout=15_000)
-
-
-def api(method, path, body=None, token=TOKEN):
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(BASE + path, data=data, method=method,
-                                     headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=10) as response:
-        text = response.read()
-        return json.loads(text) if text else None
-
-
-def rfc3339(t):
-    return t.isoformat(timespec="microseconds").replace("+00:00", "Z")
+api = browser.Api(BASE, TOKEN)
+guard, rfc3339 = browser.guard, browser.rfc3339
 
 
 def seed():
@@ -45,11 +35,6 @@ def seed():
                        "value": float(10 + (i * 7) % 50), "labels": {"route": route}})
     answer = api("POST", "/api/v1/events", {"events": events})
     assert answer["accepted"] == len(events), answer
-
-
-def guard(page, problems):
-    page.on("dialog", lambda d: (problems.append(f"a dialog opened: {d.message}"), d.dismiss()))
-    page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
 
 
 def sign_in(page):
@@ -210,15 +195,16 @@ def analyses(page):
     expect(row.locator("td[data-key='count']")).to_have_text(str(summary["count"]))
     expect(row.locator("td[data-key='p95']")).to_have_text(str(summary["p95"]))
     page.screenshot(path=f"{SHOTS}/analysis.png")
+    shown = None
     for formats in (["csv"], ["csv", "json", "html"]):
         for box in page.locator("input[name=format]").all():
             box.set_checked(box.get_attribute("value") in formats)
         page.get_by_role("button", name="Export", exact=True).click()
-        button = page.locator("button.download")
+        button = page.locator("button.download" + (f":not([data-export='{shown}'])" if shown else ""))
         expect(button).to_be_visible(timeout=30_000)
+        export_id = shown = button.get_attribute("data-export")
         with page.expect_download() as download:
             button.click()
-        export_id = button.get_attribute("data-export")
         with open(download.value.path(), "rb") as f:
             got = f.read()
         request = urllib.request.Request(f"{BASE}/api/v1/exports/{export_id}/download",
@@ -243,8 +229,8 @@ def main():
     seed()
     problems = []
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
-        page = browser.new_page(viewport={"width": 1280, "height": 800})
+        chromium = browser.launch(p)
+        page = chromium.new_page(viewport={"width": 1280, "height": 800})
         guard(page, problems)
         sign_in(page)
         buckets = explore(page)
@@ -257,8 +243,8 @@ def main():
         page.goto(f"{BASE}/console/#/metrics")
         expect(page.locator(f"button[data-metric='{METRIC}']")).to_be_visible()
         page.screenshot(path=f"{SHOTS}/metrics-phone.png")
-        expired(browser, problems)
-        browser.close()
+        expired(chromium, problems)
+        chromium.close()
     assert not problems, problems
     print(f"ok: {buckets} buckets matched the API; a live update showed in {seconds:.2f} s")
 

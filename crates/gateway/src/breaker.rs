@@ -30,6 +30,10 @@ use crate::metrics::{BackendLabels, Metrics};
 
 /// Metadata on a refused call's status: the backend whose breaker is open.
 pub const OPEN_BACKEND: &str = "x-sextant-breaker-open";
+/// Metadata on the status of a call that found its backend unreachable
+/// (transport error, deadline, `UNAVAILABLE`): the backend, so the answer
+/// can name it.
+pub const UNREACHABLE_BACKEND: &str = "x-sextant-unreachable";
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -105,6 +109,11 @@ pub struct Breaker {
 }
 
 impl Breaker {
+    /// The backend's name, e.g. `jobs`.
+    pub fn backend(&self) -> &'static str {
+        self.backend
+    }
+
     pub fn new(backend: &'static str, failures: u32, open_for: Duration, metrics: &Metrics) -> Self {
         let labels = BackendLabels { backend };
         let state = Arc::new(AtomicU8::new(State::Closed as u8));
@@ -266,10 +275,29 @@ where
             return Box::pin(std::future::ready(Err(refusal)));
         };
         let call = self.inner.call(request);
+        let backend = self.breaker.backend();
         Box::pin(async move {
             let result = call.await.map_err(Into::into);
-            permit.record(unreachable(&result));
-            result
+            let failed = unreachable(&result);
+            permit.record(failed);
+            if !failed {
+                return result;
+            }
+            let name = http::HeaderValue::from_static(backend);
+            match result {
+                Ok(mut response) => {
+                    response.headers_mut().insert(UNREACHABLE_BACKEND, name);
+                    Ok(response)
+                }
+                Err(error) => {
+                    // The status tonic would make of it, naming the backend.
+                    let mut status = Status::from_error(error);
+                    status
+                        .metadata_mut()
+                        .insert(UNREACHABLE_BACKEND, MetadataValue::from_static(backend));
+                    Err(Box::new(status) as BoxError)
+                }
+            }
         })
     }
 }

@@ -149,7 +149,18 @@ impl From<tonic::Status> for ApiError {
             }
             ErrorCode::Unavailable | ErrorCode::DeadlineExceeded => {
                 tracing::warn!(grpc_code = ?status.code(), message = status.message(), "backend unavailable");
-                ApiError::new(code, "a backend service is unavailable; try again shortly").with_retry_after(1)
+                let backend = status
+                    .metadata()
+                    .get(breaker::UNREACHABLE_BACKEND)
+                    .and_then(|v| v.to_str().ok());
+                let detail = match (backend, code) {
+                    (Some(b), ErrorCode::DeadlineExceeded) => {
+                        format!("the {b} service did not answer in time; try again shortly")
+                    }
+                    (Some(b), _) => format!("the {b} service is unavailable; try again shortly"),
+                    (None, _) => "a backend service is unavailable; try again shortly".to_owned(),
+                };
+                ApiError::new(code, detail).with_retry_after(1)
             }
             _ => ApiError::new(code, status.message()),
         }

@@ -125,3 +125,59 @@ async fn the_console_is_served_with_a_strict_policy_and_revalidated_by_etag() {
     assert_eq!(missing.status(), 404);
     assert_eq!(missing.headers()["content-type"], "application/problem+json");
 }
+
+#[tokio::test]
+async fn the_console_shows_a_dropped_socket_and_a_stopped_backend_and_recovers_by_itself() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let Some(python) = playwright() else {
+        return;
+    };
+    let mut system = system!();
+    let token = system.token("acme", "alice");
+    let temp = tempfile::tempdir().expect("a temporary directory");
+    let shots = std::env::var_os("SEXTANT_CONSOLE_SHOTS").map_or_else(|| temp.path().to_owned(), PathBuf::from);
+    std::fs::create_dir_all(&shots).unwrap();
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("console/faults.py");
+    let mut child = tokio::process::Command::new(python)
+        .arg(script)
+        .arg(system.url(""))
+        .arg(&token)
+        .arg(&shots)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("running the browser faults");
+    let mut stdin = child.stdin.take().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let port = system.jobs.addr.port().to_string();
+    let mut said = Vec::new();
+    let outcome = tokio::time::timeout(std::time::Duration::from_secs(180), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            said.push(line.clone());
+            match line.as_str() {
+                "STOP jobs" => {
+                    system.jobs.signal(libc::SIGKILL);
+                    system.jobs.wait_exit(std::time::Duration::from_secs(10));
+                }
+                "START jobs" => {
+                    system.jobs = system.spawn_jobs("jobs-again", &[("SEXTANT_JOBS__GRPC__PORT", &port)]);
+                }
+                _ => continue,
+            }
+            stdin.write_all(b"done\n").await.unwrap();
+        }
+    })
+    .await;
+    let output = child.wait_with_output().await.unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        outcome.is_ok(),
+        "the browser faults took over 3 minutes: {said:?}\n{stderr}"
+    );
+    assert!(
+        output.status.success() && said.last().map(String::as_str) == Some("ok"),
+        "the browser faults failed: {said:?}\n{stderr}"
+    );
+}

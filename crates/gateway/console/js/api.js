@@ -3,9 +3,17 @@
 // fields (status, code, detail) and Retry-After, so views can show the
 // service's own words next to the field or the button.
 
+/** A refusal as a person reads it; a server's failure says which. */
+function describe(status, problem) {
+  const detail = problem.detail || problem.title || `HTTP ${status}`;
+  if (status < 500) return detail;
+  const what = problem.backend ? `The ${problem.backend} service is unavailable` : problem.title || "Server error";
+  return `${what} (${status}): ${detail}`;
+}
+
 export class ApiError extends Error {
   constructor(status, problem, retryAfter) {
-    super(problem.detail || problem.title || `HTTP ${status}`);
+    super(describe(status, problem));
     this.status = status;
     this.code = problem.code || "unknown";
     this.problem = problem;

@@ -104,6 +104,7 @@ function exporter(box, api, live, analysisId, stops) {
     e.preventDefault();
     const formats = [...form.querySelectorAll("input[name=format]:checked")].map((i) => ({ format: i.value }));
     if (!formats.length) return fill(result, notice("error", "Pick at least one format."));
+    fill(result, notice("loading", "Exporting…"));
     try {
       const created = formats.length === 1
         ? await api.createExport(analysisId, formats[0])
