@@ -215,6 +215,34 @@ def analyses(page):
         assert download.value.suggested_filename.endswith(".zip" if len(formats) > 1 else ".csv")
 
 
+def units(page):
+    """The chart's and views' plain functions, in the browser that runs them."""
+    checks = page.evaluate("""async () => {
+        const chart = await import('/console/js/chart.js');
+        const dashboards = await import('/console/js/views/dashboards.js');
+        const alerts = await import('/console/js/views/alerts.js');
+        return {
+            ticks: chart.niceTicks(0, 97, 5),
+            flat: chart.niceTicks(5, 5, 4),
+            times: chart.timeTicks(0, 3600e3, 6).step,
+            numbers: [1234, 0.5, 2.5e6, 0.00012, -42, 0].map(chart.formatNumber),
+            nearest: chart.nearest([[0, 1], [10, 2], [20, 3]], 14),
+            runs: chart.runs([[0, 1], [60, 2], [180, 3], [240, 4]], 60).map((r) => r.length),
+            packed: dashboards.pack([{width: 6, height: 4}, {width: 8, height: 2}, {width: 4, height: 3}]).map((p) => [p.x, p.y]),
+            bucket: dashboards.bucketFor(86400),
+            field: alerts.fieldOf("spec.window must be between", ["name", "window_seconds", "for_seconds"]),
+            state: alerts.ruleState([{state: "pending"}, {state: "firing"}, {state: "inactive"}]),
+        };
+    }""")
+    assert checks["ticks"] == [0, 20, 40, 60, 80], checks
+    assert checks["flat"] and checks["flat"][0] <= 5 <= checks["flat"][-1], checks
+    assert checks["times"] == 15 * 60 * 1000, checks
+    assert checks["numbers"] == ["1.234k", "0.5", "2.5M", "1.20e-4", "-42", "0"], checks
+    assert checks["nearest"] == 1 and checks["runs"] == [2, 2], checks
+    assert checks["packed"] == [[0, 0], [0, 4], [8, 4]], checks
+    assert checks["bucket"] == 300 and checks["field"] == "window_seconds" and checks["state"] == "firing", checks
+
+
 def expired(browser, problems):
     """An expired token goes back to sign-in, saying why."""
     page = browser.new_page()
@@ -233,6 +261,7 @@ def main():
         page = chromium.new_page(viewport={"width": 1280, "height": 800})
         guard(page, problems)
         sign_in(page)
+        units(page)
         buckets = explore(page)
         seconds = live_update(page)
         jobs(page)
