@@ -54,9 +54,15 @@ bench_exports() {
   EXPORT_PYTHON="$python/bin/python" "$CARGO_TARGET_DIR/release/bench_exports"
 }
 
+bench_console() {
+  local python
+  python=$(venv playwright-venv "playwright==1.49.1")
+  CONSOLE_PYTHON="$python/bin/python" "$CARGO_TARGET_DIR/release/bench_console"
+}
+
 cargo build --release --quiet --bins
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(jobs fanout analytics analysis exports)
+[ ${#targets[@]} -gt 0 ] || targets=(jobs fanout analytics analysis exports console)
 for target in "${targets[@]}"; do
   case "$target" in
     jobs) bench_jobs ;;
@@ -64,6 +70,7 @@ for target in "${targets[@]}"; do
     analytics) bench_analytics ;;
     analysis) bench_analysis ;;
     exports) bench_exports ;;
-    *) echo "unknown benchmark: $target (jobs, fanout, analytics, analysis, exports)" >&2; exit 2 ;;
+    console) bench_console ;;
+    *) echo "unknown benchmark: $target (jobs, fanout, analytics, analysis, exports, console)" >&2; exit 2 ;;
   esac
 done

@@ -11,6 +11,7 @@
 //! Each [`TestSystem`] gets fresh databases and a unique queue/exchange prefix,
 //! so tests run in parallel; everything is torn down on drop, even after a panic.
 
+pub mod bench;
 pub mod collector;
 pub mod infra;
 pub mod local;

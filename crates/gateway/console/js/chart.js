@@ -106,6 +106,8 @@ export class TimeChart {
   set(series, range) {
     this.series = series;
     this.range = range;
+    // What a test or benchmark waits for: the points drawn.
+    this.canvas.dataset.points = String(series.reduce((n, s) => n + s.points.length, 0));
     this.draw();
     this.drawLegend();
   }

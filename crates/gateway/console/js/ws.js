@@ -12,7 +12,9 @@ export class LiveSocket {
   constructor(token, onState = () => {}) {
     this.token = token;
     this.onState = onState;
-    this.subs = new Map(); // key → {topic, query, version, onFrame, name}
+    // One stream per topic (and metric query), however many views follow
+    // it: the server holds a topic once per socket.
+    this.streams = new Map(); // key → {key, ids, topic, query, name, version, listeners}
     this.nextId = 1;
     this.attempt = 0;
     this.window = { min_delay_ms: 1000, max_delay_ms: 30000 };
@@ -37,7 +39,10 @@ export class LiveSocket {
       this.attempt = 0;
       this.goodbyeDelay = undefined;
       this.onState({ up: true, hello: frame });
-      for (const sub of this.subs.values()) this.send(sub);
+      for (const stream of this.streams.values()) {
+        stream.ids.clear();
+        this.send(stream);
+      }
       this.keepAlive(frame.idle_timeout_ms);
       return;
     }
@@ -46,23 +51,23 @@ export class LiveSocket {
       return;
     }
     if (frame.type === "pong") return;
-    for (const sub of this.matching(frame)) {
-      if (frame.type === "subscribed") sub.name = frame.topic;
-      if (typeof frame.version === "number") sub.version = frame.version;
-      sub.onFrame(frame);
+    const stream = this.streamOf(frame);
+    if (!stream) {
+      // A stream given up before the server confirmed it: let it go.
+      if (frame.type === "subscribed") this.ws.send(JSON.stringify({ op: "unsubscribe", topic: frame.topic }));
+      return;
     }
+    if (frame.type === "subscribed") stream.name = frame.topic;
+    if (typeof frame.version === "number") stream.version = frame.version;
+    for (const listener of stream.listeners) listener(frame);
   }
 
-  /**
-   * The subscriptions a frame belongs to: the op's, by its id; and every
-   * one following its topic (two views may follow the same topic, which
-   * the server holds once per socket).
-   */
-  matching(frame) {
-    const byId = frame.id !== undefined ? this.subs.get(String(frame.id)) : undefined;
-    const found = [...this.subs.values()].filter((s) => s.name === frame.topic || (!s.query && s.topic === frame.topic));
-    if (byId && !found.includes(byId)) found.push(byId);
-    return found;
+  /** The stream a frame belongs to: by its op's id, else by topic name. */
+  streamOf(frame) {
+    for (const stream of this.streams.values()) {
+      if (frame.id !== undefined ? stream.ids.has(String(frame.id)) : stream.name === frame.topic) return stream;
+    }
+    return null;
   }
 
   onClose(event) {
@@ -85,36 +90,46 @@ export class LiveSocket {
   keepAlive(idleMs) {
     clearInterval(this.pinger);
     this.pinger = setInterval(() => {
-      if (this.subs.size === 0 && this.ws.readyState === WebSocket.OPEN) {
+      if (this.streams.size === 0 && this.ws.readyState === WebSocket.OPEN) {
         this.ws.send(JSON.stringify({ op: "ping" }));
       }
     }, Math.max(1000, (idleMs || 300000) / 3));
   }
 
-  send(sub) {
+  /** Subscribes `stream` (again): from its last version, or afresh with `fresh`. */
+  send(stream, fresh = false) {
     if (!this.ws || this.ws.readyState !== WebSocket.OPEN) return;
-    const op = { op: "subscribe", id: sub.key, topic: sub.name || sub.topic };
-    if (sub.query && !sub.name) op.query = sub.query;
-    if (sub.version) op.after_version = sub.version;
+    const id = `s${this.nextId++}`;
+    stream.ids.add(id);
+    const op = { op: "subscribe", id, topic: stream.name || stream.topic };
+    if (stream.query && !stream.name) op.query = stream.query;
+    if (stream.version && !fresh) op.after_version = stream.version;
     this.ws.send(JSON.stringify(op));
   }
 
   /**
    * Follows a topic (`jobs`, `job:<id>`, `alerts`, `alert:<id>`, or
    * `metric` with `query`); `onFrame` gets every frame of it. Returns a
-   * function that unsubscribes.
+   * function that unsubscribes. A second view of a topic already followed
+   * shares its stream, which restarts with a fresh snapshot for everyone.
    */
   subscribe(topic, onFrame, query) {
-    const key = `s${this.nextId++}`;
-    const sub = { key, topic, query, version: 0, onFrame, name: null };
-    this.subs.set(key, sub);
-    this.send(sub);
+    const key = `${topic} ${JSON.stringify(query ?? null)}`;
+    let stream = this.streams.get(key);
+    if (stream) {
+      stream.listeners.add(onFrame);
+      if (stream.name) this.send(stream, true);
+    } else {
+      stream = { key, ids: new Set(), topic, query, name: null, version: 0, listeners: new Set([onFrame]) };
+      this.streams.set(key, stream);
+      this.send(stream);
+    }
     return () => {
-      this.subs.delete(key);
-      const topic = sub.name || sub.topic;
-      const shared = [...this.subs.values()].some((s) => (s.name || s.topic) === topic);
-      if (!shared && topic !== "metric" && this.ws.readyState === WebSocket.OPEN) {
-        this.ws.send(JSON.stringify({ op: "unsubscribe", topic }));
+      stream.listeners.delete(onFrame);
+      if (stream.listeners.size || this.streams.get(key) !== stream) return;
+      this.streams.delete(key);
+      if (stream.name && this.ws.readyState === WebSocket.OPEN) {
+        this.ws.send(JSON.stringify({ op: "unsubscribe", topic: stream.name }));
       }
     };
   }
