@@ -84,6 +84,11 @@ async fn main() -> anyhow::Result<()> {
         .as_str()
         .context("a dashboard id")?
         .to_owned();
+    // Where to look while it runs (a throwaway system: its token is no secret).
+    println!(
+        "  dashboard: {}/console/#token={token} then #/dashboards/{id}",
+        system.url("")
+    );
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("console/bench.py");
     let status = tokio::process::Command::new(python)
         .arg(script)

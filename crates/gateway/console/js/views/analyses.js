@@ -69,10 +69,12 @@ function report(root, { api, live }, id) {
   fill(root, h("div", { class: "report" }, h("a", { href: "#/analyses" }, "← Analyses"), body));
   const charts = [];
   const stops = [];
+  let gone = false;
   (async () => {
     fill(body, notice("loading", "Loading…"));
     let a;
     try { a = await api.analysis(id); } catch (err) { return fill(body, notice("error", err.message)); }
+    if (gone) return;
     const exportsBox = h("div", { class: "exports" });
     fill(body, h("h2", {}, a.title), h("p", { class: "muted" }, `${a.start} – ${a.end}, ${a.bucket_seconds} s buckets`),
       h("h3", {}, "Summary"),
@@ -94,7 +96,7 @@ function report(root, { api, live }, id) {
       h("h3", {}, "Export"), exportsBox);
     exporter(exportsBox, api, live, id, stops);
   })();
-  return () => { charts.forEach((c) => c.destroy()); stops.forEach((s) => s()); };
+  return () => { gone = true; charts.forEach((c) => c.destroy()); stops.forEach((s) => s()); };
 }
 
 function exporter(box, api, live, analysisId, stops) {

@@ -89,6 +89,9 @@ function board(root, { api, live }, id) {
 
   function stopAll() { while (stops.length) stops.pop()(); }
 
+  // A view left while its dashboard loads must not start its panels.
+  let gone = false;
+
   async function load() {
     fill(note, notice("loading", "Loading…"));
     try {
@@ -96,6 +99,7 @@ function board(root, { api, live }, id) {
     } catch (err) {
       return fill(note, notice("error", err.message));
     }
+    if (gone) return;
     panels = dashboard.panels.map((p) => ({ ...p }));
     fill(heading, dashboard.title);
     fill(note);
@@ -226,5 +230,5 @@ function board(root, { api, live }, id) {
   }
 
   load();
-  return stopAll;
+  return () => { gone = true; stopAll(); };
 }
