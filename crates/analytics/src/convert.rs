@@ -4,6 +4,7 @@
 
 use sextant_common::ErrorCode;
 use sextant_proto::analytics::v1 as pb;
+use sextant_proto::common::v1::PageResponse;
 use sextant_proto::common::v1::label_matcher::Op;
 use tonic::Status;
 
@@ -21,6 +22,20 @@ pub fn invalid(message: impl Into<String>) -> Status {
 /// The most items a list page holds, and how many when the caller asks for 0.
 pub const MAX_PAGE_SIZE: u32 = 1000;
 pub const DEFAULT_PAGE_SIZE: u32 = 100;
+
+/// A page of `rows`, read one beyond `size` to tell whether another page
+/// follows: the first `size`, and the page answer, whose cursor is that of
+/// the last row (`cursor`) when more follow.
+pub fn page_of<T>(mut rows: Vec<T>, size: i64, cursor: impl Fn(&T) -> String) -> (Vec<T>, PageResponse) {
+    let size = usize::try_from(size).unwrap_or(0);
+    let more = rows.len() > size;
+    rows.truncate(size);
+    let next_cursor = match rows.last() {
+        Some(last) if more => cursor(last),
+        _ => String::new(),
+    };
+    (rows, PageResponse { next_cursor })
+}
 
 /// A list request's page size, checked.
 pub fn page_size(size: u32) -> Result<i64, Status> {

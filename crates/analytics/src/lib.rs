@@ -13,7 +13,8 @@
 //! - `dashboards`: named grids of metric panels, versioned;
 //! - `convert`: protobuf ↔ domain for metrics and what features share;
 //! - `api`: the gRPC service, routing each call to its feature;
-//! - `telemetry`: the service's own Prometheus metrics.
+//! - `telemetry`: the service's own Prometheus metrics;
+//! - `versioned`: optimistic concurrency for rules and dashboards.
 //!
 //! This crate is a library so tests can start it on port 0; `main.rs` only
 //! wires config and signals to [`Application`].
@@ -28,6 +29,7 @@ pub mod dashboards;
 pub mod metrics;
 pub mod model;
 pub mod telemetry;
+pub mod versioned;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -22,15 +22,15 @@ pub mod watch;
 use sextant_common::ErrorCode;
 use sextant_common::db;
 use sextant_proto::analytics::v1 as pb;
-use sextant_proto::common::v1::PageResponse;
 use sqlx::PgPool;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 use uuid::Uuid;
 
-use crate::convert::{invalid, page_size};
+use crate::convert::{invalid, page_of, page_size};
 use crate::metrics::live::Live;
+use crate::versioned::{self, Changed};
 use convert::{instance_pb, rule_pb, spec, state, transition_pb};
 use rule::RuleLimits;
 
@@ -96,18 +96,13 @@ impl Alerts {
             "" => None,
             c => Some(Uuid::parse_str(c).map_err(|_| cursor_error())?),
         };
-        let mut rules = store::list(&self.pool, tenant, after, size + 1)
+        let rules = store::list(&self.pool, tenant, after, size + 1)
             .await
             .map_err(db::unavailable(STORE))?;
-        let more = rules.len() as i64 > size;
-        rules.truncate(usize::try_from(size).unwrap_or(0));
-        let next_cursor = match rules.last() {
-            Some(last) if more => last.id.to_string(),
-            _ => String::new(),
-        };
+        let (rules, page) = page_of(rules, size, |last| last.id.to_string());
         Ok(pb::ListAlertRulesResponse {
             rules: rules.iter().map(rule_pb).collect(),
-            page: Some(PageResponse { next_cursor }),
+            page: Some(page),
         })
     }
 
@@ -134,11 +129,9 @@ impl Alerts {
             .await
             .map_err(db::unavailable(STORE))?
         {
-            store::Updated::Done(rule) => Ok(rule_pb(&rule)),
-            store::Updated::NotFound => Err(not_found()),
-            store::Updated::Stale(current) => Err(ErrorCode::Conflict.status(format!(
-                "the rule is at version {current}, not {expected}: read it again and reapply the change"
-            ))),
+            Changed::Done(rule) => Ok(rule_pb(&rule)),
+            Changed::NotFound => Err(not_found()),
+            Changed::Stale(current) => Err(versioned::stale("rule", current, expected)),
         }
     }
 
@@ -186,18 +179,13 @@ impl Alerts {
             Some((rule, group)) => Some((Uuid::parse_str(rule).map_err(|_| cursor_error())?, group.to_owned())),
             None => return Err(cursor_error()),
         };
-        let mut rows = store::list_instances(&self.pool, tenant, rule, &states, after, size + 1)
+        let rows = store::list_instances(&self.pool, tenant, rule, &states, after, size + 1)
             .await
             .map_err(db::unavailable(STORE))?;
-        let more = rows.len() as i64 > size;
-        rows.truncate(usize::try_from(size).unwrap_or(0));
-        let next_cursor = match rows.last() {
-            Some(last) if more => format!("{}/{}", last.rule_id, last.group),
-            _ => String::new(),
-        };
+        let (rows, page) = page_of(rows, size, |last| format!("{}/{}", last.rule_id, last.group));
         Ok(pb::ListAlertInstancesResponse {
             instances: rows.iter().map(instance_pb).collect(),
-            page: Some(PageResponse { next_cursor }),
+            page: Some(page),
         })
     }
 
@@ -225,18 +213,13 @@ impl Alerts {
             "" => 0,
             c => c.parse::<i64>().map_err(|_| cursor_error())?,
         };
-        let mut rows = store::history(&self.pool, tenant, rule, (from, to), after, size + 1)
+        let rows = store::history(&self.pool, tenant, rule, (from, to), after, size + 1)
             .await
             .map_err(db::unavailable(STORE))?;
-        let more = rows.len() as i64 > size;
-        rows.truncate(usize::try_from(size).unwrap_or(0));
-        let next_cursor = match rows.last() {
-            Some(last) if more => last.version.to_string(),
-            _ => String::new(),
-        };
+        let (rows, page) = page_of(rows, size, |last| last.version.to_string());
         Ok(pb::ListAlertHistoryResponse {
             transitions: rows.iter().map(transition_pb).collect(),
-            page: Some(PageResponse { next_cursor }),
+            page: Some(page),
         })
     }
 

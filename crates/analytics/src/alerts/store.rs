@@ -9,6 +9,7 @@ use uuid::Uuid;
 use super::rule::RuleSpec;
 use super::state::{Instance, State};
 use crate::model::{Micros, datetime, micros_of};
+use crate::versioned::{self, Changed};
 
 /// A stored rule.
 #[derive(Debug, Clone)]
@@ -72,13 +73,6 @@ pub async fn list(pool: &PgPool, tenant: &str, after: Option<Uuid>, limit: i64) 
     Ok(rows.into_iter().map(rule).collect())
 }
 
-pub enum Updated {
-    Done(Box<Rule>),
-    NotFound,
-    /// The rule is at another version (the current one).
-    Stale(i64),
-}
-
 /// Replaces the spec if the rule is at `expected` (optimistic concurrency).
 pub async fn update(
     pool: &PgPool,
@@ -86,7 +80,7 @@ pub async fn update(
     id: Uuid,
     spec: &RuleSpec,
     expected: i64,
-) -> Result<Updated, sqlx::Error> {
+) -> Result<Changed<Box<Rule>>, sqlx::Error> {
     let row: Option<RuleRow> = sqlx::query_as(&format!(
         "UPDATE alert_rules SET spec = $3, enabled = $4, version = version + 1, updated_at = now(),
            -- Enabled again: evaluation starts at the next T, not over the time it was off.
@@ -101,14 +95,9 @@ pub async fn update(
     .fetch_optional(pool)
     .await?;
     if let Some(row) = row {
-        return Ok(Updated::Done(Box::new(rule(row))));
+        return Ok(Changed::Done(Box::new(rule(row))));
     }
-    let current: Option<i64> = sqlx::query_scalar("SELECT version FROM alert_rules WHERE tenant = $1 AND id = $2")
-        .bind(tenant)
-        .bind(id)
-        .fetch_optional(pool)
-        .await?;
-    Ok(current.map_or(Updated::NotFound, Updated::Stale))
+    versioned::unchanged(pool, "alert_rules", tenant, id).await
 }
 
 /// Deletes a rule with its instances and history; `false` when there was none.

@@ -212,18 +212,13 @@ impl Analyses {
             "" => None,
             c => Some(Uuid::parse_str(c).map_err(|_| invalid("page.cursor is malformed"))?),
         };
-        let mut rows = store::list(&self.pool, tenant, before, size + 1)
+        let rows = store::list(&self.pool, tenant, before, size + 1)
             .await
             .map_err(db::unavailable(STORE))?;
-        let more = rows.len() as i64 > size;
-        rows.truncate(usize::try_from(size).unwrap_or(0));
-        let next_cursor = match rows.last() {
-            Some(last) if more => last.id.clone(),
-            _ => String::new(),
-        };
+        let (rows, page) = convert::page_of(rows, size, |last| last.id.clone());
         Ok(pb::ListAnalysesResponse {
             analyses: rows,
-            page: Some(sextant_proto::common::v1::PageResponse { next_cursor }),
+            page: Some(page),
         })
     }
 

@@ -8,15 +8,15 @@ pub mod store;
 
 use sextant_common::{ErrorCode, db};
 use sextant_proto::analytics::v1 as pb;
-use sextant_proto::common::v1::PageResponse;
 use sqlx::PgPool;
 use tonic::Status;
 use uuid::Uuid;
 
-use crate::convert::{self, invalid, page_size};
+use crate::convert::{self, invalid, page_of, page_size};
 use crate::metrics::store::read::Limits;
 use crate::model::{Micros, SECOND};
-use store::{Changed, Row};
+use crate::versioned::{self, Changed};
+use store::Row;
 
 /// What a database failure names, for the caller.
 const STORE: &str = "the dashboard store";
@@ -48,12 +48,6 @@ fn not_found() -> Status {
 /// A dashboard id; anything that is not one names no dashboard of the caller's (404).
 fn dashboard_id(id: &str) -> Result<Uuid, Status> {
     Uuid::parse_str(id).map_err(|_| not_found())
-}
-
-fn stale(current: i64, expected: i64) -> Status {
-    ErrorCode::Conflict.status(format!(
-        "the dashboard is at version {current}, not {expected}: read it again and reapply the change"
-    ))
 }
 
 fn dashboard_pb(row: &Row) -> pb::Dashboard {
@@ -164,18 +158,13 @@ impl Dashboards {
             "" => None,
             c => Some(Uuid::parse_str(c).map_err(|_| invalid("page.cursor is malformed"))?),
         };
-        let mut rows = store::list(&self.pool, tenant, after, size + 1)
+        let rows = store::list(&self.pool, tenant, after, size + 1)
             .await
             .map_err(db::unavailable(STORE))?;
-        let more = rows.len() as i64 > size;
-        rows.truncate(usize::try_from(size).unwrap_or(0));
-        let next_cursor = match rows.last() {
-            Some(last) if more => last.id.to_string(),
-            _ => String::new(),
-        };
+        let (rows, page) = page_of(rows, size, |last| last.id.to_string());
         Ok(pb::ListDashboardsResponse {
             dashboards: rows.iter().map(dashboard_pb).collect(),
-            page: Some(PageResponse { next_cursor }),
+            page: Some(page),
         })
     }
 
@@ -192,7 +181,7 @@ impl Dashboards {
         {
             Changed::Done(row) => Ok(dashboard_pb(&row)),
             Changed::NotFound => Err(not_found()),
-            Changed::Stale(current) => Err(stale(current, expected)),
+            Changed::Stale(current) => Err(versioned::stale("dashboard", current, expected)),
         }
     }
 
@@ -208,7 +197,7 @@ impl Dashboards {
         {
             Changed::Done(()) => Ok(()),
             Changed::NotFound => Err(not_found()),
-            Changed::Stale(current) => Err(stale(current, expected.unwrap_or(0))),
+            Changed::Stale(current) => Err(versioned::stale("dashboard", current, expected.unwrap_or(0))),
         }
     }
 }

@@ -7,6 +7,8 @@ use sqlx::{FromRow, PgPool};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::versioned::{self, Changed};
+
 #[derive(Debug, FromRow)]
 pub struct Row {
     pub id: Uuid,
@@ -76,14 +78,6 @@ pub async fn list(pool: &PgPool, tenant: &str, after: Option<Uuid>, limit: i64) 
     .await
 }
 
-/// How a versioned change went.
-pub enum Changed<T> {
-    Done(T),
-    NotFound,
-    /// The dashboard is at this version, not the one the change was made from.
-    Stale(i64),
-}
-
 /// Replaces the spec if the dashboard is still at `expected`.
 pub async fn update(
     pool: &PgPool,
@@ -104,7 +98,7 @@ pub async fn update(
     .await?;
     match row {
         Some(row) => Ok(Changed::Done(row)),
-        None => current(pool, tenant, id).await,
+        None => versioned::unchanged(pool, "dashboards", tenant, id).await,
     }
 }
 
@@ -120,15 +114,5 @@ pub async fn delete(pool: &PgPool, tenant: &str, id: Uuid, expected: Option<i64>
     if deleted.rows_affected() == 1 {
         return Ok(Changed::Done(()));
     }
-    current(pool, tenant, id).await
-}
-
-/// Why a guarded change matched nothing: gone, or at another version.
-async fn current<T>(pool: &PgPool, tenant: &str, id: Uuid) -> sqlx::Result<Changed<T>> {
-    let version: Option<i64> = sqlx::query_scalar("SELECT version FROM dashboards WHERE tenant = $1 AND id = $2")
-        .bind(tenant)
-        .bind(id)
-        .fetch_optional(pool)
-        .await?;
-    Ok(version.map_or(Changed::NotFound, Changed::Stale))
+    versioned::unchanged(pool, "dashboards", tenant, id).await
 }

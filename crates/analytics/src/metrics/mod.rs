@@ -14,14 +14,13 @@ use base64::Engine as _;
 use sextant_common::db;
 use sextant_common::{ErrorCode, idempotency};
 use sextant_proto::analytics::v1::*;
-use sextant_proto::common::v1::PageResponse;
 use sqlx::PgPool;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
 use crate::config::IngestConfig;
-use crate::convert::{self, invalid, page_size};
+use crate::convert::{self, invalid, page_of, page_size};
 use crate::model::{self, EventRules, Micros, now_micros, valid_name};
 use cache::QueryCache;
 use live::Live;
@@ -190,16 +189,10 @@ impl Metrics {
         let size = page_size(page.page_size)?;
         let after = decode_cursor(&page.cursor)?;
         let prefix = prefix(request.prefix)?;
-        let mut rows = read::list_metrics(&self.pool, tenant, &prefix, after.as_deref(), size + 1)
+        let rows = read::list_metrics(&self.pool, tenant, &prefix, after.as_deref(), size + 1)
             .await
             .map_err(db::unavailable(STORE))?;
-        let more = rows.len() > usize::try_from(size).unwrap_or(0);
-        rows.truncate(usize::try_from(size).unwrap_or(0));
-        let next_cursor = if more {
-            rows.last().map(|r| encode_cursor(&r.name)).unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let (rows, page) = page_of(rows, size, |last| encode_cursor(&last.name));
         Ok(ListMetricsResponse {
             metrics: rows
                 .into_iter()
@@ -210,7 +203,7 @@ impl Metrics {
                     last_seen: Some(convert::offset_timestamp(r.last_seen)),
                 })
                 .collect(),
-            page: Some(PageResponse { next_cursor }),
+            page: Some(page),
         })
     }
 
@@ -229,7 +222,7 @@ impl Metrics {
         let size = page_size(page.page_size)?;
         let after = decode_cursor(&page.cursor)?;
         let prefix = prefix(request.prefix)?;
-        let mut values = read::label_values(
+        let values = read::label_values(
             &self.pool,
             tenant,
             &request.metric,
@@ -240,16 +233,10 @@ impl Metrics {
         )
         .await
         .map_err(db::unavailable(STORE))?;
-        let more = values.len() > usize::try_from(size).unwrap_or(0);
-        values.truncate(usize::try_from(size).unwrap_or(0));
-        let next_cursor = if more {
-            values.last().map(|v| encode_cursor(v)).unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let (values, page) = page_of(values, size, |last| encode_cursor(last));
         Ok(ListLabelValuesResponse {
             values,
-            page: Some(PageResponse { next_cursor }),
+            page: Some(page),
         })
     }
 
