@@ -6,13 +6,12 @@ use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use sextant_common::ErrorCode;
 use sextant_proto::analytics::v1 as pb;
 use sextant_proto::common::v1::TimeRange;
 use time::OffsetDateTime;
 
 use super::metrics::read;
-use super::params::{expected_version, next, page};
+use super::params::{PageQuery, invalid, next, no_version, page, required_version, versioned};
 use crate::auth::Principal;
 use crate::backends::{Backends, request};
 use crate::convert::alerts::{RuleBody, StateName, instance_json, rule_json, transition_json};
@@ -22,15 +21,9 @@ use crate::error::{ApiError, JsonBody};
 /// The largest page of the lists.
 const MAX_PAGE_SIZE: u32 = 1000;
 
-fn invalid(message: impl Into<String>) -> ApiError {
-    ApiError::new(ErrorCode::InvalidArgument, message)
-}
-
 /// A rule, with its version as the `ETag`.
-fn rule_response(mut reply: actix_web::HttpResponseBuilder, rule: &pb::AlertRule) -> HttpResponse {
-    reply
-        .insert_header((header::ETAG, format!("\"{}\"", rule.version)))
-        .json(rule_json(rule))
+fn rule_response(reply: actix_web::HttpResponseBuilder, rule: &pb::AlertRule) -> HttpResponse {
+    versioned(reply, rule.version, &rule_json(rule))
 }
 
 pub async fn create(
@@ -38,9 +31,7 @@ pub async fn create(
     backends: web::Data<Backends>,
     JsonBody(body): JsonBody<RuleBody>,
 ) -> Result<HttpResponse, ApiError> {
-    if body.version.is_some() {
-        return Err(invalid("version is set by the service; send it only with PUT"));
-    }
+    no_version(body.version)?;
     let message = pb::CreateAlertRuleRequest {
         spec: Some(body.spec().map_err(invalid)?),
     };
@@ -54,20 +45,13 @@ pub async fn create(
     Ok(rule_response(reply, &rule))
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ListQuery {
-    page_size: Option<u32>,
-    cursor: Option<String>,
-}
-
 pub async fn list(
     principal: Principal,
     backends: web::Data<Backends>,
-    query: web::Query<ListQuery>,
+    query: web::Query<PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let message = pb::ListAlertRulesRequest {
-        page: Some(page(query.page_size, &query.cursor, MAX_PAGE_SIZE)?),
+        page: Some(query.page(MAX_PAGE_SIZE)?),
     };
     let response = read(&backends, &principal, message, |mut c, m| async move {
         c.list_alert_rules(m).await
@@ -99,8 +83,7 @@ pub async fn replace(
     id: web::Path<String>,
     JsonBody(body): JsonBody<RuleBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let expected = expected_version(&req, body.version, "rule")?
-        .ok_or_else(|| invalid("name the version the change was made from: version in the body, or If-Match"))?;
+    let expected = required_version(&req, body.version, "rule")?;
     let message = pb::UpdateAlertRuleRequest {
         id: id.into_inner(),
         spec: Some(body.spec().map_err(invalid)?),

@@ -3,13 +3,12 @@
 //! result names the analysis), list analyses, get one.
 
 use actix_web::{HttpRequest, HttpResponse, web};
-use serde::Deserialize;
 use serde_json::json;
 use sextant_proto::analytics::v1 as pb;
 use sextant_proto::jobs::v1::SubmitJobRequest;
 
 use super::metrics::read;
-use super::params::{idempotency_key, next, page};
+use super::params::{PageQuery, idempotency_key, next};
 use crate::auth::Principal;
 use crate::backends::{Backends, request};
 use crate::convert::analyses::{AnalysisBody, analysis_json, heading_json};
@@ -39,20 +38,13 @@ pub async fn create(
     Ok(super::jobs::submitted(response, HttpResponse::Accepted))
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ListQuery {
-    page_size: Option<u32>,
-    cursor: Option<String>,
-}
-
 pub async fn list(
     principal: Principal,
     backends: web::Data<Backends>,
-    query: web::Query<ListQuery>,
+    query: web::Query<PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let message = pb::ListAnalysesRequest {
-        page: Some(page(query.page_size, &query.cursor, MAX_PAGE_SIZE)?),
+        page: Some(query.page(MAX_PAGE_SIZE)?),
     };
     let response = read(&backends, &principal, message, |mut c, m| async move {
         c.list_analyses(m).await

@@ -4,13 +4,11 @@
 
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
-use serde::Deserialize;
 use serde_json::json;
-use sextant_common::ErrorCode;
 use sextant_proto::analytics::v1 as pb;
 
 use super::metrics::read;
-use super::params::{expected_version, next, page};
+use super::params::{PageQuery, expected_version, invalid, next, no_version, required_version, versioned};
 use crate::auth::Principal;
 use crate::backends::{Backends, request};
 use crate::convert::dashboards::{DashboardBody, dashboard_json};
@@ -19,15 +17,9 @@ use crate::error::{ApiError, JsonBody};
 /// The largest page of the list.
 const MAX_PAGE_SIZE: u32 = 1000;
 
-fn invalid(message: impl Into<String>) -> ApiError {
-    ApiError::new(ErrorCode::InvalidArgument, message)
-}
-
 /// A dashboard, with its version as the `ETag`.
-fn dashboard_response(mut reply: actix_web::HttpResponseBuilder, d: &pb::Dashboard) -> HttpResponse {
-    reply
-        .insert_header((header::ETAG, format!("\"{}\"", d.version)))
-        .json(dashboard_json(d))
+fn dashboard_response(reply: actix_web::HttpResponseBuilder, d: &pb::Dashboard) -> HttpResponse {
+    versioned(reply, d.version, &dashboard_json(d))
 }
 
 pub async fn create(
@@ -35,9 +27,7 @@ pub async fn create(
     backends: web::Data<Backends>,
     JsonBody(body): JsonBody<DashboardBody>,
 ) -> Result<HttpResponse, ApiError> {
-    if body.version.is_some() {
-        return Err(invalid("version is set by the service; send it only with PUT"));
-    }
+    no_version(body.version)?;
     let message = pb::CreateDashboardRequest {
         spec: Some(body.spec().map_err(invalid)?),
     };
@@ -51,20 +41,13 @@ pub async fn create(
     Ok(dashboard_response(reply, &dashboard))
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ListQuery {
-    page_size: Option<u32>,
-    cursor: Option<String>,
-}
-
 pub async fn list(
     principal: Principal,
     backends: web::Data<Backends>,
-    query: web::Query<ListQuery>,
+    query: web::Query<PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let message = pb::ListDashboardsRequest {
-        page: Some(page(query.page_size, &query.cursor, MAX_PAGE_SIZE)?),
+        page: Some(query.page(MAX_PAGE_SIZE)?),
     };
     let response = read(&backends, &principal, message, |mut c, m| async move {
         c.list_dashboards(m).await
@@ -96,8 +79,7 @@ pub async fn replace(
     id: web::Path<String>,
     JsonBody(body): JsonBody<DashboardBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let expected = expected_version(&req, body.version, "dashboard")?
-        .ok_or_else(|| invalid("name the version the change was made from: version in the body, or If-Match"))?;
+    let expected = required_version(&req, body.version, "dashboard")?;
     let message = pb::UpdateDashboardRequest {
         id: id.into_inner(),
         spec: Some(body.spec().map_err(invalid)?),

@@ -20,22 +20,17 @@ use actix_web::http::header::{
 };
 use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder, web};
 use futures::StreamExt;
-use serde::Deserialize;
 use serde_json::json;
 use sextant_common::ErrorCode;
 use sextant_proto::exports::v1 as pb;
 
-use super::params::{idempotency_key, next, page};
+use super::params::{PageQuery, idempotency_key, invalid, next};
 use crate::auth::Principal;
 use crate::backends::{Backends, request};
 use crate::convert::exports::{BatchBody, FormatBody, export_json};
 use crate::error::{ApiError, JsonBody, rate_limit_headers};
 
 const MAX_PAGE_SIZE: u32 = 500;
-
-fn invalid(message: impl Into<String>) -> ApiError {
-    ApiError::new(ErrorCode::InvalidArgument, message)
-}
 
 /// The answer to a create: `201` (rendered) or `202` (a job) when new,
 /// `200` for a replay; `Location` names the export.
@@ -103,22 +98,15 @@ pub async fn create_batch(
     Ok(created(response))
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ListQuery {
-    page_size: Option<u32>,
-    cursor: Option<String>,
-}
-
 async fn list_of(
     principal: &Principal,
     backends: &Backends,
     analysis_id: String,
-    query: ListQuery,
+    query: PageQuery,
 ) -> Result<HttpResponse, ApiError> {
     let message = pb::ListExportsRequest {
         analysis_id,
-        page: Some(page(query.page_size, &query.cursor, MAX_PAGE_SIZE)?),
+        page: Some(query.page(MAX_PAGE_SIZE)?),
     };
     let caller = principal.caller();
     let response = backends
@@ -138,7 +126,7 @@ async fn list_of(
 pub async fn list(
     principal: Principal,
     backends: web::Data<Backends>,
-    query: web::Query<ListQuery>,
+    query: web::Query<PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
     list_of(&principal, &backends, String::new(), query.into_inner()).await
 }
@@ -148,7 +136,7 @@ pub async fn list_for_analysis(
     principal: Principal,
     backends: web::Data<Backends>,
     analysis: web::Path<String>,
-    query: web::Query<ListQuery>,
+    query: web::Query<PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let message = sextant_proto::analytics::v1::GetAnalysisRequest {
         id: analysis.clone(),

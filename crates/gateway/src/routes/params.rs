@@ -4,8 +4,9 @@
 //! (`If-Match` or the body's `version`). One place, so every list checks its
 //! page, every create its key and every versioned change its version alike.
 
-use actix_web::HttpRequest;
 use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder};
+use serde::{Deserialize, Serialize};
 use sextant_common::{ErrorCode, idempotency};
 use sextant_proto::common::v1::{PageRequest, PageResponse};
 
@@ -26,6 +27,21 @@ pub fn page(page_size: Option<u32>, cursor: &Option<String>, max: u32) -> Result
         page_size: page_size.unwrap_or(0),
         cursor: cursor.clone().unwrap_or_default(),
     })
+}
+
+/// A list's query string when it takes nothing but its page.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PageQuery {
+    page_size: Option<u32>,
+    cursor: Option<String>,
+}
+
+impl PageQuery {
+    /// The page request, with the list's limit `max`.
+    pub fn page(&self, max: u32) -> Result<PageRequest, ApiError> {
+        page(self.page_size, &self.cursor, max)
+    }
 }
 
 /// The `next_cursor` of an answer: absent on the last page.
@@ -86,8 +102,27 @@ fn if_match(req: &HttpRequest) -> Result<Option<u64>, ()> {
         .ok_or(())
 }
 
-fn invalid(message: impl Into<String>) -> ApiError {
+pub fn invalid(message: impl Into<String>) -> ApiError {
     ApiError::new(ErrorCode::InvalidArgument, message)
+}
+
+/// A versioned resource's answer: `body`, with `version` as its `ETag`.
+pub fn versioned(mut reply: HttpResponseBuilder, version: u64, body: &impl Serialize) -> HttpResponse {
+    reply.insert_header((header::ETAG, format!("\"{version}\""))).json(body)
+}
+
+/// A create's body names no version: the service sets it.
+pub fn no_version(body: Option<u64>) -> Result<(), ApiError> {
+    match body {
+        Some(_) => Err(invalid("version is set by the service; send it only with PUT")),
+        None => Ok(()),
+    }
+}
+
+/// The version a replace was made from, which it must name.
+pub fn required_version(req: &HttpRequest, body: Option<u64>, what: &str) -> Result<Expected, ApiError> {
+    expected_version(req, body, what)?
+        .ok_or_else(|| invalid("name the version the change was made from: version in the body, or If-Match"))
 }
 
 /// The version a change names through `If-Match` or the body's `version`
