@@ -9,10 +9,23 @@ use serde_json::{Value, json};
 use sextant_proto::analytics::v1 as pb;
 use time::OffsetDateTime;
 
+use crate::TestSystem;
 use crate::system::AnalyticsClient;
 
 pub const SERIES: usize = 50;
 pub const DAY_US: i64 = 86_400_000_000;
+/// The system the benchmarks measure, from the release binaries: a larger
+/// analytics pool (the loads keep several batches in flight).
+pub async fn system() -> anyhow::Result<TestSystem> {
+    use anyhow::Context as _;
+    TestSystem::builder()
+        .env("SEXTANT_TELEMETRY__LOG_FILTER", "info")
+        .analytics_env("SEXTANT_ANALYTICS__DATABASE__MAX_CONNECTIONS", "16")
+        .start()
+        .await
+        .context("no servers: set SEXTANT_TEST_DATABASE_URL and SEXTANT_TEST_AMQP_URL (make bench does)")
+}
+
 /// An environment variable as a number, or `default`.
 pub fn env_or(key: &str, default: usize) -> usize {
     std::env::var(key).ok().and_then(|v| v.parse().ok()).unwrap_or(default)

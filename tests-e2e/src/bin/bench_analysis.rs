@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use serde_json::{Value, json};
-use sextant_e2e::TestSystem;
 use sextant_proto::analytics::v1 as pb;
 use sqlx::Connection as _;
 use time::OffsetDateTime;
@@ -54,12 +53,7 @@ fn stats(mut samples: Vec<Duration>) -> String {
 async fn main() -> anyhow::Result<()> {
     let n = env_or("BENCH_EVENTS", 10_000_000);
     let runs = env_or("BENCH_ANALYSIS_RUNS", 10);
-    let system = TestSystem::builder()
-        .env("SEXTANT_TELEMETRY__LOG_FILTER", "info")
-        .analytics_env("SEXTANT_ANALYTICS__DATABASE__MAX_CONNECTIONS", "16")
-        .start()
-        .await
-        .context("no servers: set SEXTANT_TEST_DATABASE_URL and SEXTANT_TEST_AMQP_URL (make bench does)")?;
+    let system = sextant_e2e::bench::system().await?;
     let client = system.analytics_client(TENANT).await;
     let now_us = (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1000) as i64;
     let end_us = now_us / 60_000_000 * 60_000_000 - 60_000_000;

@@ -391,12 +391,7 @@ async fn live(system: &TestSystem, metric: &str, subscribers: usize, seconds: us
 async fn main() -> anyhow::Result<()> {
     let n = env_or("BENCH_EVENTS", 10_000_000);
     let runs = env_or("BENCH_QUERY_RUNS", 100);
-    let system = TestSystem::builder()
-        .env("SEXTANT_TELEMETRY__LOG_FILTER", "info")
-        .analytics_env("SEXTANT_ANALYTICS__DATABASE__MAX_CONNECTIONS", "16")
-        .start()
-        .await
-        .context("no servers: set SEXTANT_TEST_DATABASE_URL and SEXTANT_TEST_AMQP_URL (make bench does)")?;
+    let system = sextant_e2e::bench::system().await?;
     let pid = system.analytics.pid();
     let client = system.analytics_client(TENANT).await;
     let now_us = (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1000) as i64;

@@ -17,7 +17,6 @@ use std::time::Instant;
 
 use anyhow::{Context as _, bail};
 use serde_json::{Value, json};
-use sextant_e2e::TestSystem;
 use sextant_e2e::bench::{DataSet, env_or, ingest_grpc};
 use time::OffsetDateTime;
 
@@ -52,12 +51,7 @@ async fn main() -> anyhow::Result<()> {
     let python = std::env::var_os("CONSOLE_PYTHON")
         .context("CONSOLE_PYTHON: a Python with Playwright (make bench-console sets it)")?;
     let n = env_or("BENCH_EVENTS", 10_000_000);
-    let system = TestSystem::builder()
-        .env("SEXTANT_TELEMETRY__LOG_FILTER", "info")
-        .analytics_env("SEXTANT_ANALYTICS__DATABASE__MAX_CONNECTIONS", "16")
-        .start()
-        .await
-        .context("no servers: set SEXTANT_TEST_DATABASE_URL and SEXTANT_TEST_AMQP_URL (make bench does)")?;
+    let system = sextant_e2e::bench::system().await?;
     let client = system.analytics_client(TENANT).await;
     let now_us = (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1000) as i64;
     let end_us = now_us / 60_000_000 * 60_000_000 - 60_000_000;
