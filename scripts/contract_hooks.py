@@ -134,3 +134,11 @@ def _has_nul(value) -> bool:
     if isinstance(value, dict):
         return any("\x00" in key or _has_nul(item) for key, item in value.items())
     return False
+
+
+@schemathesis.serializer("application/x-protobuf")
+def protobuf(ctx, value):
+    """Remote-write bodies are bytes (`format: binary`): sent as generated."""
+    if isinstance(value, bytes):
+        return value
+    return str(value).encode()

@@ -7,6 +7,7 @@ const PROTOS: &[&str] = &[
     "sextant/jobs/v1/jobs.proto",
     "sextant/analytics/v1/analytics.proto",
     "sextant/exports/v1/exports.proto",
+    "prometheus/remote.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -80,6 +80,7 @@ impl DataSet {
             }),
             value: Self::value(i),
             labels: self.labels[i % SERIES].clone(),
+            stale: false,
         }
     }
 
@@ -123,6 +124,7 @@ pub async fn ingest_grpc(
                     .ingest_events(pb::IngestEventsRequest {
                         events,
                         idempotency_key: String::new(),
+                        metadata: Vec::new(),
                     })
                     .await?
                     .into_inner();

@@ -86,6 +86,16 @@ pub fn raw_event(event: pb::MetricEvent) -> RawEvent {
         ts: event.ts.as_ref().and_then(micros),
         value: event.value,
         labels,
+        stale: event.stale,
+    }
+}
+
+pub fn metadata(m: pb::MetricMetadata) -> model::Metadata {
+    model::Metadata {
+        metric: m.metric,
+        kind: m.r#type,
+        help: m.help,
+        unit: m.unit,
     }
 }
 

@@ -72,6 +72,8 @@ pub struct Event {
     pub ts: Micros,
     pub value: f64,
     pub labels: BTreeMap<String, String>,
+    /// A staleness marker (the series ended at `ts`), not a value.
+    pub stale: bool,
 }
 
 /// Why one event of a batch was refused.
@@ -111,6 +113,7 @@ pub struct RawEvent {
     pub ts: Option<Micros>,
     pub value: f64,
     pub labels: Vec<(String, String)>,
+    pub stale: bool,
 }
 
 pub fn check_event(index: u32, raw: RawEvent, rules: &EventRules) -> Result<Event, Rejection> {
@@ -127,7 +130,7 @@ pub fn check_event(index: u32, raw: RawEvent, rules: &EventRules) -> Result<Even
             format!("metric name {:?} {NAME_RULE}", truncate(&raw.name)),
         ));
     }
-    if !raw.value.is_finite() {
+    if !raw.stale && !raw.value.is_finite() {
         return Err(reject(
             codes::INVALID_ARGUMENT,
             "value",
@@ -206,8 +209,9 @@ pub fn check_event(index: u32, raw: RawEvent, rules: &EventRules) -> Result<Even
     Ok(Event {
         metric: raw.name,
         ts,
-        value: raw.value,
+        value: if raw.stale { 0.0 } else { raw.value },
         labels,
+        stale: raw.stale,
     })
 }
 
@@ -219,6 +223,48 @@ pub fn rfc3339(micros: Micros) -> String {
     datetime(micros)
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()
+}
+
+/// The types Prometheus' exposition formats name.
+pub const TYPES: &[&str] = &[
+    "counter",
+    "gauge",
+    "histogram",
+    "gaugehistogram",
+    "summary",
+    "info",
+    "stateset",
+    "unknown",
+];
+
+/// Longest help text kept; longer ones are cut (at a character boundary).
+const MAX_HELP: usize = 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+/// What a metric is, as Prometheus and OpenTelemetry senders describe it.
+pub struct Metadata {
+    pub metric: String,
+    pub kind: String,
+    pub help: String,
+    pub unit: String,
+}
+
+impl Metadata {
+    /// `None` when the metric name or the type is not one we know.
+    pub fn checked(mut self) -> Option<Self> {
+        if !valid_name(&self.metric) || !TYPES.contains(&self.kind.as_str()) || self.unit.len() > 200 {
+            return None;
+        }
+        if self.help.len() > MAX_HELP {
+            let cut = (0..=MAX_HELP)
+                .rev()
+                .find(|&i| self.help.is_char_boundary(i))
+                .unwrap_or(0);
+            self.help.truncate(cut);
+        }
+        self.help.retain(|c| c != '\0');
+        Some(self)
+    }
 }
 
 /// A label matcher. A series without the label matches as if its value were "".
@@ -296,6 +342,10 @@ pub fn fingerprint(events: &[RawEvent]) -> Vec<u8> {
         hash.update(event.name.as_bytes());
         hash.update(event.ts.unwrap_or(i64::MIN).to_le_bytes());
         hash.update(event.value.to_bits().to_le_bytes());
+        if event.stale {
+            // Only then, so the keys stored before markers existed still match.
+            hash.update(b"stale");
+        }
         hash.update((event.labels.len() as u64).to_le_bytes());
         for (k, v) in &event.labels {
             hash.update((k.len() as u64).to_le_bytes());

@@ -24,12 +24,13 @@ use crate::error::ApiError;
 pub struct Edge {
     /// The largest accepted request body, in bytes.
     pub body_limit: usize,
-    /// The body limit of `POST /api/v1/events`.
+    /// The body limit of the ingest routes ([`INGEST_PATHS`]).
     pub ingest_body_limit: usize,
     pub request_timeout: std::time::Duration,
 }
 
-const INGEST_PATH: &str = "/api/v1/events";
+/// The routes that take batches of samples, with the larger body limit.
+pub const INGEST_PATHS: &[&str] = &["/api/v1/events", "/prometheus/api/v1/write", "/otlp/v1/metrics"];
 
 /// The body limit and the request timeout.
 pub async fn limits(
@@ -39,7 +40,7 @@ pub async fn limits(
     let Some(edge) = req.app_data::<web::Data<Edge>>().map(|e| *e.get_ref()) else {
         return Ok(next.call(req).await?.map_into_boxed_body());
     };
-    let limit = if req.path() == INGEST_PATH {
+    let limit = if INGEST_PATHS.contains(&req.path()) {
         edge.ingest_body_limit
     } else {
         edge.body_limit

@@ -29,6 +29,11 @@ pub mod exports {
     }
 }
 
+/// Prometheus remote-write 1.0's messages (`proto/prometheus/remote.proto`).
+pub mod prometheus {
+    tonic::include_proto!("prometheus");
+}
+
 /// Every Sextant package's file descriptors, for the gRPC reflection service.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/sextant_descriptor.bin"));
 

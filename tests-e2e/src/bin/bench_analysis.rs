@@ -79,6 +79,7 @@ async fn main() -> anyhow::Result<()> {
                         ts: Some(ts(start_us + (i as i128 * i128::from(DAY_US) / n as i128) as i64)),
                         value: value(i),
                         labels: [("host".to_owned(), ["a", "b"][(i / METRICS) % 2].to_owned())].into(),
+                        stale: false,
                     })
                     .collect();
                 let count = events.len() as u32;
@@ -86,6 +87,7 @@ async fn main() -> anyhow::Result<()> {
                     .ingest_events(pb::IngestEventsRequest {
                         events,
                         idempotency_key: String::new(),
+                        metadata: Vec::new(),
                     })
                     .await?
                     .into_inner();

@@ -92,12 +92,14 @@ async fn ingest(
                 ts: Some(ts(start + minute * 60 + 30)),
                 value: value(minute, m),
                 labels: Default::default(),
+                stale: false,
             });
             if events.len() == 10_000 || (minute == BUCKETS - 1 && m == metrics - 1) {
                 let answer = client
                     .ingest_events(apb::IngestEventsRequest {
                         events: std::mem::take(&mut events),
                         idempotency_key: String::new(),
+                        metadata: Vec::new(),
                     })
                     .await?
                     .into_inner();

@@ -28,6 +28,7 @@ mod metrics_faults;
 mod metrics_live;
 mod openapi_fuzz;
 mod readiness;
+mod remote_write;
 mod tracing;
 mod websocket;
 

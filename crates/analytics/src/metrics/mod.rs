@@ -115,6 +115,16 @@ impl Metrics {
             }
             k => Some(k.to_owned()),
         };
+        let described: Vec<model::Metadata> = request
+            .metadata
+            .into_iter()
+            .filter_map(|m| convert::metadata(m).checked())
+            .collect();
+        if !described.is_empty() {
+            store::metadata::upsert(&self.pool, tenant, &described)
+                .await
+                .map_err(db::unavailable(STORE))?;
+        }
         let raws: Vec<model::RawEvent> = request.events.into_iter().map(convert::raw_event).collect();
         let key = key.map(|key| Idempotency {
             key,

@@ -31,6 +31,7 @@ impl EventBody {
             ts: Some(timestamp(self.ts)),
             value: self.value,
             labels: self.labels,
+            stale: false,
         }
     }
 }

@@ -46,6 +46,7 @@ pub async fn ingest(
     let message = pb::IngestEventsRequest {
         events: body.events.into_iter().map(EventBody::message).collect(),
         idempotency_key: key,
+        metadata: Vec::new(),
     };
     let response = backends
         .analytics()

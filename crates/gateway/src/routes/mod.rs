@@ -9,6 +9,7 @@ pub(crate) mod jobs;
 pub(crate) mod metrics;
 mod ops;
 mod params;
+mod prometheus;
 mod session;
 
 use actix_web::http::Method;
@@ -18,7 +19,7 @@ use sextant_common::ErrorCode;
 use crate::error::ApiError;
 
 /// Mounts every route; `ingest_body_limit` is the larger body limit of
-/// `POST /api/v1/events`.
+/// the ingest routes (`POST /api/v1/events`, remote-write, OTLP).
 pub fn configure(cfg: &mut web::ServiceConfig, ingest_body_limit: usize) {
     cfg.service(only("/", [(Method::GET, web::to(console::to_console))]))
         .service(only("/console", [(Method::GET, web::to(console::to_console))]))
@@ -26,6 +27,13 @@ pub fn configure(cfg: &mut web::ServiceConfig, ingest_body_limit: usize) {
         .service(only("/healthz", [(Method::GET, web::to(ops::healthz))]))
         .service(only("/readyz", [(Method::GET, web::to(ops::readyz))]))
         .service(only("/metrics", [(Method::GET, web::to(ops::metrics))]))
+        .service(
+            only(
+                "/prometheus/api/v1/write",
+                [(Method::POST, web::to(prometheus::write::write))],
+            )
+            .app_data(web::PayloadConfig::new(ingest_body_limit)),
+        )
         .service(
             web::scope("/api/v1")
                 .service(only("/openapi.json", [(Method::GET, web::to(ops::openapi))]))

@@ -95,6 +95,9 @@ pub struct Idempotency {
     pub fingerprint: Vec<u8>,
 }
 
+/// An event with its series id.
+type Stored<'e> = (i64, &'e Event);
+
 pub struct Ingest<'a> {
     pub pool: &'a PgPool,
     pub cache: &'a SeriesCache,
@@ -206,11 +209,14 @@ impl Ingest<'_> {
             fresh.push((metric, found));
         }
 
-        let stored: Vec<(i64, &Event)> = events
+        let (markers, stored): (Vec<Stored>, Vec<Stored>) = events
             .iter()
             .zip(&series_of)
             .filter_map(|((_, event), id)| id.map(|id| (id, event)))
-            .collect();
+            .partition(|(_, event)| event.stale);
+        if !markers.is_empty() {
+            insert_markers(&mut tx, tenant, &markers).await?;
+        }
         let mut changes = Vec::new();
         if !stored.is_empty() {
             copy_events(&mut tx, tenant, &stored).await?;
@@ -227,7 +233,7 @@ impl Ingest<'_> {
         }
         rejected.sort_by_key(|r| r.index);
         let answer = Answer {
-            accepted: u32::try_from(stored.len()).unwrap_or(u32::MAX),
+            accepted: u32::try_from(stored.len() + markers.len()).unwrap_or(u32::MAX),
             rejected: rejected.iter().map(StoredRejection::from).collect(),
         };
         if let Some(key) = key {
@@ -405,6 +411,23 @@ async fn copy_events(tx: &mut PgConnection, tenant: &str, events: &[(i64, &Event
         .await?;
     copy.send(buf).await?;
     copy.finish().await?;
+    Ok(())
+}
+
+/// Staleness markers: not values, so neither `events` nor the rollups.
+async fn insert_markers(tx: &mut PgConnection, tenant: &str, markers: &[(i64, &Event)]) -> Result<(), sqlx::Error> {
+    let series: Vec<i64> = markers.iter().map(|(id, _)| *id).collect();
+    let ts: Vec<time::OffsetDateTime> = markers.iter().map(|(_, e)| datetime(e.ts)).collect();
+    sqlx::query(
+        "INSERT INTO stale_markers (tenant, series_id, ts)
+         SELECT $1, s, t FROM unnest($2::bigint[], $3::timestamptz[]) AS m(s, t)
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(tenant)
+    .bind(&series)
+    .bind(&ts)
+    .execute(&mut *tx)
+    .await?;
     Ok(())
 }
 

@@ -1,8 +1,9 @@
 //! PostgreSQL access for metrics: ingest (`ingest`), reads (`read`),
-//! partition upkeep (`partitions`), and the series whose data expired
-//! (`series`).
+//! partition upkeep (`partitions`), the series whose data expired
+//! (`series`), and what senders say about their metrics (`metadata`).
 
 pub mod ingest;
+pub mod metadata;
 pub mod partitions;
 pub mod read;
 pub mod series;

@@ -149,6 +149,13 @@ pub async fn maintain(pool: &PgPool, layouts: &[Layout], ahead: u32, now: Micros
         let to = from + layout.width * (i64::from(ahead) + 1);
         report.created.extend(ensure(pool, *layout, from, to).await?);
         report.dropped.extend(drop_expired(pool, *layout, now).await?);
+        if layout.parent == "events" {
+            // Staleness markers live as long as the raw events they end.
+            sqlx::query("DELETE FROM stale_markers WHERE ts < $1")
+                .bind(datetime(now.saturating_sub(layout.retention)))
+                .execute(pool)
+                .await?;
+        }
     }
     Ok(report)
 }
