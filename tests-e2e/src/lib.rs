@@ -16,6 +16,7 @@ pub mod collector;
 pub mod infra;
 pub mod local;
 pub mod process;
+pub mod prometheus;
 pub mod system;
 pub mod tokens;
 pub mod ws;

@@ -200,7 +200,7 @@ fn send_signal(pid: u32, signal: i32) {
 
 /// Children die with the test process even when it is killed (no Drop runs then).
 #[allow(unsafe_code)]
-fn die_with_parent(command: &mut Command) {
+pub(crate) fn die_with_parent(command: &mut Command) {
     use std::os::unix::process::CommandExt;
     // SAFETY: prctl is async-signal-safe and touches only the child's own state.
     unsafe {

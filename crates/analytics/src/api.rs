@@ -1,7 +1,8 @@
 //! The `AnalyticsService` gRPC API: each call takes its caller's tenant from
 //! the metadata and goes to its feature: metrics (ingest, queries, lists,
 //! live watches) to [`Metrics`], alert rules to [`Alerts`], analyses to
-//! [`Analyses`], dashboards to [`Dashboards`].
+//! [`Analyses`], dashboards to [`Dashboards`], the Prometheus query API to
+//! [`Prom`].
 
 use std::pin::Pin;
 
@@ -17,12 +18,14 @@ use crate::alerts::Alerts;
 use crate::analysis::Analyses;
 use crate::dashboards::Dashboards;
 use crate::metrics::Metrics;
+use crate::promql::Prom;
 
 pub struct AnalyticsApi {
     pub metrics: Metrics,
     pub alerts: Alerts,
     pub analyses: Analyses,
     pub dashboards: Dashboards,
+    pub prom: Prom,
     /// Ends watch streams when the service stops.
     pub shutdown: CancellationToken,
 }
@@ -232,5 +235,49 @@ impl AnalyticsService for AnalyticsApi {
         let caller = caller(&request)?;
         self.dashboards.delete(&caller.tenant, request.into_inner()).await?;
         Ok(Response::new(DeleteDashboardResponse {}))
+    }
+
+    async fn prom_query(&self, request: Request<PromQueryRequest>) -> Result<Response<PromQueryResponse>, Status> {
+        let caller = caller(&request)?;
+        Ok(Response::new(
+            self.prom.query(&caller.tenant, request.into_inner()).await?,
+        ))
+    }
+
+    async fn prom_series(&self, request: Request<PromSelectRequest>) -> Result<Response<PromSeriesResponse>, Status> {
+        let caller = caller(&request)?;
+        Ok(Response::new(
+            self.prom.series(&caller.tenant, request.into_inner()).await?,
+        ))
+    }
+
+    async fn prom_label_names(
+        &self,
+        request: Request<PromSelectRequest>,
+    ) -> Result<Response<PromLabelsResponse>, Status> {
+        let caller = caller(&request)?;
+        Ok(Response::new(
+            self.prom.label_names(&caller.tenant, request.into_inner()).await?,
+        ))
+    }
+
+    async fn prom_label_values(
+        &self,
+        request: Request<PromSelectRequest>,
+    ) -> Result<Response<PromLabelsResponse>, Status> {
+        let caller = caller(&request)?;
+        Ok(Response::new(
+            self.prom.label_values(&caller.tenant, request.into_inner()).await?,
+        ))
+    }
+
+    async fn prom_metadata(
+        &self,
+        request: Request<PromMetadataRequest>,
+    ) -> Result<Response<PromMetadataResponse>, Status> {
+        let caller = caller(&request)?;
+        Ok(Response::new(
+            self.prom.metadata(&caller.tenant, request.into_inner()).await?,
+        ))
     }
 }

@@ -55,6 +55,20 @@ max_raw_events = 2000000
 # 50 bytes without); 0 turns the cache off.
 cache_buckets = 100000
 
+[analytics.prometheus]
+# The Prometheus query API's limits; a query over one is answered 422
+# (execution) naming it.
+# Series one query or selector may select.
+max_series = 10000
+# Raw samples one query may read.
+max_samples = 5000000
+# Values (series x steps) one intermediate result may hold.
+max_points = 5000000
+# Points per series of a range query (Prometheus' own limit).
+max_steps = 11000
+# How far back an instant selector looks for a sample.
+lookback_delta = "5m"
+
 [analytics.retention]
 # Raw events: kept this long, in partitions this wide. Events older than
 # `raw` are refused at ingest.
@@ -123,6 +137,7 @@ pub struct AnalyticsConfig {
     pub amqp: AmqpConfig,
     pub ingest: IngestConfig,
     pub query: QueryConfig,
+    pub prometheus: PrometheusConfig,
     pub retention: RetentionConfig,
     pub live: LiveConfig,
     pub alerts: AlertsConfig,
@@ -163,6 +178,17 @@ pub struct QueryConfig {
     pub max_points: u64,
     pub max_raw_events: u64,
     pub cache_buckets: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrometheusConfig {
+    pub max_series: usize,
+    pub max_samples: usize,
+    pub max_points: usize,
+    pub max_steps: usize,
+    #[serde(with = "humantime_serde")]
+    pub lookback_delta: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -225,6 +251,20 @@ impl Validate for Config {
             a.ingest.max_future <= Duration::from_secs(24 * 3600),
             "analytics.ingest.max_future",
             "must be at most 24h",
+        );
+        let p = &a.prometheus;
+        for (ok, key) in [
+            (p.max_series >= 1, "analytics.prometheus.max_series"),
+            (p.max_samples >= 1, "analytics.prometheus.max_samples"),
+            (p.max_points >= 1, "analytics.prometheus.max_points"),
+            (p.max_steps >= 1, "analytics.prometheus.max_steps"),
+        ] {
+            problems.check(ok, key, "must be at least 1");
+        }
+        problems.check(
+            p.lookback_delta >= Duration::from_secs(1),
+            "analytics.prometheus.lookback_delta",
+            "must be at least 1s",
         );
         problems.check(
             a.ingest.max_series_per_metric >= 1,

@@ -28,6 +28,7 @@ pub mod convert;
 pub mod dashboards;
 pub mod metrics;
 pub mod model;
+pub mod promql;
 pub mod telemetry;
 pub mod versioned;
 
@@ -183,6 +184,10 @@ impl Application {
             dashboards: dashboards::Dashboards {
                 pool: pool.clone(),
                 limits,
+            },
+            prom: promql::Prom {
+                pool: pool.clone(),
+                config: a.prometheus.clone(),
             },
             shutdown: CancellationToken::new(),
         };

@@ -7,6 +7,7 @@ pub mod analyses;
 pub mod dashboards;
 pub mod exports;
 pub mod metrics;
+pub mod prometheus;
 pub mod remote_write;
 
 use serde_json::{Value, json};

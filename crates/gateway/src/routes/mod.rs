@@ -28,11 +28,26 @@ pub fn configure(cfg: &mut web::ServiceConfig, ingest_body_limit: usize) {
         .service(only("/readyz", [(Method::GET, web::to(ops::readyz))]))
         .service(only("/metrics", [(Method::GET, web::to(ops::metrics))]))
         .service(
-            only(
-                "/prometheus/api/v1/write",
-                [(Method::POST, web::to(prometheus::write::write))],
-            )
-            .app_data(web::PayloadConfig::new(ingest_body_limit)),
+            web::scope("/prometheus/api/v1")
+                .service(
+                    only("/write", [(Method::POST, web::to(prometheus::write::write))])
+                        .app_data(web::PayloadConfig::new(ingest_body_limit)),
+                )
+                .service(get_post("/query", prometheus::api::query))
+                .service(get_post("/query_range", prometheus::api::query_range))
+                .service(get_post("/labels", prometheus::api::labels))
+                .service(get_post("/series", prometheus::api::series))
+                .service(get_post("/query_exemplars", prometheus::api::query_exemplars))
+                .service(only(
+                    "/label/{name}/values",
+                    [(Method::GET, web::to(prometheus::api::label_values))],
+                ))
+                .service(only("/metadata", [(Method::GET, web::to(prometheus::api::metadata))]))
+                .service(only(
+                    "/status/buildinfo",
+                    [(Method::GET, web::to(prometheus::api::buildinfo))],
+                ))
+                .service(only("/rules", [(Method::GET, web::to(prometheus::api::rules))])),
         )
         .service(
             web::scope("/api/v1")
@@ -119,6 +134,22 @@ pub fn configure(cfg: &mut web::ServiceConfig, ingest_body_limit: usize) {
                 ))
                 .service(only("/ws", [(Method::GET, web::to(crate::ws::connect))])),
         );
+}
+
+/// A Prometheus API path answered alike for GET and POST (a form body).
+fn get_post<F, Args>(path: &str, handler: F) -> Resource
+where
+    F: actix_web::Handler<Args> + Clone,
+    Args: actix_web::FromRequest + 'static,
+    F::Output: actix_web::Responder + 'static,
+{
+    only(
+        path,
+        [
+            (Method::GET, web::to(handler.clone())),
+            (Method::POST, web::to(handler)),
+        ],
+    )
 }
 
 /// A path served for `routes`' methods, and `HEAD` wherever `GET` is (the
