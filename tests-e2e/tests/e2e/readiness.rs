@@ -51,6 +51,14 @@ async fn openapi_document_describes_the_routes() {
         "/api/v1/jobs/{id}",
         "/api/v1/jobs/{id}/cancel",
         "/api/v1/jobs/{id}/retry",
+        "/prometheus/api/v1/write",
+        "/prometheus/api/v1/query",
+        "/prometheus/api/v1/query_range",
+        "/prometheus/api/v1/labels",
+        "/prometheus/api/v1/label/{name}/values",
+        "/prometheus/api/v1/series",
+        "/prometheus/api/v1/metadata",
+        "/prometheus/api/v1/status/buildinfo",
     ] {
         assert!(
             doc["paths"].get(path).is_some(),
