@@ -166,6 +166,36 @@ pub fn bearer_token(req: &HttpRequest) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
+/// The paths of the ecosystem's protocols, whose clients often speak only
+/// HTTP basic auth (promtool, many remote-write agents).
+const BASIC_AUTH_PREFIXES: &[&str] = &["/prometheus/", "/otlp/"];
+
+/// The token of a request: its bearer token; on the Prometheus and OTLP
+/// paths also the password of basic auth (`any-user:TOKEN`), as Grafana
+/// Mimir and Grafana Cloud take it.
+pub fn request_token(req: &HttpRequest) -> Option<String> {
+    if let Some(token) = bearer_token(req) {
+        return Some(token.to_owned());
+    }
+    if !BASIC_AUTH_PREFIXES.iter().any(|p| req.path().starts_with(p)) {
+        return None;
+    }
+    use base64::Engine as _;
+    let value = req
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (scheme, encoded) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()?;
+    let decoded = String::from_utf8(decoded).ok()?;
+    let (_, password) = decoded.split_once(':')?;
+    Some(password.to_owned())
+}
+
 impl FromRequest for Principal {
     type Error = ApiError;
     type Future = Ready<Result<Self, Self::Error>>;
@@ -174,9 +204,9 @@ impl FromRequest for Principal {
         let auth = req
             .app_data::<web::Data<Authenticator>>()
             .expect("Authenticator is registered as app data");
-        ready(match bearer_token(req) {
+        ready(match request_token(req) {
             None => Err(ApiError::unauthenticated("missing bearer token")),
-            Some(token) => auth.verify(token),
+            Some(token) => auth.verify(&token),
         })
     }
 }

@@ -14,7 +14,7 @@ use crate::system;
 
 const STALE_NAN: u64 = 0x7ff0_0000_0000_0002;
 
-fn labels(pairs: &[(&str, &str)]) -> Vec<prom::Label> {
+pub(crate) fn labels(pairs: &[(&str, &str)]) -> Vec<prom::Label> {
     pairs
         .iter()
         .map(|(name, value)| prom::Label {
@@ -24,7 +24,7 @@ fn labels(pairs: &[(&str, &str)]) -> Vec<prom::Label> {
         .collect()
 }
 
-fn series(pairs: &[(&str, &str)], samples: &[(i64, f64)]) -> prom::TimeSeries {
+pub(crate) fn series(pairs: &[(&str, &str)], samples: &[(i64, f64)]) -> prom::TimeSeries {
     prom::TimeSeries {
         labels: labels(pairs),
         samples: samples
@@ -35,7 +35,7 @@ fn series(pairs: &[(&str, &str)], samples: &[(i64, f64)]) -> prom::TimeSeries {
     }
 }
 
-fn body(timeseries: Vec<prom::TimeSeries>) -> Vec<u8> {
+pub(crate) fn body(timeseries: Vec<prom::TimeSeries>) -> Vec<u8> {
     let write = prom::WriteRequest {
         timeseries,
         metadata: Vec::new(),
@@ -44,7 +44,7 @@ fn body(timeseries: Vec<prom::TimeSeries>) -> Vec<u8> {
 }
 
 /// Posts a body as Prometheus does; the status and the body's text.
-async fn write(client: &Client<'_>, body: Vec<u8>, content_type: &str) -> (u16, String) {
+pub(crate) async fn write(client: &Client<'_>, body: Vec<u8>, content_type: &str) -> (u16, String) {
     let response = client
         .system
         .http
@@ -60,7 +60,7 @@ async fn write(client: &Client<'_>, body: Vec<u8>, content_type: &str) -> (u16, 
     (response.status().as_u16(), response.text().await.unwrap())
 }
 
-const PROTOBUF: &str = "application/x-protobuf";
+pub(crate) const PROTOBUF: &str = "application/x-protobuf";
 
 /// A minute ten minutes ago, in milliseconds, and its start as a time.
 fn minute() -> (i64, OffsetDateTime) {
