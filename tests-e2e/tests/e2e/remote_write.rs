@@ -304,3 +304,93 @@ async fn another_tenants_token_never_reaches_this_tenants_series() {
     assert_eq!(response.status().as_u16(), 401);
     assert_eq!(counts(&acme, start).await, vec![0, 1, 0]);
 }
+
+/// A metric that came by remote-write is an ordinary Sextant metric: it
+/// streams on a live metric topic, fires an alert rule, and appears in an
+/// analysis with its alert.
+#[tokio::test]
+async fn a_remote_written_metric_streams_live_fires_an_alert_and_appears_in_an_analysis() {
+    use crate::metrics_live::{frame, socket_at, subscribe};
+    let system = system!(crate::alerts::alerting());
+    let client = Client::new(&system, "rw-everywhere");
+    let rule = client
+        .create_rule(&crate::alerts::rule("rw_cpu", json!({"window_seconds": 60})))
+        .await;
+    let rule_id = rule["id"].as_str().unwrap().to_owned();
+
+    let mut socket = socket_at(&system.ws_url("/api/v1/ws"), &client.token).await;
+    let query = json!({"metric": "rw_cpu", "aggregations": ["max"], "bucket_seconds": 60, "window_seconds": 3600});
+    subscribe(&mut socket, &query, None).await;
+    assert_eq!(frame(&mut socket).await["type"], "snapshot");
+
+    let now = OffsetDateTime::now_utc();
+    let now_ms = i64::try_from(now.unix_timestamp_nanos() / 1_000_000).unwrap();
+    let (status, text) = write(
+        &client,
+        body(vec![series(
+            &[("__name__", "rw_cpu"), ("host", "a")],
+            &[(now_ms, 95.0)],
+        )]),
+        PROTOBUF,
+    )
+    .await;
+    assert_eq!(status, 204, "{text}");
+
+    // Live: the update carries the remote-written value.
+    let update = frame(&mut socket).await;
+    assert_eq!(update["type"], "update", "{update}");
+    assert!(update.to_string().contains("95"), "{update}");
+
+    // Alerting: the rule's instance fires.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (_, body) = client
+            .get(&format!("/api/v1/alerts/instances?rule_id={rule_id}&state=firing"))
+            .await;
+        if !body["instances"].as_array().unwrap().is_empty() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the alert never fired: {body}");
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+
+    // Analysis: the metric is summarised and its alert is a finding.
+    let minute = now.unix_timestamp() / 60 * 60;
+    let (start, end) = (
+        OffsetDateTime::from_unix_timestamp(minute - 600).unwrap(),
+        OffsetDateTime::from_unix_timestamp(minute + 120).unwrap(),
+    );
+    let (status, job) = client
+        .post(
+            "/api/v1/analyses",
+            &json!({"start": rfc3339(start), "end": rfc3339(end), "bucket_seconds": 60}),
+            None,
+        )
+        .await;
+    assert_eq!(status, 202, "{job}");
+    let job_id = job["id"].as_str().unwrap().to_owned();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let job = loop {
+        let (_, job) = client.get(&format!("/api/v1/jobs/{job_id}")).await;
+        if job["status"] == "succeeded" {
+            break job;
+        }
+        assert!(
+            job["status"] != "failed" && std::time::Instant::now() < deadline,
+            "analysis job: {job}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    let analysis_id = job["result"]["analysis_id"].as_str().unwrap();
+    let (status, report) = client.get(&format!("/api/v1/analyses/{analysis_id}")).await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["metrics"], json!(["rw_cpu"]), "{report}");
+    assert_eq!(report["summaries"][0]["count"], 1);
+    assert_eq!(report["summaries"][0]["max"], json!(95.0));
+    let fired = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|f| f["kind"] == "alert_fired" && f["properties"]["rule_id"] == rule_id.as_str());
+    assert!(fired, "{report}");
+}
