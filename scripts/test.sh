@@ -45,6 +45,18 @@ else
   echo "chromium is not installed (apt-get install chromium): the browser test is skipped" >&2
 fi
 
+# The OTLP test exports through OpenTelemetry's Python SDK and its OTLP/HTTP
+# exporter (pinned).
+otel_venv="$cache/otel-venv"
+otel_version="1.45.2"
+if [ ! -f "$otel_venv/.ready-$otel_version" ]; then
+  python3 -m venv "$otel_venv"
+  "$otel_venv/bin/pip" install --quiet "opentelemetry-sdk==$otel_version" \
+    "opentelemetry-exporter-otlp-proto-http==$otel_version"
+  touch "$otel_venv/.ready-$otel_version"
+fi
+export SEXTANT_OTEL_PYTHON="$otel_venv/bin/python"
+
 # The e2e tests run the real binaries: build them first.
 cargo build --bins
 if cargo nextest --version >/dev/null 2>&1; then

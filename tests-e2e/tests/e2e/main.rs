@@ -27,6 +27,7 @@ mod metrics;
 mod metrics_faults;
 mod metrics_live;
 mod openapi_fuzz;
+mod otlp;
 mod prometheus_api;
 mod prometheus_diff;
 mod readiness;

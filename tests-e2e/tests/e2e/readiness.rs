@@ -51,6 +51,7 @@ async fn openapi_document_describes_the_routes() {
         "/api/v1/jobs/{id}",
         "/api/v1/jobs/{id}/cancel",
         "/api/v1/jobs/{id}/retry",
+        "/otlp/v1/metrics",
         "/prometheus/api/v1/write",
         "/prometheus/api/v1/query",
         "/prometheus/api/v1/query_range",

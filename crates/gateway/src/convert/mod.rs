@@ -7,6 +7,7 @@ pub mod analyses;
 pub mod dashboards;
 pub mod exports;
 pub mod metrics;
+pub mod otlp;
 pub mod prometheus;
 pub mod remote_write;
 

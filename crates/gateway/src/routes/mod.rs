@@ -8,6 +8,7 @@ mod exports;
 pub(crate) mod jobs;
 pub(crate) mod metrics;
 mod ops;
+mod otlp;
 mod params;
 mod prometheus;
 mod session;
@@ -27,6 +28,10 @@ pub fn configure(cfg: &mut web::ServiceConfig, ingest_body_limit: usize) {
         .service(only("/healthz", [(Method::GET, web::to(ops::healthz))]))
         .service(only("/readyz", [(Method::GET, web::to(ops::readyz))]))
         .service(only("/metrics", [(Method::GET, web::to(ops::metrics))]))
+        .service(
+            only("/otlp/v1/metrics", [(Method::POST, web::to(otlp::metrics))])
+                .app_data(web::PayloadConfig::new(ingest_body_limit)),
+        )
         .service(
             web::scope("/prometheus/api/v1")
                 .service(
