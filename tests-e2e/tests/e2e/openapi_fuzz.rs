@@ -45,7 +45,10 @@ async fn the_served_openapi_document_holds_under_property_based_fuzzing() {
         .args(["--checks", "all"])
         .args(["--seed", "20261122"])
         .args(["--max-examples", "30"])
-        .args(["--workers", "2"])
+        // One worker: with two, the order of generation varied between runs
+        // and schemathesis's coverage phase sometimes crashed (an internal
+        // KeyError); with one, the seed means one sequence of requests.
+        .args(["--workers", "1"])
         .args(["--exclude-path", "/api/v1/ws"])
         .args(["--header", &format!("Authorization: Bearer {token}")])
         .args(["--request-timeout", "20"])

@@ -232,6 +232,13 @@ async fn refused_points_get_a_partial_success_and_nothing_else_is_lost() {
     assert_eq!(status, 400);
     let status_body: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(status_body["code"], 3, "{status_body}");
+    let (status, _, body) = post(&client, "application/json", b"[]".to_vec()).await;
+    assert_eq!(
+        status,
+        400,
+        "a JSON array is not a request: {}",
+        String::from_utf8_lossy(&body)
+    );
     let (status, _, _) = post(&client, "text/plain", b"x".to_vec()).await;
     assert_eq!(status, 415);
     assert_eq!(client.stored("json_temperature", start, end).await, 1);

@@ -235,6 +235,18 @@ async fn grafana_and_promtool_get_the_answers_they_parse() {
         "{answer}"
     );
 
+    // A name no metric can have is no metric, not an outage.
+    let (status, answer) = grafana(&acme, reqwest::Method::GET, "/api/v1/metadata?metric=%00", None).await;
+    assert_eq!((status, answer["data"].clone()), (200, json!({})), "{answer}");
+    let (status, answer) = grafana(
+        &acme,
+        reqwest::Method::POST,
+        "/api/v1/query",
+        Some("query=%7B__name__%3D%22%5Cx00%22%7D&time=4"),
+    )
+    .await;
+    assert_eq!((status, answer["data"]["result"].clone()), (200, json!([])), "{answer}");
+
     // The other tenant sees only its own.
     let (_, answer) = grafana(
         &other,

@@ -182,6 +182,10 @@ impl Prom {
             0 => DEFAULT_LIMIT as i64,
             n => i64::from(n),
         };
+        if request.metric.contains('\0') {
+            // No metric has such a name (and PostgreSQL text cannot hold it).
+            return Ok(PromMetadataResponse::default());
+        }
         let metric = (!request.metric.is_empty()).then_some(request.metric.as_str());
         let rows = crate::metrics::store::metadata::list(&self.pool, tenant, metric, limit)
             .await

@@ -62,6 +62,8 @@ pub async fn select(
             }
         }
     }
+    // A name with U+0000 names no metric (and PostgreSQL text cannot hold it).
+    names.retain(|n| !n.contains('\0'));
     names.sort();
     names.dedup();
     if names.is_empty() {

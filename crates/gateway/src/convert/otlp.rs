@@ -53,8 +53,14 @@ pub fn decode(body: &[u8], encoding: Encoding) -> Result<ExportMetricsServiceReq
     match encoding {
         Encoding::Protobuf => ExportMetricsServiceRequest::decode(body)
             .map_err(|e| format!("the body is not a protobuf ExportMetricsServiceRequest: {e}")),
-        Encoding::Json => serde_json::from_slice(body)
-            .map_err(|e| format!("the body is not an OTLP/JSON ExportMetricsServiceRequest: {e}")),
+        Encoding::Json => {
+            // serde would also take a JSON array for the message's fields.
+            if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+                return Err("the body is not an OTLP/JSON ExportMetricsServiceRequest: expected a JSON object".into());
+            }
+            serde_json::from_slice(body)
+                .map_err(|e| format!("the body is not an OTLP/JSON ExportMetricsServiceRequest: {e}"))
+        }
     }
 }
 
