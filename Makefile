@@ -1,7 +1,7 @@
 # The two commands the README opens with are `make run` and `make test`.
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/sextant/target
 
-.PHONY: run test e2e lint fmt up down bench bench-jobs bench-fanout bench-analytics bench-analysis bench-exports bench-console token
+.PHONY: run test e2e lint fmt up down bench bench-jobs bench-fanout bench-analytics bench-analysis bench-exports bench-console bench-prometheus token
 
 TENANT ?= acme
 DEV_USER ?= alice
@@ -49,6 +49,9 @@ bench-exports:  ## 1 M-row CSV and XLSX, SARIF, HTML exports; beside Python csv,
 
 bench-console:  ## the web console in headless chromium: a 6-panel dashboard over 10 M events, live updates, heap over 10 min
 	@scripts/bench.sh console
+
+bench-prometheus:  ## remote-write samples/s and query_range p95, beside Prometheus itself
+	@scripts/bench.sh prometheus
 
 token:  ## print a development token: make token TENANT=acme DEV_USER=alice
 	@cargo build --quiet -p sextant-gateway

@@ -60,9 +60,13 @@ bench_console() {
   CONSOLE_PYTHON="$python/bin/python" "$CARGO_TARGET_DIR/release/bench_console"
 }
 
+bench_prometheus() {
+  "$CARGO_TARGET_DIR/release/bench_prometheus"
+}
+
 cargo build --release --quiet --bins
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(jobs fanout analytics analysis exports console)
+[ ${#targets[@]} -gt 0 ] || targets=(jobs fanout analytics analysis exports console prometheus)
 for target in "${targets[@]}"; do
   case "$target" in
     jobs) bench_jobs ;;
@@ -71,6 +75,7 @@ for target in "${targets[@]}"; do
     analysis) bench_analysis ;;
     exports) bench_exports ;;
     console) bench_console ;;
-    *) echo "unknown benchmark: $target (jobs, fanout, analytics, analysis, exports, console)" >&2; exit 2 ;;
+    prometheus) bench_prometheus ;;
+    *) echo "unknown benchmark: $target (jobs, fanout, analytics, analysis, exports, console, prometheus)" >&2; exit 2 ;;
   esac
 done
