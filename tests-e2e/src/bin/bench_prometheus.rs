@@ -3,8 +3,9 @@
 //!
 //! 1. Remote-write: the payloads Prometheus sends (requests of 2,000
 //!    samples, one per `TimeSeries`, over 1,000 series of 20 metrics),
-//!    snappy-compressed once up front, posted by `BENCH_PROM_SENDERS`
-//!    concurrent senders (default 8) to the gateway and to
+//!    snappy-compressed once up front, sharded by series as Prometheus
+//!    shards its queue into `BENCH_PROM_SENDERS` concurrent senders
+//!    (default 8), posted to the gateway and to
 //!    `prometheus --web.enable-remote-write-receiver`; samples/s each.
 //! 2. `query_range` over the last hour at a 15 s step for one metric's 50
 //!    series (`rate(…[1m])` and `sum by (region) (rate(…[1m]))`), asked
@@ -29,16 +30,19 @@ fn label(name: &str, value: String) -> prom::Label {
     }
 }
 
-/// Round `r`'s requests: every series once at `ts`, 2,000 per request.
-fn payloads(rounds: usize, start_ms: i64, spacing_ms: i64) -> Vec<Vec<u8>> {
-    let mut out = Vec::new();
-    let mut batch: Vec<prom::TimeSeries> = Vec::with_capacity(PER_REQUEST);
+/// The requests of each of `shards` senders, as Prometheus shards its
+/// queue: a series always goes through one shard, so its samples arrive
+/// in order; each request holds 2,000 samples of its shard's series.
+fn payloads(rounds: usize, start_ms: i64, spacing_ms: i64, shards: usize) -> Vec<Vec<Vec<u8>>> {
+    let mut out = vec![Vec::new(); shards];
+    let mut batches: Vec<Vec<prom::TimeSeries>> = vec![Vec::with_capacity(PER_REQUEST); shards];
     for round in 0..rounds {
         let ts = start_ms + round as i64 * spacing_ms;
         for s in 0..SERIES {
             let metric = s % METRICS;
             let n = s / METRICS;
-            batch.push(prom::TimeSeries {
+            let shard = s % shards;
+            batches[shard].push(prom::TimeSeries {
                 labels: vec![
                     label("__name__", format!("bench_requests_{metric:02}_total")),
                     label("host", format!("h{n:02}")),
@@ -52,12 +56,12 @@ fn payloads(rounds: usize, start_ms: i64, spacing_ms: i64) -> Vec<Vec<u8>> {
                 }],
                 ..Default::default()
             });
-            if batch.len() == PER_REQUEST {
+            if batches[shard].len() == PER_REQUEST || (round == rounds - 1 && s + shards >= SERIES) {
                 let write = prom::WriteRequest {
-                    timeseries: std::mem::take(&mut batch),
+                    timeseries: std::mem::take(&mut batches[shard]),
                     metadata: Vec::new(),
                 };
-                out.push(
+                out[shard].push(
                     snap::raw::Encoder::new()
                         .compress_vec(&write.encode_to_vec())
                         .expect("snappy"),
@@ -68,21 +72,17 @@ fn payloads(rounds: usize, start_ms: i64, spacing_ms: i64) -> Vec<Vec<u8>> {
     out
 }
 
-/// Posts every payload with `senders` concurrent senders; samples/s.
-async fn send_all(url: &str, token: Option<&str>, payloads: Arc<Vec<Vec<u8>>>, senders: usize) -> anyhow::Result<f64> {
+/// Posts every shard's requests in order, the shards concurrently; samples/s.
+async fn send_all(url: &str, token: Option<&str>, shards: Arc<Vec<Vec<Vec<u8>>>>) -> anyhow::Result<f64> {
     let http = reqwest::Client::new();
-    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let samples: usize = shards.iter().map(|shard| shard.len()).sum::<usize>() * PER_REQUEST;
     let started = Instant::now();
     let mut tasks = Vec::new();
-    for _ in 0..senders {
-        let (http, next, payloads) = (http.clone(), next.clone(), payloads.clone());
+    for shard in 0..shards.len() {
+        let (http, shards) = (http.clone(), shards.clone());
         let (url, token) = (url.to_owned(), token.map(str::to_owned));
         tasks.push(tokio::spawn(async move {
-            loop {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let Some(body) = payloads.get(i) else {
-                    return anyhow::Ok(());
-                };
+            for body in &shards[shard] {
                 let mut request = http
                     .post(&url)
                     .header("content-type", "application/x-protobuf")
@@ -96,12 +96,13 @@ async fn send_all(url: &str, token: Option<&str>, payloads: Arc<Vec<Vec<u8>>>, s
                 let status = response.status();
                 anyhow::ensure!(status.is_success(), "{url}: {status} {}", response.text().await?);
             }
+            anyhow::Ok(())
         }));
     }
     for task in tasks {
         task.await??;
     }
-    Ok((payloads.len() * PER_REQUEST) as f64 / started.elapsed().as_secs_f64())
+    Ok(samples as f64 / started.elapsed().as_secs_f64())
 }
 
 fn percentile(sorted: &[f64], q: f64) -> f64 {
@@ -157,19 +158,19 @@ async fn main() -> anyhow::Result<()> {
     let now_ms = i64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000)?;
     let spacing = 3_600_000 / rounds as i64;
     let start_ms = now_ms - 60_000 - spacing * rounds as i64;
-    let payloads = Arc::new(payloads(rounds, start_ms, spacing));
-    let samples = payloads.len() * PER_REQUEST;
+    let payloads = Arc::new(payloads(rounds, start_ms, spacing, senders));
+    let requests: usize = payloads.iter().map(Vec::len).sum();
     println!(
-        "remote-write: {samples} samples in {} requests of {PER_REQUEST} over {SERIES} series, {senders} senders",
-        payloads.len()
+        "remote-write: {} samples in {requests} requests of up to {PER_REQUEST} over {SERIES} series, {senders} shards",
+        rounds * SERIES
     );
 
-    let theirs = send_all(&prometheus.url("/api/v1/write"), None, payloads.clone(), senders).await?;
+    let theirs = send_all(&prometheus.url("/api/v1/write"), None, payloads.clone()).await?;
     println!(
         "  prometheus {}: {theirs:.0} samples/s",
         sextant_e2e::prometheus::binary().display()
     );
-    let ours = send_all(&system.url("/prometheus/api/v1/write"), Some(&token), payloads, senders).await?;
+    let ours = send_all(&system.url("/prometheus/api/v1/write"), Some(&token), payloads).await?;
     println!(
         "  sextant (gateway → analytics → PostgreSQL): {ours:.0} samples/s ({:.2}× Prometheus)",
         ours / theirs
