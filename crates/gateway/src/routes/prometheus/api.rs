@@ -179,9 +179,21 @@ pub async fn query(
         step_ms: 0,
         lookback_ms: lookback(&params)?,
     };
-    let response = read(&backends, &principal, message, |mut c, m| async move {
-        c.prom_query(m).await
-    })
+    evaluate(&backends, &principal, message).await
+}
+
+/// Evaluates the query in the analytics service; its answer in Prometheus' envelope.
+async fn evaluate(
+    backends: &Backends,
+    principal: &Principal,
+    message: pb::PromQueryRequest,
+) -> Result<HttpResponse, PromError> {
+    let response = read(
+        backends,
+        principal,
+        message,
+        |mut c, m| async move { c.prom_query(m).await },
+    )
     .await?;
     Ok(ok(query_data(&response)))
 }
@@ -231,11 +243,7 @@ pub async fn query_range(
         step_ms: step,
         lookback_ms: lookback(&params)?,
     };
-    let response = read(&backends, &principal, message, |mut c, m| async move {
-        c.prom_query(m).await
-    })
-    .await?;
-    Ok(ok(query_data(&response)))
+    evaluate(&backends, &principal, message).await
 }
 
 pub async fn labels(
