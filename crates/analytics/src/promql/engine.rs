@@ -303,14 +303,15 @@ impl Engine {
         for s in series {
             let mut values = Vec::with_capacity(self.n());
             let mut any = false;
-            for &t in &self.times {
+            for (step, &t) in self.times.iter().enumerate() {
+                let (from, to) = (t - offset - range, t - offset);
                 buf.clear();
-                buf.extend(
-                    window(&s.samples, t - offset - range, t - offset)
-                        .iter()
-                        .filter(|(_, v)| !is_stale(*v)),
-                );
-                let value = if buf.is_empty() { None } else { f(&buf, t) };
+                buf.extend(window(&s.samples, from, to).iter().filter(|(_, v)| !is_stale(*v)));
+                let value = if buf.is_empty() {
+                    None
+                } else {
+                    f(&buf, Window { step, from, to })
+                };
                 any |= value.is_some();
                 values.push(value);
             }

@@ -77,29 +77,18 @@ fn go_min(a: f64, b: f64) -> f64 {
 pub fn call(engine: &dyn Evaluator, call: &Call) -> Result<Value, EvalError> {
     let args = &call.args.args;
     let name = call.func.name;
-    let range_seconds = |ms: &MatrixSelector| ms.range.as_secs_f64();
     let over = |keep_name: bool, f: &RangeFn<'_>| -> Result<Value, EvalError> {
         let ms = matrix_arg(&args[0])?;
         engine.over_range(ms, keep_name, f).map(Value::Vector)
     };
     match name {
         "rate" | "increase" | "delta" => {
-            let ms = matrix_arg(&args[0])?;
-            let range = i64::try_from(ms.range.as_millis()).unwrap_or(i64::MAX);
-            let offset = match &ms.vs.offset {
-                Some(promql_parser::parser::Offset::Pos(d)) => i64::try_from(d.as_millis()).unwrap_or(0),
-                Some(promql_parser::parser::Offset::Neg(d)) => -i64::try_from(d.as_millis()).unwrap_or(0),
-                None => 0,
-            };
             let counter = name != "delta";
             let per_second = name == "rate";
-            let seconds = range_seconds(ms);
-            engine
-                .over_range(ms, false, &|s, t| {
-                    extrapolated(s, t - offset - range, t - offset, counter)
-                        .map(|v| if per_second { v / seconds } else { v })
-                })
-                .map(Value::Vector)
+            let seconds = matrix_arg(&args[0])?.range.as_secs_f64();
+            over(false, &|s, w| {
+                extrapolated(s, w.from, w.to, counter).map(|v| if per_second { v / seconds } else { v })
+            })
         }
         "irate" => over(false, &|s, _| instant_delta(s, true, true)),
         "idelta" => over(false, &|s, _| instant_delta(s, false, false)),
@@ -131,12 +120,10 @@ pub fn call(engine: &dyn Evaluator, call: &Call) -> Result<Value, EvalError> {
         "quantile_over_time" => {
             let q = engine.scalar_arg(&args[0])?;
             let ms = matrix_arg(&args[1])?;
-            let times = engine.times().to_vec();
             engine
-                .over_range(ms, false, &|s, t| {
-                    let step = times.partition_point(|x| *x < t);
+                .over_range(ms, false, &|s, w| {
                     let mut values: Vec<f64> = s.iter().map(|(_, v)| *v).collect();
-                    Some(quantile(q[step], &mut values))
+                    Some(quantile(q[w.step], &mut values))
                 })
                 .map(Value::Vector)
         }

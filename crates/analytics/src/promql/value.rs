@@ -61,8 +61,17 @@ pub enum Value {
     String(String),
 }
 
-/// A function of a range's samples and the step's time.
-pub type RangeFn<'a> = dyn Fn(&[(i64, f64)], i64) -> Option<f64> + 'a;
+/// Where a range function is evaluated: the step's index and the range
+/// `[from, to]` its samples were taken from (offset applied), in ms.
+#[derive(Debug, Clone, Copy)]
+pub struct Window {
+    pub step: usize,
+    pub from: i64,
+    pub to: i64,
+}
+
+/// A function of a range's samples (never empty) and its window.
+pub type RangeFn<'a> = dyn Fn(&[(i64, f64)], Window) -> Option<f64> + 'a;
 
 /// What PromQL functions need of the evaluator.
 pub trait Evaluator {
