@@ -1,7 +1,7 @@
 # The two commands the README opens with are `make run` and `make test`.
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/sextant/target
 
-.PHONY: run test e2e lint fmt up down bench bench-jobs bench-fanout bench-analytics bench-analysis bench-exports bench-console bench-prometheus token
+.PHONY: run test e2e lint fmt up down bench bench-jobs bench-fanout bench-analytics bench-analysis bench-exports bench-console bench-prometheus fuzz token
 
 TENANT ?= acme
 DEV_USER ?= alice
@@ -52,6 +52,9 @@ bench-console:  ## the web console in headless chromium: a 6-panel dashboard ove
 
 bench-prometheus:  ## remote-write samples/s and query_range p95, beside Prometheus itself
 	@scripts/bench.sh prometheus
+
+fuzz:  ## coverage-guided fuzzing of every parser of untrusted input, FUZZ_SECONDS (300) per target
+	@scripts/fuzz.sh $(FUZZ_TARGETS)
 
 token:  ## print a development token: make token TENANT=acme DEV_USER=alice
 	@cargo build --quiet -p sextant-gateway

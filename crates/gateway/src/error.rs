@@ -213,26 +213,32 @@ impl<T: serde::de::DeserializeOwned + 'static> actix_web::FromRequest for JsonBo
                     413 => ApiError::new(ErrorCode::PayloadTooLarge, "request body too large"),
                     _ => ApiError::new(ErrorCode::MalformedRequest, e.to_string()),
                 })?;
-            // Exactly one document: `{…} x` or `{…}{…}` is not a request body.
-            let mut document: serde_json::Value = serde_json::from_slice(&bytes)
-                .map_err(|e| ApiError::new(ErrorCode::MalformedRequest, format!("malformed JSON: {e}")))?;
-            integral_floats_as_integers(&mut document);
-            serde_path_to_error::deserialize(document).map(JsonBody).map_err(|e| {
-                let path = e.path().to_string();
-                let inner = e.into_inner();
-                if inner.is_data() {
-                    let field = if path == "." {
-                        String::new()
-                    } else {
-                        format!("{path}: ")
-                    };
-                    ApiError::new(ErrorCode::InvalidArgument, format!("{field}{inner}"))
-                } else {
-                    ApiError::new(ErrorCode::MalformedRequest, format!("malformed JSON: {inner}"))
-                }
-            })
+            parse_json(&bytes).map(JsonBody)
         })
     }
+}
+
+/// A JSON request body as `T`: exactly one document (`{…} x` or `{…}{…}` is
+/// malformed), whole numbers written with a fraction taken as integers, and a
+/// type error naming its field.
+pub fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let mut document: serde_json::Value = serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::new(ErrorCode::MalformedRequest, format!("malformed JSON: {e}")))?;
+    integral_floats_as_integers(&mut document);
+    serde_path_to_error::deserialize(document).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if inner.is_data() {
+            let field = if path == "." {
+                String::new()
+            } else {
+                format!("{path}: ")
+            };
+            ApiError::new(ErrorCode::InvalidArgument, format!("{field}{inner}"))
+        } else {
+            ApiError::new(ErrorCode::MalformedRequest, format!("malformed JSON: {inner}"))
+        }
+    })
 }
 
 /// JSON has one number type: `5.0` is the integer 5 (as JSON Schema says),

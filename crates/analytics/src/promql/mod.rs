@@ -6,6 +6,7 @@
 
 pub mod engine;
 pub mod functions;
+pub mod parse;
 pub mod store;
 pub mod value;
 
@@ -46,7 +47,7 @@ fn status(error: EvalError) -> Status {
 }
 
 fn parse(query: &str) -> Result<promql_parser::parser::Expr, Status> {
-    promql_parser::parser::parse(query).map_err(|e| invalid(format!("invalid PromQL: {e}")))
+    parse::parse(query).map_err(|e| invalid(format!("invalid PromQL: {e}")))
 }
 
 fn labels_message(labels: &Labels) -> Vec<PromLabel> {
@@ -207,7 +208,7 @@ impl Prom {
 /// The evaluated value as the API answers it: a range query's result is
 /// always a matrix; series sorted by labels; two series with one label set
 /// at one time are an error, as in Prometheus.
-fn answer(engine: &Engine, value: Value, range: bool) -> Result<PromQueryResponse, EvalError> {
+pub fn answer(engine: &Engine, value: Value, range: bool) -> Result<PromQueryResponse, EvalError> {
     let times = engine.step_times();
     let mut response = PromQueryResponse {
         timestamp_ms: times[0],

@@ -10,6 +10,33 @@ use time::OffsetDateTime;
 
 use super::{rfc3339, timestamp};
 
+/// Events per `POST /api/v1/events` (the analytics service's default).
+pub const MAX_EVENTS: usize = 10_000;
+
+/// The body of `POST /api/v1/events`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestBody {
+    events: Vec<EventBody>,
+}
+
+impl IngestBody {
+    /// The analytics service's request; a batch over [`MAX_EVENTS`] is refused whole.
+    pub fn request(self, idempotency_key: String) -> Result<pb::IngestEventsRequest, String> {
+        if self.events.len() > MAX_EVENTS {
+            return Err(format!(
+                "events holds {} events; a batch holds at most {MAX_EVENTS}",
+                self.events.len()
+            ));
+        }
+        Ok(pb::IngestEventsRequest {
+            events: self.events.into_iter().map(EventBody::message).collect(),
+            idempotency_key,
+            metadata: Vec::new(),
+        })
+    }
+}
+
 /// One event of `POST /api/v1/events`. Its shape is checked here (a body
 /// that does not match the schema is a 400); everything else about it is
 /// checked by the analytics service, per event.

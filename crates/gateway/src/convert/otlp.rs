@@ -13,7 +13,8 @@
 //!   `…_sum`, `…_count`; summary → `…{quantile}`, `…_sum`, `…_count`;
 //! - a point flagged "no recorded value" is a staleness marker;
 //! - refused per point, with the reason: delta (or unspecified)
-//!   temporality, exponential histograms, a point without a time or value.
+//!   temporality, exponential histograms, a point without a time or value,
+//!   a histogram whose bucket counts add up past a 64-bit count.
 
 use std::collections::HashMap;
 
@@ -314,6 +315,17 @@ pub fn to_ingest(export: &ExportMetricsServiceRequest) -> Mapped {
                                 );
                                 continue;
                             }
+                            if p.bucket_counts
+                                .iter()
+                                .try_fold(0u64, |a, c| a.checked_add(*c))
+                                .is_none()
+                            {
+                                refuse(
+                                    &mut mapped,
+                                    "a histogram point's bucket counts add up to more than 2^64".into(),
+                                );
+                                continue;
+                            }
                             let labels = point_labels(&base, &p.attributes);
                             let mut out = Out {
                                 point: mapped.points,
@@ -433,6 +445,20 @@ mod tests {
         assert_eq!(metric_name("2xx-rate"), "_2xx_rate");
         assert_eq!(metric_name("job:rate5m"), "job:rate5m");
         assert_eq!(sanitize("k8s.pod:name", false), "k8s_pod_name");
+    }
+
+    #[test]
+    fn a_histogram_whose_counts_overflow_is_refused_alone() {
+        // Found by the otlp_protobuf fuzz target: the cumulative count overflowed.
+        let json = br#"{"resourceMetrics":[{"scopeMetrics":[{"metrics":[
+            {"name":"latency","histogram":{"aggregationTemporality":2,"dataPoints":[
+              {"timeUnixNano":"1700000000000000000","count":"2","bucketCounts":["18446744073709551615","1"],"explicitBounds":[1]},
+              {"timeUnixNano":"1700000000000000000","count":"1","bucketCounts":["1","0"],"explicitBounds":[1]}]}}
+          ]}]}]}"#;
+        let mapped = to_ingest(&decode(json, Encoding::Json).unwrap());
+        assert_eq!((mapped.points, mapped.refused_points), (2, 1));
+        assert!(mapped.refused[0].contains("more than 2^64"), "{:?}", mapped.refused);
+        assert_eq!(mapped.request.events.len(), 3, "the good point's two buckets and count");
     }
 
     #[test]

@@ -13,19 +13,11 @@ use sextant_proto::analytics::v1::analytics_service_client::AnalyticsServiceClie
 use super::params::{idempotency_key, next, page};
 use crate::auth::Principal;
 use crate::backends::{Authed, Backends, request};
-use crate::convert::metrics::{EventBody, QueryBody, metric_info_json, query_json, rejection_json};
+use crate::convert::metrics::{IngestBody, QueryBody, metric_info_json, query_json, rejection_json};
 use crate::error::{ApiError, JsonBody};
 
-/// Events per `POST /api/v1/events` (the analytics service's default).
-pub const MAX_EVENTS: usize = 10_000;
 /// The largest page of the lists.
 const MAX_PAGE_SIZE: u32 = 1000;
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct IngestBody {
-    events: Vec<EventBody>,
-}
 
 pub async fn ingest(
     req: HttpRequest,
@@ -33,21 +25,9 @@ pub async fn ingest(
     backends: web::Data<Backends>,
     JsonBody(body): JsonBody<IngestBody>,
 ) -> Result<HttpResponse, ApiError> {
-    if body.events.len() > MAX_EVENTS {
-        return Err(ApiError::new(
-            ErrorCode::InvalidArgument,
-            format!(
-                "events holds {} events; a batch holds at most {MAX_EVENTS}",
-                body.events.len()
-            ),
-        ));
-    }
-    let key = idempotency_key(&req)?.unwrap_or_default();
-    let message = pb::IngestEventsRequest {
-        events: body.events.into_iter().map(EventBody::message).collect(),
-        idempotency_key: key,
-        metadata: Vec::new(),
-    };
+    let message = body
+        .request(idempotency_key(&req)?.unwrap_or_default())
+        .map_err(|message| ApiError::new(ErrorCode::InvalidArgument, message))?;
     let response = backends
         .analytics()
         .ingest_events(request(&principal.caller(), message)?)

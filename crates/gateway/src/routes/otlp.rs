@@ -12,9 +12,9 @@ use sextant_common::ErrorCode;
 
 use crate::auth::Principal;
 use crate::backends::{Backends, request};
+use crate::convert::metrics::MAX_EVENTS;
 use crate::convert::otlp::{self, Encoding};
 use crate::error::ApiError;
-use crate::routes::metrics::MAX_EVENTS;
 
 /// gRPC's INVALID_ARGUMENT, the code of a refused body's `google.rpc.Status`.
 const INVALID_ARGUMENT: i32 = 3;

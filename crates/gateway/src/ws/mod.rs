@@ -3,13 +3,13 @@
 //! [`session`]. The protocol is specified in `docs/websocket.md`.
 
 mod fanout;
-mod protocol;
+pub mod protocol;
 mod session;
 mod socket;
-mod topic;
+pub mod topic;
 mod upgrade;
 mod upstream;
-mod wire;
+pub mod wire;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

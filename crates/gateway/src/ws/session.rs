@@ -173,7 +173,7 @@ async fn answer(socket: &Socket, max_frame_bytes: usize) {
         // Whatever else is still in flight is dropped; a close (or a broken
         // frame) ends the wait.
         loop {
-            match reader.next() {
+            match reader.next_message() {
                 Ok(Some(Inbound::Close)) | Err(_) => return,
                 Ok(Some(_)) => {}
                 Ok(None) => break,
@@ -258,7 +258,7 @@ async fn serve(live: &mut Live, state: &WsState) -> Ending {
                 }
                 last_heard = Instant::now();
                 loop {
-                    let message = match live.reader.next() {
+                    let message = match live.reader.next_message() {
                         Ok(Some(message)) => message,
                         Ok(None) => break,
                         Err(Violation::TooBig) => return Ending::Close(close::MESSAGE_TOO_BIG, "frame too large"),

@@ -104,7 +104,7 @@ impl Reader {
     }
 
     /// The next whole message in the buffer, if one has arrived.
-    pub fn next(&mut self) -> Result<Option<Inbound>, Violation> {
+    pub fn next_message(&mut self) -> Result<Option<Inbound>, Violation> {
         loop {
             // A frame that says it is too large is refused before its bytes
             // are buffered (the codec would wait for all of them).
@@ -218,12 +218,12 @@ mod tests {
         bytes.extend(client(b"", OpCode::Ping, true));
         bytes.extend(client(b":\"ping\"}", OpCode::Continue, true));
         let mut reader = reader(1024, &bytes);
-        assert_eq!(reader.next(), Ok(Some(Inbound::Ping(Bytes::new()))));
+        assert_eq!(reader.next_message(), Ok(Some(Inbound::Ping(Bytes::new()))));
         assert_eq!(
-            reader.next(),
+            reader.next_message(),
             Ok(Some(Inbound::Text(Bytes::from_static(b"{\"op\":\"ping\"}"))))
         );
-        assert_eq!(reader.next(), Ok(None));
+        assert_eq!(reader.next_message(), Ok(None));
         assert_eq!(reader.buf.capacity(), 0);
     }
 
@@ -231,28 +231,37 @@ mod tests {
     fn a_half_arrived_frame_waits_for_the_rest() {
         let bytes = client(b"hello", OpCode::Text, true);
         let mut reader = reader(1024, &bytes[..4]);
-        assert_eq!(reader.next(), Ok(None));
+        assert_eq!(reader.next_message(), Ok(None));
         reader.buffer().extend_from_slice(&bytes[4..]);
-        assert_eq!(reader.next(), Ok(Some(Inbound::Text(Bytes::from_static(b"hello")))));
+        assert_eq!(
+            reader.next_message(),
+            Ok(Some(Inbound::Text(Bytes::from_static(b"hello"))))
+        );
     }
 
     #[test]
     fn too_large_frames_and_messages_are_refused_before_they_are_buffered() {
         // Only the header of a 4 KiB frame has arrived.
         let bytes = client(&[b'x'; 4096], OpCode::Text, true);
-        assert_eq!(reader(1024, &bytes[..8]).next(), Err(Violation::TooBig));
+        assert_eq!(reader(1024, &bytes[..8]).next_message(), Err(Violation::TooBig));
         // Fragments each under the limit, together over it.
         let mut bytes = client(&[b'x'; 800], OpCode::Text, false);
         bytes.extend(client(&[b'x'; 800], OpCode::Continue, true));
-        assert_eq!(reader(1024, &bytes).next(), Err(Violation::TooBig));
+        assert_eq!(reader(1024, &bytes).next_message(), Err(Violation::TooBig));
     }
 
     #[test]
     fn unmasked_client_frames_and_stray_continuations_break_the_protocol() {
         let mut unmasked = BytesMut::new();
         Parser::write_message(&mut unmasked, b"hi", OpCode::Text, true, false);
-        assert!(matches!(reader(1024, &unmasked).next(), Err(Violation::Protocol(_))));
+        assert!(matches!(
+            reader(1024, &unmasked).next_message(),
+            Err(Violation::Protocol(_))
+        ));
         let stray = client(b"hi", OpCode::Continue, true);
-        assert!(matches!(reader(1024, &stray).next(), Err(Violation::Protocol(_))));
+        assert!(matches!(
+            reader(1024, &stray).next_message(),
+            Err(Violation::Protocol(_))
+        ));
     }
 }

@@ -12,10 +12,10 @@ use sextant_common::ErrorCode;
 
 use crate::auth::Principal;
 use crate::backends::{Backends, request};
+use crate::convert::metrics::MAX_EVENTS;
 use crate::convert::remote_write::{self, Mapped, Origin};
 use crate::edge::Edge;
 use crate::error::ApiError;
-use crate::routes::metrics::MAX_EVENTS;
 
 /// Refusals named in a 400's body; the count covers the rest.
 const MAX_REASONS: usize = 10;
