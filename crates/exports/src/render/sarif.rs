@@ -9,6 +9,11 @@
 //! `sextant/metrics/<metric>` (line 1), plus a logical location naming the
 //! metric. The fingerprint is the SHA-256 of the finding's kind, metric and
 //! stable id (e.g. the anomaly's bucket), not of its message.
+//!
+//! GitHub refuses a run of more than [`MAX_RESULTS`] results (and shows the
+//! first 5,000): an analysis with more findings keeps the most severe
+//! (errors, then warnings, then notes; the analysis' order among equals),
+//! and the run says so in a tool notification and in its properties.
 
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -16,6 +21,9 @@ use sextant_proto::analytics::v1 as pb;
 use sha2::{Digest, Sha256};
 
 pub const SCHEMA: &str = "https://json.schemastore.org/sarif-2.1.0.json";
+
+/// The most results GitHub code scanning accepts in one run.
+pub const MAX_RESULTS: usize = 25_000;
 
 /// A finding kind's rule: id, name (readable, and not the id: SARIF
 /// viewers show it, and the SARIF multitool flags a name equal to the id),
@@ -43,6 +51,26 @@ fn level(severity: i32) -> &'static str {
         pb::Severity::Warning => "warning",
         pb::Severity::Note | pb::Severity::Unspecified => "note",
     }
+}
+
+/// Errors first, then warnings, then notes.
+fn rank(severity: i32) -> u8 {
+    match pb::Severity::try_from(severity).unwrap_or_default() {
+        pb::Severity::Error => 0,
+        pb::Severity::Warning => 1,
+        pb::Severity::Note | pb::Severity::Unspecified => 2,
+    }
+}
+
+/// The findings that become results: all of them, or the [`MAX_RESULTS`]
+/// most severe in the analysis' order.
+fn kept(findings: &[pb::Finding]) -> Vec<&pb::Finding> {
+    let mut kept: Vec<&pb::Finding> = findings.iter().collect();
+    if kept.len() > MAX_RESULTS {
+        kept.sort_by_key(|f| rank(f.severity));
+        kept.truncate(MAX_RESULTS);
+    }
+    kept
 }
 
 fn default_level(rule: &str) -> &'static str {
@@ -106,11 +134,11 @@ fn result(f: &pb::Finding) -> Value {
 
 /// The results, serialised one at a time: a log of 100,000 results is never
 /// a tree in memory.
-struct Results<'a>(&'a [pb::Finding]);
+struct Results<'a>(Vec<&'a pb::Finding>);
 
 impl Serialize for Results<'_> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_seq(self.0.iter().map(result))
+        serializer.collect_seq(self.0.iter().map(|f| result(f)))
     }
 }
 
@@ -127,6 +155,9 @@ struct Log<'a> {
 struct Run<'a> {
     tool: Value,
     automation_details: Value,
+    /// Only when results were left out: the notification saying so.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    invocations: Option<Value>,
     properties: Value,
     results: Results<'a>,
 }
@@ -146,6 +177,30 @@ fn log<'a>(analysis: &'a pb::Analysis, version: &str) -> Log<'a> {
         })
         .collect();
     let range = analysis.range.unwrap_or_default();
+    let results = kept(&analysis.findings);
+    let left_out = analysis.findings.len() - results.len();
+    let mut properties = json!({
+        "analysisId": analysis.id,
+        "title": analysis.title,
+        "start": range.start.map(|t| t.seconds),
+        "end": range.end.map(|t| t.seconds),
+    });
+    let invocations = (left_out > 0).then(|| {
+        properties["findings"] = json!(analysis.findings.len());
+        properties["resultCap"] = json!(MAX_RESULTS);
+        properties["resultsLeftOut"] = json!(left_out);
+        json!([{
+            "executionSuccessful": true,
+            "toolExecutionNotifications": [{
+                "level": "warning",
+                "message": { "text": format!(
+                    "{left_out} of the analysis' {} findings were left out: GitHub code scanning accepts at most \
+                     {MAX_RESULTS} results per run, so the most severe are kept (errors, then warnings, then notes)",
+                    analysis.findings.len()
+                )},
+            }],
+        }])
+    });
     Log {
         schema: SCHEMA,
         version: "2.1.0",
@@ -157,13 +212,9 @@ fn log<'a>(analysis: &'a pb::Analysis, version: &str) -> Log<'a> {
                 "rules": rules,
             }}),
             automation_details: json!({ "id": format!("sextant/analysis/{}", analysis.id) }),
-            properties: json!({
-                "analysisId": analysis.id,
-                "title": analysis.title,
-                "start": range.start.map(|t| t.seconds),
-                "end": range.end.map(|t| t.seconds),
-            }),
-            results: Results(&analysis.findings),
+            invocations,
+            properties,
+            results: Results(results),
         }],
     }
 }
@@ -229,6 +280,73 @@ mod tests {
         let mut broken = log.clone();
         broken["runs"][0]["results"][0]["level"] = json!("fatal");
         assert!(!validator.is_valid(&broken));
+    }
+
+    #[test]
+    fn a_log_of_more_findings_than_github_accepts_keeps_the_most_severe_and_says_so() {
+        let finding = |i: usize, severity: pb::Severity| pb::Finding {
+            id: format!("anomaly:m{}:{i}", i % 40),
+            kind: "anomaly".into(),
+            severity: severity as i32,
+            metric: format!("m{}", i % 40),
+            message: format!("bucket {i} of m{} left its baseline", i % 40),
+            value: i as f64,
+            properties: [("expected".to_owned(), "50".to_owned())].into(),
+            ..Default::default()
+        };
+        // 100,000 findings: 20,000 errors and 30,000 warnings among notes.
+        let findings: Vec<pb::Finding> = (0..100_000)
+            .map(|i| match i % 10 {
+                0 | 5 => finding(i, pb::Severity::Error),
+                1 | 4 | 7 => finding(i, pb::Severity::Warning),
+                _ => finding(i, pb::Severity::Note),
+            })
+            .collect();
+        let analysis = pb::Analysis {
+            id: "big".into(),
+            findings,
+            ..Default::default()
+        };
+        let mut bytes = Vec::new();
+        write(&analysis, "0.1.0", &mut bytes).unwrap();
+        let log: Value = serde_json::from_slice(&bytes).unwrap();
+        let run = &log["runs"][0];
+        let results = run["results"].as_array().unwrap();
+        assert_eq!(results.len(), MAX_RESULTS);
+        let levels = |level: &str| results.iter().filter(|r| r["level"] == level).count();
+        assert_eq!((levels("error"), levels("warning"), levels("note")), (20_000, 5_000, 0));
+        // Errors first, each severity in the analysis' order.
+        assert_eq!(results[0]["properties"]["findingId"], "anomaly:m0:0");
+        assert_eq!(results[20_000]["properties"]["findingId"], "anomaly:m1:1");
+        assert_eq!(run["properties"]["resultsLeftOut"], 75_000);
+        assert_eq!(run["properties"]["resultCap"], MAX_RESULTS);
+        let note = &run["invocations"][0]["toolExecutionNotifications"][0];
+        assert_eq!(note["level"], "warning");
+        assert!(
+            note["message"]["text"]
+                .as_str()
+                .unwrap()
+                .starts_with("75000 of the analysis' 100000 findings were left out")
+        );
+        // Valid SARIF, and within GitHub's 10 MB for the gzipped file.
+        let schema: Value = serde_json::from_str(include_str!("../../tests/data/sarif-schema-2.1.0.json")).unwrap();
+        assert!(jsonschema::draft4::new(&schema).unwrap().is_valid(&log));
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        std::io::Write::write_all(&mut gz, &bytes).unwrap();
+        let gzipped = gz.finish().unwrap().len();
+        eprintln!("{} bytes, {gzipped} gzipped", bytes.len());
+        assert!(gzipped < 10 << 20, "{gzipped} bytes gzipped");
+        // Up to the cap, nothing is left out and nothing is said.
+        let small = render(
+            &pb::Analysis {
+                findings: analysis.findings[..MAX_RESULTS].to_vec(),
+                ..Default::default()
+            },
+            "0.1.0",
+        );
+        assert_eq!(small["runs"][0]["results"].as_array().unwrap().len(), MAX_RESULTS);
+        assert!(small["runs"][0].get("invocations").is_none());
+        assert!(small["runs"][0]["properties"].get("resultsLeftOut").is_none());
     }
 
     #[test]
