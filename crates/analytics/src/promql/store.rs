@@ -10,7 +10,7 @@ use sqlx::PgPool;
 
 use super::engine::{EvalError, Labels, NAME, STALE_NAN, Series, matches};
 use crate::metrics::store::parse_labels;
-use crate::model::datetime;
+use crate::model::{datetime, micros_of};
 
 /// A selected series: its id and labels (`__name__` included).
 pub type Selected = (i64, Labels);
@@ -178,8 +178,7 @@ async fn read(
     .bind(lo)
     .bind(hi)
     .fetch(pool);
-    let ms =
-        |ts: &time::OffsetDateTime| i64::try_from(ts.unix_timestamp_nanos().div_euclid(1_000_000)).unwrap_or(i64::MAX);
+    let ms = |ts: &time::OffsetDateTime| micros_of(*ts).div_euclid(1000);
     let mut out = Vec::with_capacity(ids.len());
     while let Some((id, times, values, markers)) = rows.try_next().await.map_err(db)? {
         // One row per id, in their order (the zip in `samples` relies on it).

@@ -224,7 +224,18 @@ struct Out<'a> {
     stale: bool,
 }
 
-impl Out<'_> {
+impl<'a> Out<'a> {
+    /// The events of a point at `time_unix_nano` with `flags`, numbered as
+    /// the next point of `mapped`.
+    fn new(mapped: &'a mut Mapped, time_unix_nano: u64, flags: u32) -> Self {
+        Self {
+            point: mapped.points,
+            mapped,
+            ts: timestamp_nanos(time_unix_nano),
+            stale: flags & NO_RECORDED_VALUE != 0,
+        }
+    }
+
     fn event(&mut self, name: String, labels: HashMap<String, String>, value: f64) {
         self.mapped.request.events.push(pb::MetricEvent {
             name,
@@ -327,12 +338,7 @@ pub fn to_ingest(export: &ExportMetricsServiceRequest) -> Mapped {
                                 continue;
                             }
                             let labels = point_labels(&base, &p.attributes);
-                            let mut out = Out {
-                                point: mapped.points,
-                                mapped: &mut mapped,
-                                ts: timestamp_nanos(p.time_unix_nano),
-                                stale: p.flags & NO_RECORDED_VALUE != 0,
-                            };
+                            let mut out = Out::new(&mut mapped, p.time_unix_nano, p.flags);
                             let mut cumulative_count = 0u64;
                             for (i, count) in p.bucket_counts.iter().enumerate() {
                                 cumulative_count += count;
@@ -364,12 +370,7 @@ pub fn to_ingest(export: &ExportMetricsServiceRequest) -> Mapped {
                                 continue;
                             }
                             let labels = point_labels(&base, &p.attributes);
-                            let mut out = Out {
-                                point: mapped.points,
-                                mapped: &mut mapped,
-                                ts: timestamp_nanos(p.time_unix_nano),
-                                stale: p.flags & NO_RECORDED_VALUE != 0,
-                            };
+                            let mut out = Out::new(&mut mapped, p.time_unix_nano, p.flags);
                             for q in &p.quantile_values {
                                 let mut l = labels.clone();
                                 l.insert("quantile".into(), format_bound(q.quantile));
@@ -422,12 +423,7 @@ fn number_point(
         }
     };
     let labels = point_labels(base, &p.attributes);
-    let mut out = Out {
-        point: mapped.points,
-        mapped,
-        ts: timestamp_nanos(p.time_unix_nano),
-        stale,
-    };
+    let mut out = Out::new(mapped, p.time_unix_nano, p.flags);
     out.event(name.to_owned(), labels, value);
     mapped.points += 1;
 }
