@@ -235,12 +235,21 @@ impl ExportsApi {
         Ok(response)
     }
 
-    /// Queues the render of `record` as an `export` job.
+    /// Queues the render of `record` as an `export` job; answers the export
+    /// as queued (`pending`, with its job). The job may already be rendering
+    /// it by then: re-reading the row here would make the answer depend on
+    /// that race (and the gateway's 202 with it).
     async fn queue(&self, caller: &Caller, record: Record) -> Result<Record, Status> {
         match submit_render(&self.jobs, caller, record.id).await {
-            Ok(job) => store::set_job(&self.pool, &caller.tenant, record.id, job)
-                .await
-                .map_err(db::unavailable(STORE)),
+            Ok(job) => {
+                store::set_job(&self.pool, &caller.tenant, record.id, job)
+                    .await
+                    .map_err(db::unavailable(STORE))?;
+                Ok(Record {
+                    job_id: Some(job),
+                    ..record
+                })
+            }
             Err(status) => {
                 tracing::error!(code = ?status.code(), message = status.message(), export_id = %record.id, "queueing the render failed");
                 let _ = store::failed(&self.pool, &caller.tenant, record.id, "the render could not be queued").await;

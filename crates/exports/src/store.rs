@@ -78,15 +78,17 @@ pub async fn insert(db: impl PgExecutor<'_>, tenant: &str, new: &New<'_>) -> Res
 }
 
 /// Names the job that renders the export.
-pub async fn set_job(pool: &PgPool, tenant: &str, id: Uuid, job: Uuid) -> Result<Record, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "UPDATE exports SET job_id = $3 WHERE tenant = $1 AND id = $2 RETURNING {COLUMNS}"
-    ))
-    .bind(tenant)
-    .bind(id)
-    .bind(job)
-    .fetch_one(pool)
-    .await
+pub async fn set_job(pool: &PgPool, tenant: &str, id: Uuid, job: Uuid) -> Result<(), sqlx::Error> {
+    let updated = sqlx::query("UPDATE exports SET job_id = $3 WHERE tenant = $1 AND id = $2")
+        .bind(tenant)
+        .bind(id)
+        .bind(job)
+        .execute(pool)
+        .await?;
+    if updated.rows_affected() == 0 {
+        return Err(sqlx::Error::RowNotFound);
+    }
+    Ok(())
 }
 
 /// Exports waiting for a job that was never submitted (the service stopped
