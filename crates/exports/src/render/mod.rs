@@ -4,6 +4,8 @@
 //! threads (they are CPU-bound).
 
 pub mod csv;
+#[cfg(test)]
+mod golden;
 pub mod html;
 pub mod json;
 pub mod sarif;
