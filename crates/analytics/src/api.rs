@@ -187,6 +187,17 @@ impl AnalyticsService for AnalyticsApi {
         ))
     }
 
+    type ReadAnalysisStream = Pin<Box<dyn Stream<Item = Result<ReadAnalysisResponse, Status>> + Send>>;
+
+    async fn read_analysis(
+        &self,
+        request: Request<ReadAnalysisRequest>,
+    ) -> Result<Response<Self::ReadAnalysisStream>, Status> {
+        let caller = caller(&request)?;
+        let receiver = self.analyses.read(&caller.tenant, request.into_inner()).await?;
+        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+    }
+
     async fn list_analyses(
         &self,
         request: Request<ListAnalysesRequest>,

@@ -38,6 +38,7 @@ use crate::config::LimitsConfig;
 use crate::formats::{Contents, Format};
 use crate::limits::{self, Class};
 use crate::publish::{self, Published, Report};
+use crate::spool::Spool;
 use crate::store::{self, Record};
 
 /// What a database failure names, for the caller.
@@ -121,17 +122,15 @@ fn key(key: &str) -> Result<Option<&str>, Status> {
 }
 
 impl ExportsApi {
-    /// The analysis, fetched as the caller.
-    async fn analysis(&self, caller: &Caller, id: &str) -> Result<apb::Analysis, Status> {
+    /// The analysis, read in parts as the caller onto local disk.
+    async fn analysis(&self, caller: &Caller, id: &str) -> Result<Spool, Status> {
         if Uuid::parse_str(id).is_err() {
             return Err(ErrorCode::NotFound.status("no such analysis"));
         }
-        let mut request = Request::new(apb::GetAnalysisRequest {
-            id: id.to_owned(),
-            heading_only: false,
-        });
+        let mut request = Request::new(apb::ReadAnalysisRequest { id: id.to_owned() });
         caller.apply(request.metadata_mut())?;
-        Ok(self.analytics.clone().get_analysis(request).await?.into_inner())
+        let parts = self.analytics.clone().read_analysis(request).await?.into_inner();
+        Spool::receive(parts, &self.settings.scratch).await
     }
 
     /// Records the export and renders it at once, or queues it as a job;
@@ -265,7 +264,7 @@ impl ExportsApi {
         &self,
         tenant: &str,
         record: Record,
-        analysis: apb::Analysis,
+        analysis: Spool,
         contents: Contents,
         report: Report,
         gone: impl Fn() -> bool,

@@ -1,13 +1,13 @@
 //! Which file a format spec makes: its checks, content type, file name and
 //! bytes (through `render`). Protobuf names in, domain out.
 
-use sextant_proto::analytics::v1 as apb;
 use sextant_proto::exports::v1 as pb;
 
-use std::io::Write;
+use std::io::{Seek, Write};
+use std::path::Path;
 
 use crate::render::csv::Section;
-use crate::render::{self, MarkupFree, Rows};
+use crate::render::{self, MarkupFree, Rows, Source};
 
 /// A checked format spec.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,7 +117,7 @@ impl Format {
     }
 
     /// The rows [`Format::write`] counts for this format.
-    pub fn rows(self, analysis: &apb::Analysis) -> u64 {
+    pub fn rows(self, analysis: &dyn Source) -> u64 {
         match self {
             Self::Csv(section) => render::csv::rows(analysis, section),
             _ => render::rows(analysis),
@@ -128,14 +128,14 @@ impl Format {
     /// call it off the async threads.
     pub fn write(
         self,
-        analysis: &apb::Analysis,
+        analysis: &dyn Source,
         mut out: impl Write + Send,
         written: &mut Rows<'_>,
     ) -> anyhow::Result<()> {
         match self {
             Self::Sarif => render::sarif::write(analysis, env!("CARGO_PKG_VERSION"), MarkupFree(&mut out))?,
-            Self::Html => out.write_all(render::html::render(analysis).as_bytes())?,
-            Self::Json => serde_json::to_writer_pretty(MarkupFree(&mut out), &render::json::render(analysis))?,
+            Self::Html => render::html::write(analysis, &mut out)?,
+            Self::Json => render::json::write(analysis, MarkupFree(&mut out))?,
             Self::Xlsx => return Ok(render::xlsx::write(analysis, out, written)?),
             Self::Csv(section) => return Ok(render::csv::write(analysis, section, out, written)?),
         }
@@ -145,7 +145,7 @@ impl Format {
     }
 
     /// The file's bytes.
-    pub fn render(self, analysis: &apb::Analysis) -> anyhow::Result<Vec<u8>> {
+    pub fn render(self, analysis: &dyn Source) -> anyhow::Result<Vec<u8>> {
         let mut out = Vec::new();
         render::quietly(|rows| self.write(analysis, &mut out, rows))?;
         Ok(out)
@@ -168,7 +168,7 @@ impl Contents {
     }
 
     /// The rows [`Contents::write`] counts.
-    pub fn rows(&self, analysis: &apb::Analysis) -> u64 {
+    pub fn rows(&self, analysis: &dyn Source) -> u64 {
         self.formats().iter().map(|f| f.rows(analysis)).sum()
     }
 
@@ -187,12 +187,14 @@ impl Contents {
     }
 
     /// Writes the file to `out`, counting rows in `written`. A batch's files
-    /// are rendered one at a time, each then written into the ZIP.
+    /// are rendered one at a time into files in `scratch` (deleted when
+    /// dropped), then copied into the ZIP.
     pub fn write(
         &self,
-        analysis: &apb::Analysis,
+        analysis: &dyn Source,
         out: impl Write + Send,
         written: &mut Rows<'_>,
+        scratch: &Path,
     ) -> anyhow::Result<()> {
         match self {
             Self::One(f) => f.write(analysis, out, written),
@@ -200,25 +202,29 @@ impl Contents {
                 let entries = formats
                     .iter()
                     .map(|f| {
-                        let mut bytes = Vec::new();
-                        f.write(analysis, &mut bytes, written)?;
+                        let mut file = tempfile::tempfile_in(scratch)?;
+                        let mut buffered = std::io::BufWriter::new(&mut file);
+                        f.write(analysis, &mut buffered, written)?;
+                        buffered.flush()?;
+                        drop(buffered);
+                        file.rewind()?;
                         Ok(render::zip::Entry {
-                            name: f.filename(&analysis.id),
+                            name: f.filename(&analysis.heading().id),
                             content_type: f.content_type(),
-                            bytes,
+                            content: std::io::BufReader::new(file),
                         })
                     })
                     .collect::<anyhow::Result<Vec<_>>>()?;
-                render::zip::write(&entries, out)?;
+                render::zip::write(entries, out)?;
                 Ok(())
             }
         }
     }
 
     /// The file's bytes.
-    pub fn render(&self, analysis: &apb::Analysis) -> anyhow::Result<Vec<u8>> {
+    pub fn render(&self, analysis: &dyn Source) -> anyhow::Result<Vec<u8>> {
         let mut out = Vec::new();
-        render::quietly(|rows| self.write(analysis, &mut out, rows))?;
+        render::quietly(|rows| self.write(analysis, &mut out, rows, &std::env::temp_dir()))?;
         Ok(out)
     }
 }

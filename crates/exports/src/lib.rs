@@ -11,6 +11,7 @@ pub mod limits;
 pub mod publish;
 pub mod render;
 pub mod retention;
+pub mod spool;
 pub mod store;
 
 use std::net::SocketAddr;

@@ -11,12 +11,11 @@ use std::sync::Arc;
 
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, WriteMultipart};
-use sextant_proto::analytics::v1 as apb;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
 
 use crate::formats::Contents;
-use crate::render::Rows;
+use crate::render::{Rows, Source};
 
 /// Bytes per uploaded part (S3 wants at least 5 MiB but the last).
 const PART: usize = 8 << 20;
@@ -69,7 +68,7 @@ pub async fn publish(
     store: &Arc<dyn ObjectStore>,
     scratch: PathBuf,
     key: &str,
-    analysis: apb::Analysis,
+    analysis: impl Source + Send + 'static,
     contents: Contents,
     mut report: Report,
 ) -> Result<Published, Error> {
@@ -90,7 +89,7 @@ pub async fn publish(
                 size: 0,
             };
             let mut rows = Rows::new(&mut report);
-            let written = contents.write(&analysis, &mut out, &mut rows);
+            let written = contents.write(&analysis, &mut out, &mut rows, &scratch);
             let rows = rows.written();
             if stopped.get() {
                 return Err(Error::Stopped);

@@ -35,6 +35,8 @@ const STORE: &str = "the analysis store";
 pub const MAX_METRICS: usize = 200;
 const MAX_TITLE: usize = 200;
 pub const MAX_PAGE_SIZE: u32 = 100;
+/// Findings per message of [`Analyses::read`].
+pub const FINDING_BATCH: usize = 1_000;
 
 /// Every aggregation, in the order the summaries list them.
 const ALL: [Aggregation; 9] = [
@@ -199,6 +201,50 @@ impl Analyses {
             .map_err(db::unavailable(STORE))?
             .ok_or_else(not_found)?;
         Ok(if r.heading_only { heading(report) } else { report })
+    }
+
+    /// The analysis in parts, as [`pb::ReadAnalysisResponse`]s: its heading,
+    /// then its findings [`FINDING_BATCH`] at a time, then its series one at
+    /// a time. Only the encoded report is held, each part decoded as the
+    /// reader takes it.
+    pub async fn read(
+        &self,
+        tenant: &str,
+        r: pb::ReadAnalysisRequest,
+    ) -> Result<mpsc::Receiver<Result<pb::ReadAnalysisResponse, Status>>, Status> {
+        use pb::read_analysis_response::Part;
+        use prost::Message as _;
+        let not_found = || ErrorCode::NotFound.status("no such analysis");
+        let id = Uuid::parse_str(&r.id).map_err(|_| not_found())?;
+        let parts = store::parts(&self.pool, tenant, id)
+            .await
+            .map_err(db::unavailable(STORE))?
+            .ok_or_else(not_found)?;
+        let (tx, rx) = mpsc::channel(4);
+        tokio::spawn(async move {
+            let corrupt = |_| ErrorCode::Internal.status("the stored analysis does not decode");
+            let findings = parts.findings.chunks(FINDING_BATCH).map(|batch| {
+                let findings = batch.iter().map(|f| pb::Finding::decode(f.clone()));
+                findings
+                    .collect::<Result<Vec<_>, _>>()
+                    .map(|findings| Part::Findings(pb::FindingBatch { findings }))
+            });
+            let series = (parts.series.iter()).map(|s| pb::ChartSeries::decode(s.clone()).map(Part::Series));
+            let all = std::iter::once(Ok(Part::Heading(parts.heading.clone())))
+                .chain(findings)
+                .chain(series);
+            for part in all {
+                let message = part
+                    .map(|p| pb::ReadAnalysisResponse { part: Some(p) })
+                    .map_err(corrupt);
+                let failed = message.is_err();
+                // The reader went away, or the report cannot go on.
+                if tx.send(message).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        Ok(rx)
     }
 
     pub async fn list(&self, tenant: &str, r: pb::ListAnalysesRequest) -> Result<pb::ListAnalysesResponse, Status> {

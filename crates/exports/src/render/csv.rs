@@ -19,7 +19,7 @@ use std::io::Write;
 
 use sextant_proto::analytics::v1 as pb;
 
-use super::{Rows, aggregation, inert, properties_text, severity, time};
+use super::{Counts, Parts, Rows, Source, aggregation, inert, properties_text, severity, time};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Section {
@@ -88,9 +88,8 @@ fn number(v: f64) -> String {
 /// One row: (column, cell) pairs; columns not named are empty.
 type Row = Vec<(&'static str, String)>;
 
-fn summary_rows(a: &pb::Analysis) -> Vec<Row> {
+fn summary_rows(a: &pb::Analysis, counts: Counts) -> Vec<Row> {
     let range = a.range.unwrap_or_default();
-    let count = |s: pb::Severity| a.findings.iter().filter(|f| f.severity == s as i32).count().to_string();
     [
         ("id", inert(&a.id).into_owned()),
         ("title", inert(&a.title).into_owned()),
@@ -99,15 +98,18 @@ fn summary_rows(a: &pb::Analysis) -> Vec<Row> {
         ("bucket_seconds", a.bucket.map_or(0, |b| b.seconds).to_string()),
         ("created_at", time(&a.created_at)),
         ("metrics", a.summaries.len().to_string()),
-        ("findings", a.findings.len().to_string()),
-        ("findings_error", count(pb::Severity::Error)),
-        ("findings_warning", count(pb::Severity::Warning)),
-        ("findings_note", count(pb::Severity::Note)),
+        ("findings", counts.findings.to_string()),
+        ("findings_error", counts.errors.to_string()),
+        ("findings_warning", counts.warnings.to_string()),
+        ("findings_note", counts.notes.to_string()),
     ]
     .into_iter()
     .map(|(field, value)| vec![("field", field.to_owned()), ("value", value)])
     .collect()
 }
+
+/// The summary's rows: its fields.
+const SUMMARY_ROWS: u64 = 11;
 
 fn metric_rows(a: &pb::Analysis) -> Vec<Row> {
     a.summaries
@@ -129,58 +131,45 @@ fn metric_rows(a: &pb::Analysis) -> Vec<Row> {
         .collect()
 }
 
-fn finding_rows(a: &pb::Analysis) -> Vec<Row> {
-    a.findings
-        .iter()
-        .map(|f| {
-            let properties = properties_text(f);
-            vec![
-                ("id", inert(&f.id).into_owned()),
-                ("kind", inert(&f.kind).into_owned()),
-                ("severity", severity(f.severity).to_owned()),
-                ("metric", inert(&f.metric).into_owned()),
-                ("at", time(&f.at)),
-                ("value", number(f.value)),
-                ("message", inert(&f.message).into_owned()),
-                ("properties", inert(&properties).into_owned()),
-            ]
-        })
-        .collect()
+fn finding_row(f: &pb::Finding) -> Row {
+    let properties = properties_text(f);
+    vec![
+        ("id", inert(&f.id).into_owned()),
+        ("kind", inert(&f.kind).into_owned()),
+        ("severity", severity(f.severity).to_owned()),
+        ("metric", inert(&f.metric).into_owned()),
+        ("at", time(&f.at)),
+        ("value", number(f.value)),
+        ("message", inert(&f.message).into_owned()),
+        ("properties", inert(&properties).into_owned()),
+    ]
 }
 
-/// Lazily: a series may hold millions of rows.
-fn series_rows(a: &pb::Analysis) -> impl Iterator<Item = Row> + '_ {
-    a.series.iter().flat_map(|c| {
-        let buckets = c.series.as_ref().map(|s| s.buckets.as_slice()).unwrap_or_default();
-        buckets.iter().map(move |b| {
-            vec![
-                ("metric", inert(&c.metric).into_owned()),
-                ("aggregation", aggregation(c.aggregation).to_owned()),
-                ("bucket_start", time(&b.start)),
-                ("count", b.count.to_string()),
-                ("value", number(b.values.first().copied().unwrap_or(f64::NAN))),
-            ]
-        })
+/// A series' rows, a bucket each.
+fn series_rows(c: pb::ChartSeries) -> impl Iterator<Item = std::io::Result<Row>> {
+    let (metric, aggregation) = (inert(&c.metric).into_owned(), aggregation(c.aggregation));
+    let buckets = c.series.map(|s| s.buckets).unwrap_or_default();
+    buckets.into_iter().map(move |b| {
+        Ok(vec![
+            ("metric", metric.clone()),
+            ("aggregation", aggregation.to_owned()),
+            ("bucket_start", time(&b.start)),
+            ("count", b.count.to_string()),
+            ("value", number(b.values.first().copied().unwrap_or(f64::NAN))),
+        ])
     })
 }
 
-fn series_count(a: &pb::Analysis) -> u64 {
-    a.series
-        .iter()
-        .map(|c| c.series.as_ref().map_or(0, |s| s.buckets.len() as u64))
-        .sum()
-}
-
 /// The rows `section` of `analysis` holds (headers not counted).
-pub fn rows(a: &pb::Analysis, section: Section) -> u64 {
-    let summary = summary_rows(a).len() as u64;
-    let (metrics, findings) = (a.summaries.len() as u64, a.findings.len() as u64);
+pub fn rows(a: &dyn Source, section: Section) -> u64 {
+    let counts = a.counts();
+    let metrics = a.heading().summaries.len() as u64;
     match section {
-        Section::Summary => summary,
+        Section::Summary => SUMMARY_ROWS,
         Section::Metrics => metrics,
-        Section::Findings => findings,
-        Section::Series => series_count(a),
-        Section::Combined => summary + metrics + findings + series_count(a),
+        Section::Findings => counts.findings,
+        Section::Series => counts.buckets,
+        Section::Combined => SUMMARY_ROWS + metrics + counts.findings + counts.buckets,
     }
 }
 
@@ -188,10 +177,11 @@ fn write_rows(
     writer: &mut csv::Writer<impl Write>,
     columns: &[&str],
     section: Option<&str>,
-    rows: impl Iterator<Item = Row>,
+    rows: impl Iterator<Item = std::io::Result<Row>>,
     written: &mut Rows<'_>,
 ) -> csv::Result<()> {
     for row in rows {
+        let row = row?;
         let cells = columns.iter().map(|column| {
             if *column == "section" {
                 return section.unwrap_or_default().to_owned();
@@ -207,23 +197,32 @@ fn write_rows(
     Ok(())
 }
 
-type Part<'a> = (Section, &'static [&'static str], Box<dyn Iterator<Item = Row> + 'a>);
+type Part<'a> = (Section, &'static [&'static str], Parts<'a, Row>);
 
 /// Writes `section` of `analysis` as CSV to `out`, counting rows in `written`.
-pub fn write(analysis: &pb::Analysis, section: Section, out: impl Write, written: &mut Rows<'_>) -> csv::Result<()> {
+pub fn write(analysis: &dyn Source, section: Section, out: impl Write, written: &mut Rows<'_>) -> csv::Result<()> {
     // RFC 4180 ends records with CRLF (the crate's default is LF).
     let mut writer = csv::WriterBuilder::new()
         .terminator(csv::Terminator::CRLF)
         .from_writer(out);
+    let heading = analysis.heading();
+    let summary = summary_rows(heading, analysis.counts()).into_iter().map(Ok);
+    let findings = analysis.findings().map(|f| f.map(|f| finding_row(&f)));
+    let series = analysis.series().flat_map(|c| -> Parts<'_, Row> {
+        match c {
+            Ok(c) => Box::new(series_rows(c)),
+            Err(e) => Box::new(std::iter::once(Err(e))),
+        }
+    });
     let parts: Vec<Part<'_>> = vec![
-        (Section::Summary, SUMMARY, Box::new(summary_rows(analysis).into_iter())),
-        (Section::Metrics, METRICS, Box::new(metric_rows(analysis).into_iter())),
+        (Section::Summary, SUMMARY, Box::new(summary)),
         (
-            Section::Findings,
-            FINDINGS,
-            Box::new(finding_rows(analysis).into_iter()),
+            Section::Metrics,
+            METRICS,
+            Box::new(metric_rows(heading).into_iter().map(Ok)),
         ),
-        (Section::Series, SERIES, Box::new(series_rows(analysis))),
+        (Section::Findings, FINDINGS, Box::new(findings)),
+        (Section::Series, SERIES, Box::new(series)),
     ];
     if section == Section::Combined {
         let columns = combined_columns();
@@ -301,7 +300,7 @@ mod tests {
 
     fn render(section: Section) -> Vec<csv::StringRecord> {
         let mut out = Vec::new();
-        super::super::quietly(|rows| write(&analysis(), section, &mut out, rows)).unwrap();
+        super::super::quietly(|rows| write(&crate::render::Whole::from(analysis()), section, &mut out, rows)).unwrap();
         csv::Reader::from_reader(out.as_slice())
             .records()
             .collect::<Result<_, _>>()
@@ -332,7 +331,8 @@ mod tests {
     fn records_end_with_crlf_and_a_line_break_inside_a_field_stays_quoted() {
         for section in [Section::Summary, Section::Findings, Section::Combined] {
             let mut out = Vec::new();
-            super::super::quietly(|rows| write(&analysis(), section, &mut out, rows)).unwrap();
+            super::super::quietly(|rows| write(&crate::render::Whole::from(analysis()), section, &mut out, rows))
+                .unwrap();
             let text = String::from_utf8(out).unwrap();
             assert!(text.ends_with("\r\n"), "{section:?}");
             // The only bare line feed is the one inside the quoted message.
@@ -350,7 +350,15 @@ mod tests {
     #[test]
     fn combined_holds_every_section_under_one_header() {
         let mut out = Vec::new();
-        super::super::quietly(|rows| write(&analysis(), Section::Combined, &mut out, rows)).unwrap();
+        super::super::quietly(|rows| {
+            write(
+                &crate::render::Whole::from(analysis()),
+                Section::Combined,
+                &mut out,
+                rows,
+            )
+        })
+        .unwrap();
         let mut reader = csv::Reader::from_reader(out.as_slice());
         let header: Vec<String> = reader.headers().unwrap().iter().map(str::to_owned).collect();
         assert_eq!(header[0], "section");

@@ -11,7 +11,7 @@
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 use sextant_proto::analytics::v1 as pb;
 
-use super::{aggregation, per_pixel, severity, sorted_properties, time};
+use super::{Source, aggregation, per_pixel, severity, sorted_properties, time};
 
 /// Forbids every fetch and script; allows only the inline style.
 pub const CSP: &str =
@@ -83,66 +83,86 @@ fn chart(c: &pb::ChartSeries, start: f64, end: f64) -> Markup {
     }
 }
 
-/// The analysis as one HTML document.
-pub fn render(a: &pb::Analysis) -> String {
-    let range = a.range.unwrap_or_default();
+/// One finding as a table row.
+fn finding(f: &pb::Finding) -> Markup {
+    let properties = sorted_properties(f);
+    html! {
+        tr {
+            td { (time(&f.at)) }
+            td class=(format!("sev-{}", severity(f.severity))) { (severity(f.severity)) }
+            td { (f.kind) } td { (f.metric) } td { (fmt(f.value)) } td { (f.message) }
+            td { @for (k, v) in &properties { (k) "=" (v) br; } }
+        }
+    }
+}
+
+/// Writes the analysis as one HTML document to `out`, a finding and a chart
+/// at a time: the document is the one `maud` makes of the whole page, whose
+/// open elements around the findings and charts are written here as tags.
+pub fn write(a: &dyn Source, mut out: impl std::io::Write) -> std::io::Result<()> {
+    let h = a.heading();
+    let range = h.range.unwrap_or_default();
     let (start, end) = (seconds(&range.start), seconds(&range.end));
-    let title = if a.title.is_empty() {
+    let title = if h.title.is_empty() {
         "Analysis"
     } else {
-        a.title.as_str()
+        h.title.as_str()
     };
-    let markup = html! {
+    let findings = a.counts().findings;
+    let top = html! {
         (DOCTYPE)
-        html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta http-equiv="Content-Security-Policy" content=(CSP);
-                meta name="referrer" content="no-referrer";
-                title { (title) }
-                style { (PreEscaped(STYLE)) }
-            }
-            body {
-                h1 { (title) }
-                p { "From " (time(&range.start)) " to " (time(&range.end))
-                    ", in buckets of " (a.bucket.map_or(0, |b| b.seconds)) " s. Analysis " code { (a.id) } "." }
-                h2 { "Summary" }
-                table {
-                    thead { tr { th { "metric" } th { "count" } th { "sum" } th { "avg" } th { "min" } th { "max" }
-                        th { "p50" } th { "p90" } th { "p95" } th { "p99" } } }
-                    tbody {
-                        @for s in &a.summaries {
-                            tr { td { (s.metric) } td { (s.count) } td { (fmt(s.sum)) } td { (fmt(s.avg)) }
-                                td { (fmt(s.min)) } td { (fmt(s.max)) } td { (fmt(s.p50)) } td { (fmt(s.p90)) }
-                                td { (fmt(s.p95)) } td { (fmt(s.p99)) } }
-                        }
-                    }
+        (PreEscaped(r#"<html lang="en">"#))
+        head {
+            meta charset="utf-8";
+            meta http-equiv="Content-Security-Policy" content=(CSP);
+            meta name="referrer" content="no-referrer";
+            title { (title) }
+            style { (PreEscaped(STYLE)) }
+        }
+        (PreEscaped("<body>"))
+        h1 { (title) }
+        p { "From " (time(&range.start)) " to " (time(&range.end))
+            ", in buckets of " (h.bucket.map_or(0, |b| b.seconds)) " s. Analysis " code { (h.id) } "." }
+        h2 { "Summary" }
+        table {
+            thead { tr { th { "metric" } th { "count" } th { "sum" } th { "avg" } th { "min" } th { "max" }
+                th { "p50" } th { "p90" } th { "p95" } th { "p99" } } }
+            tbody {
+                @for s in &h.summaries {
+                    tr { td { (s.metric) } td { (s.count) } td { (fmt(s.sum)) } td { (fmt(s.avg)) }
+                        td { (fmt(s.min)) } td { (fmt(s.max)) } td { (fmt(s.p50)) } td { (fmt(s.p90)) }
+                        td { (fmt(s.p95)) } td { (fmt(s.p99)) } }
                 }
-                h2 { "Findings (" (a.findings.len()) ")" }
-                @if a.findings.is_empty() {
-                    p { "None." }
-                } @else {
-                    table {
-                        thead { tr { th { "time" } th { "severity" } th { "kind" } th { "metric" } th { "value" } th { "message" } th { "details" } } }
-                        tbody {
-                            @for f in &a.findings {
-                                @let properties = sorted_properties(f);
-                                tr {
-                                    td { (time(&f.at)) }
-                                    td class=(format!("sev-{}", severity(f.severity))) { (severity(f.severity)) }
-                                    td { (f.kind) } td { (f.metric) } td { (fmt(f.value)) } td { (f.message) }
-                                    td { @for (k, v) in &properties { (k) "=" (v) br; } }
-                                }
-                            }
-                        }
-                    }
-                }
-                h2 { "Charts" }
-                @for c in &a.series { (chart(c, start, end)) }
             }
         }
+        h2 { "Findings (" (findings) ")" }
+        @if findings == 0 {
+            p { "None." }
+        } @else {
+            (PreEscaped("<table>"))
+            thead { tr { th { "time" } th { "severity" } th { "kind" } th { "metric" } th { "value" } th { "message" } th { "details" } } }
+            (PreEscaped("<tbody>"))
+        }
     };
-    markup.into_string()
+    out.write_all(top.into_string().as_bytes())?;
+    for f in a.findings() {
+        out.write_all(finding(&f?).into_string().as_bytes())?;
+    }
+    if findings > 0 {
+        out.write_all(b"</tbody></table>")?;
+    }
+    out.write_all(html! { h2 { "Charts" } }.into_string().as_bytes())?;
+    for c in a.series() {
+        out.write_all(chart(&c?, start, end).into_string().as_bytes())?;
+    }
+    out.write_all(b"</body></html>")
+}
+
+/// The analysis as one HTML document.
+pub fn render(a: &dyn Source) -> String {
+    let mut page = Vec::new();
+    write(a, &mut page).expect("a render into memory does not fail");
+    String::from_utf8(page).expect("maud writes UTF-8")
 }
 
 #[cfg(test)]
@@ -194,7 +214,7 @@ mod tests {
 
     #[test]
     fn user_strings_are_escaped_and_nothing_is_fetched_or_run() {
-        let page = render(&analysis());
+        let page = render(&crate::render::Whole::from(analysis()));
         assert!(!page.contains("<script"), "{page}");
         assert!(!page.contains("<img"), "{page}");
         assert!(page.contains("&lt;script&gt;alert(2)&lt;/script&gt;"));

@@ -7,72 +7,92 @@
 use serde_json::{Value, json};
 use sextant_proto::analytics::v1 as pb;
 
-use super::{aggregation, severity, time};
+use serde::Serialize;
+
+use super::{Lazy, Parts, Source, aggregation, severity, time};
 
 fn number(v: f64) -> Value {
     serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number)
 }
 
-pub fn render(a: &pb::Analysis) -> Value {
-    let range = a.range.unwrap_or_default();
-    let summaries: Vec<Value> = a
-        .summaries
-        .iter()
-        .map(|s| {
-            json!({
-                "metric": s.metric, "count": s.count, "sum": number(s.sum), "avg": number(s.avg),
-                "min": number(s.min), "max": number(s.max), "p50": number(s.p50), "p90": number(s.p90),
-                "p95": number(s.p95), "p99": number(s.p99),
-            })
-        })
-        .collect();
-    let findings: Vec<Value> = a
-        .findings
-        .iter()
-        .map(|f| {
-            let properties: std::collections::BTreeMap<&String, &String> = f.properties.iter().collect();
-            json!({
-                "id": f.id, "kind": f.kind, "severity": severity(f.severity), "metric": f.metric,
-                "message": f.message, "at": time(&f.at), "value": number(f.value), "properties": properties,
-            })
-        })
-        .collect();
-    let series: Vec<Value> = a
-        .series
-        .iter()
-        .map(|c| {
-            let buckets: Vec<Value> = c
-                .series
-                .as_ref()
-                .map(|s| s.buckets.as_slice())
-                .unwrap_or_default()
-                .iter()
-                .map(|b| {
-                    json!({
-                        "start": time(&b.start), "count": b.count,
-                        "value": number(b.values.first().copied().unwrap_or(f64::NAN)),
-                    })
-                })
-                .collect();
-            json!({ "metric": c.metric, "aggregation": aggregation(c.aggregation), "buckets": buckets })
-        })
-        .collect();
+fn summary(s: &pb::MetricSummary) -> Value {
     json!({
-        "format": "sextant.analysis",
-        "version": 1,
-        "analysis": {
-            "id": a.id,
-            "title": a.title,
-            "start": time(&range.start),
-            "end": time(&range.end),
-            "bucket_seconds": a.bucket.map_or(0, |b| b.seconds),
-            "metrics": a.metrics,
-            "created_at": time(&a.created_at),
-            "summaries": summaries,
-            "findings": findings,
-            "series": series,
-        },
+        "metric": s.metric, "count": s.count, "sum": number(s.sum), "avg": number(s.avg),
+        "min": number(s.min), "max": number(s.max), "p50": number(s.p50), "p90": number(s.p90),
+        "p95": number(s.p95), "p99": number(s.p99),
     })
+}
+
+fn finding(f: &pb::Finding) -> Value {
+    let properties: std::collections::BTreeMap<&String, &String> = f.properties.iter().collect();
+    json!({
+        "id": f.id, "kind": f.kind, "severity": severity(f.severity), "metric": f.metric,
+        "message": f.message, "at": time(&f.at), "value": number(f.value), "properties": properties,
+    })
+}
+
+fn series(c: &pb::ChartSeries) -> Value {
+    let buckets: Vec<Value> = c
+        .series
+        .as_ref()
+        .map(|s| s.buckets.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .map(|b| {
+            json!({
+                "start": time(&b.start), "count": b.count,
+                "value": number(b.values.first().copied().unwrap_or(f64::NAN)),
+            })
+        })
+        .collect();
+    json!({ "metric": c.metric, "aggregation": aggregation(c.aggregation), "buckets": buckets })
+}
+
+/// The document. Fields are in the order of a `serde_json` object's keys
+/// (sorted), so the file is the one a tree of the whole analysis makes;
+/// findings and series are serialised as they are read.
+#[derive(Serialize)]
+struct Document<'a> {
+    analysis: Body<'a>,
+    format: &'static str,
+    version: u32,
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    bucket_seconds: i64,
+    created_at: String,
+    end: String,
+    findings: Lazy<Parts<'a, Value>>,
+    id: &'a str,
+    metrics: &'a [String],
+    series: Lazy<Parts<'a, Value>>,
+    start: String,
+    summaries: Vec<Value>,
+    title: &'a str,
+}
+
+/// Writes the analysis as the document, pretty-printed, to `out`.
+pub fn write(a: &dyn Source, out: impl std::io::Write) -> serde_json::Result<()> {
+    let h = a.heading();
+    let range = h.range.unwrap_or_default();
+    let document = Document {
+        analysis: Body {
+            bucket_seconds: h.bucket.map_or(0, |b| b.seconds),
+            created_at: time(&h.created_at),
+            end: time(&range.end),
+            findings: Lazy::new(Box::new(a.findings().map(|f| f.map(|f| finding(&f))))),
+            id: &h.id,
+            metrics: &h.metrics,
+            series: Lazy::new(Box::new(a.series().map(|c| c.map(|c| series(&c))))),
+            start: time(&range.start),
+            summaries: h.summaries.iter().map(summary).collect(),
+            title: &h.title,
+        },
+        format: "sextant.analysis",
+        version: 1,
+    };
+    serde_json::to_writer_pretty(out, &document)
 }
 
 #[cfg(test)]
@@ -127,7 +147,9 @@ mod tests {
             bucket: Some(prost_types::Duration { seconds: 60, nanos: 0 }),
             metrics: vec!["cpu".into()],
         };
-        let out = render(&analysis);
+        let mut written = Vec::new();
+        write(&crate::render::Whole::from(analysis), &mut written).unwrap();
+        let out: Value = serde_json::from_slice(&written).unwrap();
         let errors: Vec<String> = validator
             .iter_errors(&out)
             .map(|e| format!("{e} at {}", e.instance_path()))

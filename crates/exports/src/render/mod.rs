@@ -2,17 +2,140 @@
 //! the bytes of one file. Pure functions of the analysis and a writer, so
 //! each format is tested on its own; the service runs them off the async
 //! threads (they are CPU-bound).
+//!
+//! A renderer reads the analysis through a [`Source`]: the heading whole,
+//! the findings and series one at a time, as often as the format needs
+//! (XLSX reads the series twice: rows, then charts; a capped SARIF reads the
+//! findings once per severity). What it holds is bounded by one finding or
+//! series, not by the analysis: the service's source is the spooled stream
+//! of `ReadAnalysis` on local disk.
 
 pub mod csv;
 #[cfg(test)]
-mod golden;
+pub(crate) mod golden;
 pub mod html;
 pub mod json;
 pub mod sarif;
 pub mod xlsx;
 pub mod zip;
 
+use std::cell::RefCell;
+
 use sextant_proto::analytics::v1 as pb;
+
+/// Findings or series, one at a time; an `Err` ends the render.
+pub type Parts<'a, T> = Box<dyn Iterator<Item = std::io::Result<T>> + 'a>;
+
+/// How many of each an analysis holds: what a renderer must know before it
+/// reads them (summary counts, table sizes, progress totals).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub findings: u64,
+    pub errors: u64,
+    pub warnings: u64,
+    pub notes: u64,
+    pub series: u64,
+    pub buckets: u64,
+}
+
+impl Counts {
+    pub fn finding(&mut self, f: &pb::Finding) {
+        self.findings += 1;
+        match pb::Severity::try_from(f.severity).unwrap_or_default() {
+            pb::Severity::Error => self.errors += 1,
+            pb::Severity::Warning => self.warnings += 1,
+            pb::Severity::Note => self.notes += 1,
+            pb::Severity::Unspecified => {}
+        }
+    }
+
+    pub fn series(&mut self, c: &pb::ChartSeries) {
+        self.series += 1;
+        self.buckets += c.series.as_ref().map_or(0, |s| s.buckets.len() as u64);
+    }
+}
+
+/// An analysis as renderers read it.
+pub trait Source: Sync {
+    /// Every field but findings and series (those are empty here).
+    fn heading(&self) -> &pb::Analysis;
+    fn counts(&self) -> Counts;
+    /// The findings in the analysis' order, from the first.
+    fn findings(&self) -> Parts<'_, pb::Finding>;
+    /// The series in the analysis' order, from the first.
+    fn series(&self) -> Parts<'_, pb::ChartSeries>;
+}
+
+/// An analysis held whole: for tests and small renders.
+pub struct Whole {
+    heading: pb::Analysis,
+    findings: Vec<pb::Finding>,
+    series: Vec<pb::ChartSeries>,
+    counts: Counts,
+}
+
+impl From<pb::Analysis> for Whole {
+    fn from(mut a: pb::Analysis) -> Self {
+        let (findings, series) = (std::mem::take(&mut a.findings), std::mem::take(&mut a.series));
+        let mut counts = Counts::default();
+        findings.iter().for_each(|f| counts.finding(f));
+        series.iter().for_each(|c| counts.series(c));
+        Self {
+            heading: a,
+            findings,
+            series,
+            counts,
+        }
+    }
+}
+
+impl Source for Whole {
+    fn heading(&self) -> &pb::Analysis {
+        &self.heading
+    }
+
+    fn counts(&self) -> Counts {
+        self.counts
+    }
+
+    fn findings(&self) -> Parts<'_, pb::Finding> {
+        Box::new(self.findings.iter().cloned().map(Ok))
+    }
+
+    fn series(&self) -> Parts<'_, pb::ChartSeries> {
+        Box::new(self.series.iter().cloned().map(Ok))
+    }
+}
+
+/// A JSON array serialised as its items come from a source; an item's
+/// `Err` fails the serialisation. Serialises once.
+pub(crate) struct Lazy<I>(RefCell<Option<I>>);
+
+impl<I> Lazy<I> {
+    pub(crate) fn new(items: I) -> Self {
+        Self(RefCell::new(Some(items)))
+    }
+}
+
+impl<I, T> serde::Serialize for Lazy<I>
+where
+    I: Iterator<Item = std::io::Result<T>>,
+    T: serde::Serialize,
+{
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{Error, SerializeSeq};
+        let items = self
+            .0
+            .borrow_mut()
+            .take()
+            .ok_or_else(|| S::Error::custom("serialised twice"))?;
+        let mut seq = serializer.serialize_seq(None)?;
+        for item in items {
+            seq.serialize_element(&item.map_err(S::Error::custom)?)?;
+        }
+        seq.end()
+    }
+}
 
 /// Rows between two progress reports.
 const REPORT_EVERY: u64 = 4096;
@@ -58,7 +181,7 @@ pub fn quietly<T>(render: impl FnOnce(&mut Rows<'_>) -> T) -> T {
 
 /// The rows of an analysis: its summary fields, metrics, findings and
 /// series buckets, the unit of a render's progress.
-pub fn rows(a: &pb::Analysis) -> u64 {
+pub fn rows(a: &dyn Source) -> u64 {
     csv::rows(a, csv::Section::Combined)
 }
 

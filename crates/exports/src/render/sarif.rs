@@ -20,6 +20,8 @@ use serde_json::{Value, json};
 use sextant_proto::analytics::v1 as pb;
 use sha2::{Digest, Sha256};
 
+use super::{Lazy, Parts, Source};
+
 pub const SCHEMA: &str = "https://json.schemastore.org/sarif-2.1.0.json";
 
 /// The most results GitHub code scanning accepts in one run.
@@ -63,14 +65,17 @@ fn rank(severity: i32) -> u8 {
 }
 
 /// The findings that become results: all of them, or the [`MAX_RESULTS`]
-/// most severe in the analysis' order.
-fn kept(findings: &[pb::Finding]) -> Vec<&pb::Finding> {
-    let mut kept: Vec<&pb::Finding> = findings.iter().collect();
-    if kept.len() > MAX_RESULTS {
-        kept.sort_by_key(|f| rank(f.severity));
-        kept.truncate(MAX_RESULTS);
+/// most severe in the analysis' order (a pass over the findings per rank,
+/// as far as the cap).
+fn kept(a: &dyn Source) -> Parts<'_, pb::Finding> {
+    if a.counts().findings <= MAX_RESULTS as u64 {
+        return a.findings();
     }
-    kept
+    let of_rank = move |r| {
+        a.findings()
+            .filter(move |f| f.as_ref().map_or(true, |f| rank(f.severity) == r))
+    };
+    Box::new((0..=2).flat_map(of_rank).take(MAX_RESULTS))
 }
 
 fn default_level(rule: &str) -> &'static str {
@@ -132,16 +137,6 @@ fn result(f: &pb::Finding) -> Value {
     result
 }
 
-/// The results, serialised one at a time: a log of 100,000 results is never
-/// a tree in memory.
-struct Results<'a>(Vec<&'a pb::Finding>);
-
-impl Serialize for Results<'_> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_seq(self.0.iter().map(|f| result(f)))
-    }
-}
-
 #[derive(Serialize)]
 struct Log<'a> {
     #[serde(rename = "$schema")]
@@ -159,10 +154,14 @@ struct Run<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     invocations: Option<Value>,
     properties: Value,
-    results: Results<'a>,
+    /// Serialised one at a time: a log of 25,000 results is never a tree
+    /// in memory.
+    results: Lazy<Parts<'a, Value>>,
 }
 
-fn log<'a>(analysis: &'a pb::Analysis, version: &str) -> Log<'a> {
+fn log<'a>(a: &'a dyn Source, version: &str) -> Log<'a> {
+    let analysis = a.heading();
+    let findings = a.counts().findings;
     let rules: Vec<Value> = RULES
         .iter()
         .map(|(id, name, short, full, help)| {
@@ -177,8 +176,7 @@ fn log<'a>(analysis: &'a pb::Analysis, version: &str) -> Log<'a> {
         })
         .collect();
     let range = analysis.range.unwrap_or_default();
-    let results = kept(&analysis.findings);
-    let left_out = analysis.findings.len() - results.len();
+    let left_out = findings.saturating_sub(MAX_RESULTS as u64);
     let mut properties = json!({
         "analysisId": analysis.id,
         "title": analysis.title,
@@ -186,7 +184,7 @@ fn log<'a>(analysis: &'a pb::Analysis, version: &str) -> Log<'a> {
         "end": range.end.map(|t| t.seconds),
     });
     let invocations = (left_out > 0).then(|| {
-        properties["findings"] = json!(analysis.findings.len());
+        properties["findings"] = json!(findings);
         properties["resultCap"] = json!(MAX_RESULTS);
         properties["resultsLeftOut"] = json!(left_out);
         json!([{
@@ -194,9 +192,8 @@ fn log<'a>(analysis: &'a pb::Analysis, version: &str) -> Log<'a> {
             "toolExecutionNotifications": [{
                 "level": "warning",
                 "message": { "text": format!(
-                    "{left_out} of the analysis' {} findings were left out: GitHub code scanning accepts at most \
-                     {MAX_RESULTS} results per run, so the most severe are kept (errors, then warnings, then notes)",
-                    analysis.findings.len()
+                    "{left_out} of the analysis' {findings} findings were left out: GitHub code scanning accepts at most \
+                     {MAX_RESULTS} results per run, so the most severe are kept (errors, then warnings, then notes)"
                 )},
             }],
         }])
@@ -214,24 +211,25 @@ fn log<'a>(analysis: &'a pb::Analysis, version: &str) -> Log<'a> {
             automation_details: json!({ "id": format!("sextant/analysis/{}", analysis.id) }),
             invocations,
             properties,
-            results: Results(results),
+            results: Lazy::new(Box::new(kept(a).map(|f| f.map(|f| result(&f))))),
         }],
     }
 }
 
 /// The analysis as one SARIF log (a tree: for tests and small logs).
-pub fn render(analysis: &pb::Analysis, version: &str) -> Value {
+pub fn render(analysis: &dyn Source, version: &str) -> Value {
     serde_json::to_value(log(analysis, version)).expect("a SARIF log serialises")
 }
 
 /// Writes the analysis as one SARIF log to `out`, a result at a time.
-pub fn write(analysis: &pb::Analysis, version: &str, out: impl std::io::Write) -> serde_json::Result<()> {
+pub fn write(analysis: &dyn Source, version: &str, out: impl std::io::Write) -> serde_json::Result<()> {
     serde_json::to_writer(out, &log(analysis, version))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::render::Whole;
 
     fn analysis() -> pb::Analysis {
         let finding = |id: &str, kind: &str, severity: pb::Severity, metric: &str| pb::Finding {
@@ -268,14 +266,14 @@ mod tests {
     fn the_log_is_valid_against_the_sarif_2_1_0_schema() {
         let schema: Value = serde_json::from_str(include_str!("../../tests/data/sarif-schema-2.1.0.json")).unwrap();
         let validator = jsonschema::draft4::new(&schema).expect("the OASIS schema compiles");
-        let log = render(&analysis(), "0.1.0");
+        let log = render(&Whole::from(analysis()), "0.1.0");
         let errors: Vec<String> = validator
             .iter_errors(&log)
             .map(|e| format!("{e} at {}", e.instance_path()))
             .collect();
         assert!(errors.is_empty(), "{errors:#?}");
         // And one with no findings at all.
-        assert!(validator.is_valid(&render(&pb::Analysis::default(), "0.1.0")));
+        assert!(validator.is_valid(&render(&Whole::from(pb::Analysis::default()), "0.1.0")));
         // The validator does refuse what the schema forbids.
         let mut broken = log.clone();
         broken["runs"][0]["results"][0]["level"] = json!("fatal");
@@ -308,7 +306,7 @@ mod tests {
             ..Default::default()
         };
         let mut bytes = Vec::new();
-        write(&analysis, "0.1.0", &mut bytes).unwrap();
+        write(&Whole::from(analysis.clone()), "0.1.0", &mut bytes).unwrap();
         let log: Value = serde_json::from_slice(&bytes).unwrap();
         let run = &log["runs"][0];
         let results = run["results"].as_array().unwrap();
@@ -338,10 +336,10 @@ mod tests {
         assert!(gzipped < 10 << 20, "{gzipped} bytes gzipped");
         // Up to the cap, nothing is left out and nothing is said.
         let small = render(
-            &pb::Analysis {
+            &Whole::from(pb::Analysis {
                 findings: analysis.findings[..MAX_RESULTS].to_vec(),
                 ..Default::default()
-            },
+            }),
             "0.1.0",
         );
         assert_eq!(small["runs"][0]["results"].as_array().unwrap().len(), MAX_RESULTS);
@@ -351,7 +349,7 @@ mod tests {
 
     #[test]
     fn results_carry_what_github_code_scanning_requires() {
-        let log = render(&analysis(), "0.1.0");
+        let log = render(&Whole::from(analysis()), "0.1.0");
         let run = &log["runs"][0];
         let rules = run["tool"]["driver"]["rules"].as_array().unwrap();
         for rule in rules {
@@ -389,7 +387,7 @@ mod tests {
         let mut again = analysis();
         again.findings[0].message = "reworded".into();
         assert_eq!(
-            render(&again, "0.1.0")["runs"][0]["results"][0]["partialFingerprints"],
+            render(&Whole::from(again), "0.1.0")["runs"][0]["results"][0]["partialFingerprints"],
             results[0]["partialFingerprints"]
         );
     }

@@ -13,7 +13,7 @@ use rust_xlsxwriter::{Chart, ChartType, DocProperties, ExcelDateTime, Format, Wo
 const UNIX_EPOCH_SERIAL: f64 = 25_569.0;
 use sextant_proto::analytics::v1 as pb;
 
-use super::{Rows, aggregation, properties_text, severity};
+use super::{Counts, Rows, Source, aggregation, properties_text, severity};
 
 /// Charts drawn at most (the data stays in `series` either way).
 pub const MAX_CHARTS: usize = 100;
@@ -75,11 +75,10 @@ fn excel_time(t: &prost_types::Timestamp) -> Result<ExcelDateTime, XlsxError> {
     ExcelDateTime::from_serial_datetime(UNIX_EPOCH_SERIAL + seconds / 86_400.0)
 }
 
-fn summary(workbook: &mut Workbook, a: &pb::Analysis, f: &Formats) -> Result<(), XlsxError> {
+fn summary(workbook: &mut Workbook, a: &pb::Analysis, counts: Counts, f: &Formats) -> Result<(), XlsxError> {
     let sheet = workbook.add_worksheet().set_name("summary")?;
     let range = a.range.unwrap_or_default();
     // The fields of the CSV summary, in its order; times as date-times.
-    let count = |s: pb::Severity| a.findings.iter().filter(|x| x.severity == s as i32).count() as f64;
     enum Cell<'a> {
         Text(String),
         Time(&'a Option<prost_types::Timestamp>),
@@ -93,10 +92,10 @@ fn summary(workbook: &mut Workbook, a: &pb::Analysis, f: &Formats) -> Result<(),
         ("bucket_seconds", Cell::Count(a.bucket.map_or(0, |b| b.seconds) as f64)),
         ("created_at", Cell::Time(&a.created_at)),
         ("metrics", Cell::Count(a.summaries.len() as f64)),
-        ("findings", Cell::Count(a.findings.len() as f64)),
-        ("findings_error", Cell::Count(count(pb::Severity::Error))),
-        ("findings_warning", Cell::Count(count(pb::Severity::Warning))),
-        ("findings_note", Cell::Count(count(pb::Severity::Note))),
+        ("findings", Cell::Count(counts.findings as f64)),
+        ("findings_error", Cell::Count(counts.errors as f64)),
+        ("findings_warning", Cell::Count(counts.warnings as f64)),
+        ("findings_note", Cell::Count(counts.notes as f64)),
     ];
     table(sheet, f, &[("field", 16.0), ("value", 48.0)], rows.len() as u32)?;
     for (i, (field, value)) in rows.iter().enumerate() {
@@ -130,7 +129,7 @@ fn metrics(workbook: &mut Workbook, a: &pb::Analysis, f: &Formats) -> Result<(),
     Ok(())
 }
 
-fn findings(workbook: &mut Workbook, a: &pb::Analysis, f: &Formats) -> Result<(), XlsxError> {
+fn findings(workbook: &mut Workbook, a: &dyn Source, f: &Formats) -> Result<(), XlsxError> {
     let sheet = workbook.add_worksheet().set_name("findings")?;
     let header = [
         ("at", 20.0),
@@ -142,9 +141,9 @@ fn findings(workbook: &mut Workbook, a: &pb::Analysis, f: &Formats) -> Result<()
         ("properties", 60.0),
         ("id", 30.0),
     ];
-    table(sheet, f, &header, a.findings.len() as u32)?;
-    for (i, x) in a.findings.iter().enumerate() {
-        let row = i as u32 + 1;
+    table(sheet, f, &header, a.counts().findings as u32)?;
+    for (i, x) in a.findings().enumerate() {
+        let (row, x) = (i as u32 + 1, &x?);
         let properties = properties_text(x);
         datetime(sheet, row, 0, &x.at, f)?;
         sheet.write_string(row, 1, severity(x.severity))?;
@@ -159,14 +158,10 @@ fn findings(workbook: &mut Workbook, a: &pb::Analysis, f: &Formats) -> Result<()
 }
 
 /// The series sheet, in constant memory: a row goes to disk as the next begins.
-fn series(workbook: &mut Workbook, a: &pb::Analysis, f: &Formats, written: &mut Rows<'_>) -> Result<(), XlsxError> {
+fn series(workbook: &mut Workbook, a: &dyn Source, f: &Formats, written: &mut Rows<'_>) -> Result<(), XlsxError> {
     let sheet = workbook.add_worksheet_with_constant_memory()?;
     sheet.set_name("series")?;
-    let rows: u32 = a
-        .series
-        .iter()
-        .map(|c| c.series.as_ref().map_or(0, |s| s.buckets.len() as u32))
-        .sum();
+    let rows = a.counts().buckets as u32;
     let header = [
         ("metric", 28.0),
         ("aggregation", 12.0),
@@ -176,7 +171,8 @@ fn series(workbook: &mut Workbook, a: &pb::Analysis, f: &Formats, written: &mut 
     ];
     table(sheet, f, &header, rows)?;
     let mut row = 1;
-    for c in &a.series {
+    for c in a.series() {
+        let c = c?;
         for b in c.series.as_ref().map(|s| s.buckets.as_slice()).unwrap_or_default() {
             sheet.write_string(row, 0, &c.metric)?;
             sheet.write_string(row, 1, aggregation(c.aggregation))?;
@@ -199,29 +195,31 @@ const CHART_COLUMNS: f64 = 480.0;
 /// and highest, so spikes stay): a chart of 10,000 buckets looks the same,
 /// and charts need not point into the constant-memory `series` sheet, whose
 /// rows are no longer in memory when the workbook is saved.
-fn charts(workbook: &mut Workbook, a: &pb::Analysis, f: &Formats) -> Result<(), XlsxError> {
-    let drawn: Vec<(&pb::ChartSeries, Vec<(f64, f64)>)> = a
-        .series
-        .iter()
-        .filter_map(|c| {
-            let buckets = c.series.as_ref().map(|s| s.buckets.as_slice()).unwrap_or_default();
-            let points: Vec<(f64, f64)> = buckets
-                .iter()
-                .filter_map(|b| {
-                    let value = b.values.first().copied().filter(|v| v.is_finite())?;
-                    Some((b.start.map_or(0.0, |t| t.seconds as f64), value))
-                })
-                .collect();
-            let (first, last) = (points.first()?.0, points.last()?.0);
-            let span = (last - first).max(1.0);
-            let kept = super::per_pixel(&points, |t| ((t - first) / span * CHART_COLUMNS) as i64);
-            Some((c, kept))
-        })
-        .take(MAX_CHARTS)
-        .collect();
-    let charts = workbook.add_worksheet().set_name("charts")?;
-    for (i, (c, points)) in drawn.iter().enumerate() {
+fn charts(workbook: &mut Workbook, a: &dyn Source, f: &Formats) -> Result<(), XlsxError> {
+    let mut drawn: Vec<Drawn> = Vec::new();
+    for c in a.series() {
+        if drawn.len() == MAX_CHARTS {
+            break;
+        }
+        let c = c?;
+        let buckets = c.series.as_ref().map(|s| s.buckets.as_slice()).unwrap_or_default();
+        let points: Vec<(f64, f64)> = buckets
+            .iter()
+            .filter_map(|b| {
+                let value = b.values.first().copied().filter(|v| v.is_finite())?;
+                Some((b.start.map_or(0.0, |t| t.seconds as f64), value))
+            })
+            .collect();
+        let (Some(first), Some(last)) = (points.first(), points.last()) else {
+            continue;
+        };
+        let (first, span) = (first.0, (last.0 - first.0).max(1.0));
+        let kept = super::per_pixel(&points, |t| ((t - first) / span * CHART_COLUMNS) as i64);
         let name = format!("{} ({})", c.metric, aggregation(c.aggregation));
+        drawn.push((c.metric, name, kept));
+    }
+    let charts = workbook.add_worksheet().set_name("charts")?;
+    for (i, (_, name, points)) in drawn.iter().enumerate() {
         let (col, last) = (i as u16 * 2, points.len() as u32);
         // A scatter with lines: its x axis is a value axis, so times show to
         // the minute (a line chart's date axis counts whole days).
@@ -238,10 +236,10 @@ fn charts(workbook: &mut Workbook, a: &pb::Analysis, f: &Formats) -> Result<(), 
         charts.insert_chart(i as u32 * 16, 0, &chart)?;
     }
     let data = workbook.add_worksheet().set_name("chart_data")?.set_hidden(true);
-    for (i, (c, points)) in drawn.iter().enumerate() {
+    for (i, (metric, name, points)) in drawn.iter().enumerate() {
         let col = i as u16 * 2;
-        data.write_string(0, col, format!("{} time", c.metric))?;
-        data.write_string(0, col + 1, format!("{} ({})", c.metric, aggregation(c.aggregation)))?;
+        data.write_string(0, col, format!("{metric} time"))?;
+        data.write_string(0, col + 1, name)?;
         for (row, (t, v)) in points.iter().enumerate() {
             let at = ExcelDateTime::from_serial_datetime(UNIX_EPOCH_SERIAL + *t / 86_400.0)?;
             data.write_datetime_with_format(row as u32 + 1, col, &at, &f.datetime)?;
@@ -250,6 +248,9 @@ fn charts(workbook: &mut Workbook, a: &pb::Analysis, f: &Formats) -> Result<(), 
     }
     Ok(())
 }
+
+/// A series drawn: its metric, its name, and its points kept.
+type Drawn = (String, String, Vec<(f64, f64)>);
 
 /// How a chart's time axis reads for a series spanning `seconds`.
 fn time_axis_format(seconds: f64) -> &'static str {
@@ -263,19 +264,21 @@ fn time_axis_format(seconds: f64) -> &'static str {
 /// Writes the workbook to `out`, counting rows in `written`. The same
 /// analysis always makes the same bytes: the workbook's creation time is the
 /// analysis's.
-pub fn write(a: &pb::Analysis, out: impl std::io::Write + Send, written: &mut Rows<'_>) -> Result<(), XlsxError> {
+pub fn write(a: &dyn Source, out: impl std::io::Write + Send, written: &mut Rows<'_>) -> Result<(), XlsxError> {
+    let (heading, counts) = (a.heading(), a.counts());
     let mut workbook = Workbook::new();
-    let created = a.created_at.map_or(0, |t| t.seconds);
+    let created = heading.created_at.map_or(0, |t| t.seconds);
     workbook.set_properties(
         &DocProperties::new()
-            .set_title(&a.title)
+            .set_title(&heading.title)
             .set_creation_datetime(&ExcelDateTime::from_timestamp(created)?),
     );
     let f = formats();
-    summary(&mut workbook, a, &f)?;
-    metrics(&mut workbook, a, &f)?;
+    summary(&mut workbook, heading, counts, &f)?;
+    metrics(&mut workbook, heading, &f)?;
     findings(&mut workbook, a, &f)?;
-    written.add((a.summaries.len() + a.findings.len()) as u64 + super::csv::rows(a, super::csv::Section::Summary))?;
+    let [summary, metrics] = [super::csv::Section::Summary, super::csv::Section::Metrics];
+    written.add(counts.findings + super::csv::rows(a, summary) + super::csv::rows(a, metrics))?;
     series(&mut workbook, a, &f, written)?;
     charts(&mut workbook, a, &f)?;
     workbook.save_to_writer(out)
@@ -337,7 +340,7 @@ mod tests {
     #[test]
     fn a_reader_finds_the_sheets_values_and_inert_strings() {
         let mut bytes = Vec::new();
-        super::super::quietly(|rows| write(&analysis(), &mut bytes, rows)).unwrap();
+        super::super::quietly(|rows| write(&crate::render::Whole::from(analysis()), &mut bytes, rows)).unwrap();
         let mut book: Xlsx<_> = Xlsx::new(Cursor::new(bytes)).unwrap();
         assert_eq!(
             book.sheet_names(),
@@ -391,6 +394,7 @@ mod tests {
             severity: pb::Severity::Error as i32,
             ..a.findings[0].clone()
         });
+        let a = crate::render::Whole::from(a);
         let mut bytes = Vec::new();
         super::super::quietly(|rows| write(&a, &mut bytes, rows)).unwrap();
         let mut book: Xlsx<_> = Xlsx::new(Cursor::new(bytes.clone())).unwrap();
