@@ -102,7 +102,7 @@ impl Application {
         };
         let upkeep = Upkeep {
             pool: pool.clone(),
-            layouts: vec![raw, rollups],
+            layouts: vec![raw, rollups, partitions::metric_rollups(rollups)],
             ahead: r.partitions_ahead,
             interval: r.check_interval,
             idempotency_ttl: a.ingest.idempotency_ttl,

@@ -433,6 +433,61 @@ async fn a_batch_with_bad_items_stores_the_good_ones_and_queries_answer_exactly(
 }
 
 #[tokio::test]
+async fn minutes_rolled_up_before_the_per_metric_rollups_existed_are_merged_per_series() {
+    use sqlx::Connection as _;
+    let system = system!();
+    let client = Client::new(&system, "acme");
+    let base = base();
+    let minutes = |m| base + time::Duration::minutes(m);
+    let before = events("legacy", base, 20 * 60, 600);
+    assert_eq!(client.ingest(&to_json(&before)).await["accepted"], 600);
+    // What migration 0011 leaves for a metric it found data of: no
+    // per-metric rollups, and the minute they start at.
+    let url = sextant_e2e::infra::database_url(&system.admin_url, &format!("e2e_{}_analytics", system.id));
+    let mut db = sqlx::PgConnection::connect(&url).await.unwrap();
+    sqlx::query("DELETE FROM metric_rollups_1m WHERE tenant = 'acme' AND metric = 'legacy'")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO metric_rollups_since (tenant, metric, since) VALUES ('acme', 'legacy', $1)")
+        .bind(minutes(20))
+        .execute(&mut db)
+        .await
+        .unwrap();
+    let after = events("legacy", minutes(20), 10 * 60, 300);
+    assert_eq!(client.ingest(&to_json(&after)).await["accepted"], 300);
+    // A late event before the split: in its series' rollup (read) and in a
+    // per-metric row of that minute alone (not read).
+    let late = Ev {
+        value: 5e5,
+        ..before[10].clone()
+    };
+    client.ingest(&[late.json()]).await;
+    let mut all = [before, after].concat();
+    all.push(late);
+    let end = minutes(30);
+    let query = |bucket_s: i64| {
+        json!({
+            "metric": "legacy", "aggregations": ALL, "bucket_seconds": bucket_s,
+            "start": rfc3339(base), "end": rfc3339(end),
+        })
+    };
+    // One-minute buckets, and 15-minute ones of which one spans the split.
+    for bucket_s in [60, 900] {
+        let answer = client.query(&query(bucket_s)).await;
+        check(&answer, &expected(&all, base, end, bucket_s, |_| true, None));
+    }
+    // Grouped or filtered, every minute is merged per series: the same data.
+    let answer = client
+        .query(&json!({
+            "metric": "legacy", "aggregations": ALL, "bucket_seconds": 900,
+            "start": rfc3339(base), "end": rfc3339(end), "group_by": "host",
+        }))
+        .await;
+    check(&answer, &expected(&all, base, end, 900, |_| true, Some("host")));
+}
+
+#[tokio::test]
 async fn bad_requests_get_a_clear_problem_and_change_nothing() {
     let system = system!(
         TestSystem::builder()

@@ -6,7 +6,8 @@
 //!    lock, within the cardinality limit);
 //! 3. events are `COPY`ed (binary) into the time-partitioned `events`;
 //! 4. under a per-(tenant, metric) advisory lock, the touched one-minute
-//!    rollups are read, merged with the batch, and written back;
+//!    rollups — per series, and per metric (every series merged) — are
+//!    read, merged with the batch, and written back;
 //! 5. each metric's version rises by one (the `metrics` row lock orders
 //!    versions by commit) and where it changed (per touched minute, its
 //!    first and last second) goes to `metric_changes`;
@@ -125,6 +126,7 @@ impl Ingest<'_> {
                     let (lo, hi) = span(&events);
                     partitions::ensure(self.pool, self.raw, lo, hi + 1).await?;
                     partitions::ensure(self.pool, self.rollups, lo, hi + 1).await?;
+                    partitions::ensure(self.pool, partitions::metric_rollups(self.rollups), lo, hi + 1).await?;
                 }
                 Err(IngestError::Db(e)) if is_deadlock(&e) => {
                     tracing::debug!("ingest deadlocked; retrying");
@@ -446,15 +448,27 @@ struct Rollup {
     sketch: Vec<u8>,
 }
 
-/// Merges the batch into its one-minute rollups.
+/// Merges the batch into its one-minute rollups, per series and per metric.
 async fn merge_rollups(tx: &mut PgConnection, tenant: &str, events: &[(i64, &Event)]) -> Result<(), IngestError> {
     let mut batch: BTreeMap<(i64, Micros), Agg> = BTreeMap::new();
+    let mut metric_of: BTreeMap<i64, &str> = BTreeMap::new();
     for (series, event) in events {
         batch
             .entry((*series, floor_to(event.ts, MINUTE)))
             .or_insert_with(|| Agg::new(true))
             .add(event.value);
+        metric_of.insert(*series, event.metric.as_str());
     }
+    // The batch per metric: its series' minutes merged (before they take in
+    // what is stored).
+    let mut per_metric: BTreeMap<(&str, Micros), Agg> = BTreeMap::new();
+    for ((series, minute), agg) in &batch {
+        per_metric
+            .entry((metric_of[series], *minute))
+            .or_insert_with(|| Agg::new(true))
+            .merge(agg);
+    }
+    merge_metric_rollups(tx, tenant, per_metric).await?;
     let series: Vec<i64> = batch.keys().map(|(s, _)| *s).collect();
     let buckets: Vec<time::OffsetDateTime> = batch.keys().map(|(_, b)| datetime(*b)).collect();
     // The touched series over the batch's minute span: an index range scan
@@ -509,6 +523,76 @@ async fn merge_rollups(tx: &mut PgConnection, tenant: &str, events: &[(i64, &Eve
     )
     .bind(tenant)
     .bind(&series)
+    .bind(&buckets)
+    .bind(&counts)
+    .bind(&sums)
+    .bind(&mins)
+    .bind(&maxs)
+    .bind(&sketches)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// Merges a batch's per-metric minutes into `metric_rollups_1m`: the rows
+/// of the touched metrics over the batch's minute span are read (a range of
+/// the key per metric), merged, and written back.
+async fn merge_metric_rollups(
+    tx: &mut PgConnection,
+    tenant: &str,
+    mut batch: BTreeMap<(&str, Micros), Agg>,
+) -> Result<(), IngestError> {
+    let mut metrics: Vec<&str> = batch.keys().map(|(m, _)| *m).collect();
+    metrics.dedup();
+    let first = batch.keys().map(|(_, b)| *b).min().unwrap_or(0);
+    let last = batch.keys().map(|(_, b)| *b).max().unwrap_or(0);
+    let existing: Vec<(String, time::OffsetDateTime, i64, f64, f64, f64, Vec<u8>)> = sqlx::query_as(
+        "SELECT metric, bucket, count, sum, min, max, sketch FROM metric_rollups_1m
+         WHERE tenant = $1 AND metric = ANY($2) AND bucket >= $3 AND bucket <= $4",
+    )
+    .bind(tenant)
+    .bind(&metrics)
+    .bind(datetime(first))
+    .bind(datetime(last))
+    .fetch_all(&mut *tx)
+    .await?;
+    for (metric, bucket, count, sum, min, max, sketch) in existing {
+        // (The batch's own name for the metric: its keys borrow the events.)
+        let Some(name) = metrics.iter().find(|m| **m == metric) else {
+            continue;
+        };
+        if let Some(agg) = batch.get_mut(&(*name, crate::model::micros_of(bucket))) {
+            let sketch = decode_sketch(&sketch)?;
+            agg.merge_parts(u64::try_from(count).unwrap_or(0), sum, min, max, Some(&sketch));
+        }
+    }
+    let rows = batch.len();
+    let (mut names, mut buckets) = (Vec::with_capacity(rows), Vec::with_capacity(rows));
+    let (mut counts, mut sums) = (Vec::with_capacity(rows), Vec::with_capacity(rows));
+    let (mut mins, mut maxs, mut sketches) = (
+        Vec::with_capacity(rows),
+        Vec::with_capacity(rows),
+        Vec::with_capacity(rows),
+    );
+    for ((metric, bucket), agg) in &batch {
+        names.push(*metric);
+        buckets.push(datetime(*bucket));
+        counts.push(i64::try_from(agg.count).unwrap_or(i64::MAX));
+        sums.push(agg.sum);
+        mins.push(agg.min);
+        maxs.push(agg.max);
+        sketches.push(encode_sketch(agg.sketch.as_ref().expect("rollups keep sketches")));
+    }
+    sqlx::query(
+        "INSERT INTO metric_rollups_1m (tenant, metric, bucket, count, sum, min, max, sketch)
+         SELECT $1, * FROM unnest($2::text[], $3::timestamptz[], $4::int8[], $5::float8[], $6::float8[],
+                                  $7::float8[], $8::bytea[])
+         ON CONFLICT (tenant, metric, bucket) DO UPDATE SET
+           count = excluded.count, sum = excluded.sum, min = excluded.min, max = excluded.max,
+           sketch = excluded.sketch",
+    )
+    .bind(tenant)
+    .bind(&names)
     .bind(&buckets)
     .bind(&counts)
     .bind(&sums)

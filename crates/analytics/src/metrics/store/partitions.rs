@@ -1,5 +1,6 @@
-//! Time partitions of `events` and `rollups_1m`: made ahead of the present
-//! (and on demand for a late event), dropped once wholly past retention.
+//! Time partitions of `events`, `rollups_1m` and `metric_rollups_1m`: made
+//! ahead of the present (and on demand for a late event), dropped once
+//! wholly past retention.
 //! The ones made are recorded in `partitions`, so gaps and expired ones are
 //! found without parsing catalog bound expressions; a changed width only
 //! affects partitions made after the change.
@@ -21,6 +22,14 @@ pub struct Layout {
     pub width: Micros,
     /// Data older than this (from now) may be dropped.
     pub retention: Micros,
+}
+
+/// The per-metric rollups: partitioned as the per-series ones.
+pub fn metric_rollups(rollups: Layout) -> Layout {
+    Layout {
+        parent: "metric_rollups_1m",
+        ..rollups
+    }
 }
 
 pub fn micros(d: Duration) -> Micros {

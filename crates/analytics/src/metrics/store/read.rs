@@ -200,7 +200,51 @@ struct RollupRow {
     sketch: Option<Vec<u8>>,
 }
 
+/// Merges the rollups of `[start, end)` (whole minutes) into `cells`. A
+/// query of a whole metric (no filter, no group_by) reads the per-metric
+/// rollups, one row a minute, for the minutes they cover; anything else
+/// merges the selected series' rollups.
 async fn rollups(scope: Scope<'_>, start: Micros, end: Micros, cells: &mut Cells) -> Result<(), QueryError> {
+    if !scope.query.filters.is_empty() || scope.query.group_by.is_some() {
+        return series_rollups(scope, start, end, cells).await;
+    }
+    let since: Option<OffsetDateTime> =
+        sqlx::query_scalar("SELECT since FROM metric_rollups_since WHERE tenant = $1 AND metric = $2")
+            .bind(scope.tenant)
+            .bind(&scope.query.metric)
+            .fetch_optional(scope.pool)
+            .await?;
+    let split = since.map_or(start, |s| micros_of(s).clamp(start, end));
+    series_rollups(scope, start, split, cells).await?;
+    metric_rollups(scope, split, end, cells).await
+}
+
+async fn metric_rollups(scope: Scope<'_>, start: Micros, end: Micros, cells: &mut Cells) -> Result<(), QueryError> {
+    if start >= end {
+        return Ok(());
+    }
+    let sketch = scope.query.needs_sketch();
+    let sql = if sketch {
+        "SELECT 0::int8 AS series_id, bucket, count, sum, min, max, sketch FROM metric_rollups_1m
+         WHERE tenant = $1 AND metric = $2 AND bucket >= $3 AND bucket < $4"
+    } else {
+        "SELECT 0::int8 AS series_id, bucket, count, sum, min, max, NULL::bytea AS sketch FROM metric_rollups_1m
+         WHERE tenant = $1 AND metric = $2 AND bucket >= $3 AND bucket < $4"
+    };
+    let rows = sqlx::query_as::<_, RollupRow>(sql)
+        .bind(scope.tenant)
+        .bind(&scope.query.metric)
+        .bind(datetime(start))
+        .bind(datetime(end))
+        .fetch(scope.pool);
+    // Not grouped: every series is in the one group.
+    merge_rows(scope, rows, |_| 0, cells).await
+}
+
+async fn series_rollups(scope: Scope<'_>, start: Micros, end: Micros, cells: &mut Cells) -> Result<(), QueryError> {
+    if start >= end {
+        return Ok(());
+    }
     let sketch = scope.query.needs_sketch();
     let ids = scope.selection.series_ids();
     let sql = if sketch {
@@ -210,14 +254,24 @@ async fn rollups(scope: Scope<'_>, start: Micros, end: Micros, cells: &mut Cells
         "SELECT series_id, bucket, count, sum, min, max, NULL::bytea AS sketch FROM rollups_1m
          WHERE tenant = $1 AND series_id = ANY($2) AND bucket >= $3 AND bucket < $4"
     };
-    let mut rows = sqlx::query_as::<_, RollupRow>(sql)
+    let rows = sqlx::query_as::<_, RollupRow>(sql)
         .bind(scope.tenant)
         .bind(&ids)
         .bind(datetime(start))
         .bind(datetime(end))
         .fetch(scope.pool);
+    merge_rows(scope, rows, |series| scope.selection.group_of[&series], cells).await
+}
+
+async fn merge_rows(
+    scope: Scope<'_>,
+    mut rows: impl futures::Stream<Item = Result<RollupRow, sqlx::Error>> + Unpin,
+    group_of: impl Fn(i64) -> usize,
+    cells: &mut Cells,
+) -> Result<(), QueryError> {
+    let sketch = scope.query.needs_sketch();
     while let Some(row) = rows.try_next().await? {
-        let group = scope.selection.group_of[&row.series_id];
+        let group = group_of(row.series_id);
         let decoded = match row.sketch {
             Some(bytes) => Some(decode_sketch(&bytes)?),
             None => None,
