@@ -534,6 +534,17 @@ async fn merge_rollups(tx: &mut PgConnection, tenant: &str, events: &[(i64, &Eve
     Ok(())
 }
 
+#[derive(sqlx::FromRow)]
+struct MetricRollup {
+    metric: String,
+    bucket: time::OffsetDateTime,
+    count: i64,
+    sum: f64,
+    min: f64,
+    max: f64,
+    sketch: Vec<u8>,
+}
+
 /// Merges a batch's per-metric minutes into `metric_rollups_1m`: the rows
 /// of the touched metrics over the batch's minute span are read (a range of
 /// the key per metric), merged, and written back.
@@ -546,7 +557,7 @@ async fn merge_metric_rollups(
     metrics.dedup();
     let first = batch.keys().map(|(_, b)| *b).min().unwrap_or(0);
     let last = batch.keys().map(|(_, b)| *b).max().unwrap_or(0);
-    let existing: Vec<(String, time::OffsetDateTime, i64, f64, f64, f64, Vec<u8>)> = sqlx::query_as(
+    let existing: Vec<MetricRollup> = sqlx::query_as(
         "SELECT metric, bucket, count, sum, min, max, sketch FROM metric_rollups_1m
          WHERE tenant = $1 AND metric = ANY($2) AND bucket >= $3 AND bucket <= $4",
     )
@@ -556,7 +567,16 @@ async fn merge_metric_rollups(
     .bind(datetime(last))
     .fetch_all(&mut *tx)
     .await?;
-    for (metric, bucket, count, sum, min, max, sketch) in existing {
+    for MetricRollup {
+        metric,
+        bucket,
+        count,
+        sum,
+        min,
+        max,
+        sketch,
+    } in existing
+    {
         // (The batch's own name for the metric: its keys borrow the events.)
         let Some(name) = metrics.iter().find(|m| **m == metric) else {
             continue;
