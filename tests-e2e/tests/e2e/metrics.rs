@@ -488,6 +488,48 @@ async fn minutes_rolled_up_before_the_per_metric_rollups_existed_are_merged_per_
 }
 
 #[tokio::test]
+async fn a_long_grouped_query_read_over_several_statements_answers_exactly() {
+    let system = system!();
+    let client = Client::new(&system, "acme");
+    // 60 series × 400 minutes: 24,000 events, one a series-minute; the
+    // query's ~23,800 rollup rows are read in two time slices by concurrent
+    // statements (`read::ROWS_PER_READER` is 10,000).
+    let start = base() - time::Duration::hours(4);
+    let all: Vec<Ev> = (0..24_000i64)
+        .map(|i| {
+            let (series, minute) = (i % 60, i / 60);
+            Ev {
+                metric: "wide".into(),
+                ts: start + time::Duration::seconds(minute * 60 + (i * 7) % 60),
+                value: ((i * 7907) % 1000) as f64 * 0.25 + series as f64,
+                labels: BTreeMap::from([
+                    ("host".into(), format!("h{}", series % 10)),
+                    ("region".into(), format!("r{}", series / 10)),
+                ]),
+            }
+        })
+        .collect();
+    for batch in all.chunks(6_000) {
+        assert_eq!(client.ingest(&to_json(batch)).await["accepted"], 6_000);
+    }
+    // Off the minute at both ends (raw edges beside the slices), in buckets
+    // of one minute and of 15 (an edge shares its bucket with a slice).
+    let (from, to) = (
+        start + time::Duration::seconds(95),
+        start + time::Duration::seconds(400 * 60 - 25),
+    );
+    for (bucket_s, group_by) in [(900, "host"), (60, "region")] {
+        let answer = client
+            .query(&json!({
+                "metric": "wide", "aggregations": ALL, "bucket_seconds": bucket_s,
+                "start": rfc3339(from), "end": rfc3339(to), "group_by": group_by,
+            }))
+            .await;
+        check(&answer, &expected(&all, from, to, bucket_s, |_| true, Some(group_by)));
+    }
+}
+
+#[tokio::test]
 async fn bad_requests_get_a_clear_problem_and_change_nothing() {
     let system = system!(
         TestSystem::builder()

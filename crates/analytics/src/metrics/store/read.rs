@@ -238,38 +238,98 @@ async fn metric_rollups(scope: Scope<'_>, start: Micros, end: Micros, cells: &mu
         .bind(datetime(end))
         .fetch(scope.pool);
     // Not grouped: every series is in the one group.
-    merge_rows(scope, rows, |_| 0, cells).await
+    merge_rows(rows, |_| 0, scope.query.bucket, sketch, cells).await
 }
 
+/// Rollup rows one statement reads (about) before a range is split.
+const ROWS_PER_READER: i64 = 10_000;
+/// Statements that read one query's per-series rollups at most, each on its
+/// own task: PostgreSQL scans and the service decodes sketches on every core.
+const READERS: i64 = 4;
+
+/// What a task reading per-series rollups needs, owned.
+struct SeriesRead {
+    pool: PgPool,
+    tenant: String,
+    ids: Vec<i64>,
+    group_of: HashMap<i64, usize>,
+    bucket: Micros,
+    sketch: bool,
+}
+
+impl SeriesRead {
+    async fn read(&self, start: Micros, end: Micros, cells: &mut Cells) -> Result<(), QueryError> {
+        let sql = if self.sketch {
+            "SELECT series_id, bucket, count, sum, min, max, sketch FROM rollups_1m
+             WHERE tenant = $1 AND series_id = ANY($2) AND bucket >= $3 AND bucket < $4"
+        } else {
+            "SELECT series_id, bucket, count, sum, min, max, NULL::bytea AS sketch FROM rollups_1m
+             WHERE tenant = $1 AND series_id = ANY($2) AND bucket >= $3 AND bucket < $4"
+        };
+        let rows = sqlx::query_as::<_, RollupRow>(sql)
+            .bind(&self.tenant)
+            .bind(&self.ids)
+            .bind(datetime(start))
+            .bind(datetime(end))
+            .fetch(&self.pool);
+        merge_rows(rows, |series| self.group_of[&series], self.bucket, self.sketch, cells).await
+    }
+}
+
+/// Merges the selected series' rollups of `[start, end)`. A long read is
+/// split in time, at the query's bucket boundaries (so no bucket is in two
+/// slices), over up to [`READERS`] concurrent statements.
 async fn series_rollups(scope: Scope<'_>, start: Micros, end: Micros, cells: &mut Cells) -> Result<(), QueryError> {
     if start >= end {
         return Ok(());
     }
-    let sketch = scope.query.needs_sketch();
-    let ids = scope.selection.series_ids();
-    let sql = if sketch {
-        "SELECT series_id, bucket, count, sum, min, max, sketch FROM rollups_1m
-         WHERE tenant = $1 AND series_id = ANY($2) AND bucket >= $3 AND bucket < $4"
-    } else {
-        "SELECT series_id, bucket, count, sum, min, max, NULL::bytea AS sketch FROM rollups_1m
-         WHERE tenant = $1 AND series_id = ANY($2) AND bucket >= $3 AND bucket < $4"
-    };
-    let rows = sqlx::query_as::<_, RollupRow>(sql)
-        .bind(scope.tenant)
-        .bind(&ids)
-        .bind(datetime(start))
-        .bind(datetime(end))
-        .fetch(scope.pool);
-    merge_rows(scope, rows, |series| scope.selection.group_of[&series], cells).await
+    let read = std::sync::Arc::new(SeriesRead {
+        pool: scope.pool.clone(),
+        tenant: scope.tenant.to_owned(),
+        ids: scope.selection.series_ids(),
+        group_of: scope.selection.group_of.clone(),
+        bucket: scope.query.bucket,
+        sketch: scope.query.needs_sketch(),
+    });
+    let rows = (read.ids.len() as i64).saturating_mul((end - start) / MINUTE);
+    let readers = (rows / ROWS_PER_READER).clamp(1, READERS);
+    let mut bounds: Vec<Micros> = (0..=readers)
+        .map(|i| floor_to(start + (end - start) / readers * i, read.bucket).clamp(start, end))
+        .collect();
+    *bounds.last_mut().expect("at least two bounds") = end;
+    bounds.dedup();
+    if bounds.len() <= 2 {
+        return read.read(start, end, cells).await;
+    }
+    let slices = bounds.windows(2).map(|w| {
+        let (read, from, to) = (read.clone(), w[0], w[1]);
+        tokio::spawn(async move {
+            let mut part = Cells::new();
+            read.read(from, to, &mut part).await.map(|()| part)
+        })
+    });
+    for slice in futures::future::join_all(slices.collect::<Vec<_>>()).await {
+        let part = slice.map_err(|e| QueryError::Other(anyhow::anyhow!("a rollup reader stopped: {e}")))??;
+        // Slices hold distinct buckets; the raw edges of the range may share one.
+        for (key, agg) in part {
+            match cells.entry(key) {
+                std::collections::hash_map::Entry::Occupied(mut cell) => cell.get_mut().merge(&agg),
+                std::collections::hash_map::Entry::Vacant(cell) => {
+                    cell.insert(agg);
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn merge_rows(
-    scope: Scope<'_>,
     mut rows: impl futures::Stream<Item = Result<RollupRow, sqlx::Error>> + Unpin,
     group_of: impl Fn(i64) -> usize,
+    bucket: Micros,
+    sketch: bool,
     cells: &mut Cells,
 ) -> Result<(), QueryError> {
-    let sketch = scope.query.needs_sketch();
     while let Some(row) = rows.try_next().await? {
         let group = group_of(row.series_id);
         let decoded = match row.sketch {
@@ -277,7 +337,7 @@ async fn merge_rows(
             None => None,
         };
         cells
-            .entry((group, floor_to(micros_of(row.bucket), scope.query.bucket)))
+            .entry((group, floor_to(micros_of(row.bucket), bucket)))
             .or_insert_with(|| Agg::new(sketch))
             .merge_parts(
                 u64::try_from(row.count).unwrap_or(0),
