@@ -7,6 +7,8 @@
 pub mod api;
 pub mod config;
 pub mod formats;
+#[cfg(test)]
+mod golden;
 pub mod limits;
 pub mod publish;
 pub mod render;

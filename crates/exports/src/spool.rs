@@ -201,7 +201,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_spooled_analysis_renders_every_format_as_the_whole_one_does() {
-        let analysis = crate::render::golden::fixture();
+        let analysis = crate::golden::fixture();
         let spooled = spool(parts(&analysis)).await.unwrap();
         let whole = Whole::from(analysis);
         assert_eq!(spooled.counts(), whole.counts());
@@ -221,7 +221,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_stream_out_of_order_or_failed_is_refused() {
-        let analysis = crate::render::golden::fixture();
+        let analysis = crate::golden::fixture();
         let mut no_heading = parts(&analysis);
         let _heading = no_heading.remove(0);
         assert_eq!(spool(no_heading).await.err().unwrap().code(), tonic::Code::Internal);
@@ -240,7 +240,7 @@ mod tests {
 
     #[tokio::test]
     async fn every_pass_reads_from_the_first_record() {
-        let analysis = crate::render::golden::fixture();
+        let analysis = crate::golden::fixture();
         let spooled = spool(parts(&analysis)).await.unwrap();
         for _ in 0..2 {
             let ids: Vec<String> = spooled.findings().map(|f| f.unwrap().id).collect();

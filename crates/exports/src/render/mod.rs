@@ -11,8 +11,6 @@
 //! of `ReadAnalysis` on local disk.
 
 pub mod csv;
-#[cfg(test)]
-pub(crate) mod golden;
 pub mod html;
 pub mod json;
 pub mod sarif;
