@@ -31,14 +31,15 @@ use sextant_proto::jobs::v1::job_service_client::JobServiceClient;
 use sqlx::PgPool;
 use tonic::codegen::InterceptedService;
 use tonic::transport::Channel;
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 use uuid::Uuid;
 
 use crate::config::LimitsConfig;
 use crate::formats::{Contents, Format};
 use crate::limits::{self, Class};
 use crate::publish::{self, Published, Report};
-use crate::spool::Spool;
+use crate::render::Source as _;
+use crate::spool::{Opened, Spool};
 use crate::store::{self, Record};
 
 /// What a database failure names, for the caller.
@@ -122,15 +123,18 @@ fn key(key: &str) -> Result<Option<&str>, Status> {
 }
 
 impl ExportsApi {
-    /// The analysis, read in parts as the caller onto local disk.
-    async fn analysis(&self, caller: &Caller, id: &str) -> Result<Spool, Status> {
+    /// The analysis, read as the caller as far as its heading.
+    async fn analysis(
+        &self,
+        caller: &Caller,
+        id: &str,
+    ) -> Result<Opened<Streaming<apb::ReadAnalysisResponse>>, Status> {
         if Uuid::parse_str(id).is_err() {
             return Err(ErrorCode::NotFound.status("no such analysis"));
         }
         let mut request = Request::new(apb::ReadAnalysisRequest { id: id.to_owned() });
         caller.apply(request.metadata_mut())?;
-        let parts = self.analytics.clone().read_analysis(request).await?.into_inner();
-        Spool::receive(parts, &self.settings.scratch).await
+        Opened::open(self.analytics.clone().read_analysis(request).await?.into_inner()).await
     }
 
     /// Records the export and renders it at once, or queues it as a job;
@@ -163,7 +167,13 @@ impl ExportsApi {
             return replay(existing);
         }
         let analysis = self.analysis(caller, analysis_id).await?;
-        let as_job = contents.rows(&analysis) > self.settings.job_threshold_rows;
+        // A large export is rendered by a job, which reads the analysis
+        // itself: here the heading is enough (the rest is not read).
+        let spooled = if contents.rows(&analysis.heading, analysis.counts) > self.settings.job_threshold_rows {
+            None
+        } else {
+            Some(analysis.spool(&self.settings.scratch).await?)
+        };
         let id = Uuid::now_v7();
         let filename = contents.filename(analysis_id);
         let object_key = format!("{}/{id}/{filename}", caller.tenant);
@@ -197,7 +207,7 @@ impl ExportsApi {
         let new = store::New {
             id,
             user: &caller.user,
-            status: if as_job { "pending" } else { "rendering" },
+            status: if spooled.is_none() { "pending" } else { "rendering" },
             analysis_id,
             formats: names,
             batch,
@@ -221,13 +231,14 @@ impl ExportsApi {
         };
         tx.commit().await.map_err(db::unavailable(STORE))?;
 
-        let record = if as_job {
-            self.queue(caller, record).await?
-        } else {
-            self.finish(&caller.tenant, record, analysis, contents, Box::new(|_| Ok(())), || {
-                false
-            })
-            .await?
+        let record = match spooled {
+            None => self.queue(caller, record).await?,
+            Some(analysis) => {
+                self.finish(&caller.tenant, record, analysis, contents, Box::new(|_| Ok(())), || {
+                    false
+                })
+                .await?
+            }
         };
         let mut response = Response::new(export(&record));
         quota.apply(response.metadata_mut());
@@ -485,8 +496,12 @@ impl ExportsApi {
                 return;
             }
         };
+        let read = async {
+            let opened = self.analysis(&caller, &rendering.analysis_id).await?;
+            opened.spool(&self.settings.scratch).await
+        };
         let fetched = tokio::select! {
-            fetched = self.analysis(&caller, &rendering.analysis_id) => fetched,
+            fetched = read => fetched,
             () = tx.closed() => {
                 let _ = store::failed(&self.pool, &caller.tenant, rendering.id, STOPPED).await;
                 return;
@@ -508,7 +523,7 @@ impl ExportsApi {
                 return;
             }
         };
-        let total = contents.rows(&analysis);
+        let total = contents.rows(analysis.heading(), analysis.counts());
         let progress = tx.clone();
         let report: Report = Box::new(move |rows| {
             // The worker dropped the stream: its job was cancelled or it died.

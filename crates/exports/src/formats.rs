@@ -1,13 +1,14 @@
 //! Which file a format spec makes: its checks, content type, file name and
 //! bytes (through `render`). Protobuf names in, domain out.
 
+use sextant_proto::analytics::v1 as apb;
 use sextant_proto::exports::v1 as pb;
 
 use std::io::{Seek, Write};
 use std::path::Path;
 
 use crate::render::csv::Section;
-use crate::render::{self, MarkupFree, Rows, Source};
+use crate::render::{self, Counts, MarkupFree, Rows, Source};
 
 /// A checked format spec.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,11 +117,12 @@ impl Format {
         }
     }
 
-    /// The rows [`Format::write`] counts for this format.
-    pub fn rows(self, analysis: &dyn Source) -> u64 {
+    /// The rows [`Format::write`] counts for this format, from the
+    /// analysis' heading and counts.
+    pub fn rows(self, heading: &apb::Analysis, counts: Counts) -> u64 {
         match self {
-            Self::Csv(section) => render::csv::rows(analysis, section),
-            _ => render::rows(analysis),
+            Self::Csv(section) => render::csv::rows(heading, counts, section),
+            _ => render::rows(heading, counts),
         }
     }
 
@@ -140,7 +142,7 @@ impl Format {
             Self::Csv(section) => return Ok(render::csv::write(analysis, section, out, written)?),
         }
         // The formats above render whole: their rows are written at once.
-        written.add(self.rows(analysis))?;
+        written.add(self.rows(analysis.heading(), analysis.counts()))?;
         Ok(())
     }
 
@@ -168,8 +170,8 @@ impl Contents {
     }
 
     /// The rows [`Contents::write`] counts.
-    pub fn rows(&self, analysis: &dyn Source) -> u64 {
-        self.formats().iter().map(|f| f.rows(analysis)).sum()
+    pub fn rows(&self, heading: &apb::Analysis, counts: Counts) -> u64 {
+        self.formats().iter().map(|f| f.rows(heading, counts)).sum()
     }
 
     pub fn content_type(&self) -> &'static str {

@@ -1,5 +1,6 @@
-//! An analysis read in parts (analytics' `ReadAnalysis` stream) onto local
-//! disk, as the renderers' [`Source`]: the heading in memory, the findings
+//! An analysis read in parts (analytics' `ReadAnalysis` stream): its
+//! heading first ([`Opened`], enough to size a render), then the rest onto
+//! local disk, as the renderers' [`Source`]: the heading in memory, the findings
 //! and the series each in a scratch file of length-prefixed protobuf
 //! records, read back one record at a time for every pass a format makes.
 //! What a render holds is one finding or one series, whatever the size of
@@ -57,16 +58,47 @@ fn out_of_order() -> Status {
     ErrorCode::Internal.status("the analysis arrived out of order")
 }
 
-impl Spool {
-    /// Reads `parts` to their end into files in `scratch`.
-    pub async fn receive(
-        mut parts: impl futures::Stream<Item = Result<ReadAnalysisResponse, Status>> + Unpin,
-        scratch: &Path,
-    ) -> Result<Self, Status> {
-        let heading = match parts.next().await.transpose()?.and_then(|r| r.part) {
-            Some(Part::Heading(heading)) => heading,
-            _ => return Err(out_of_order()),
+/// An analysis whose heading has been read: enough to size a render. The
+/// rest of the stream is read only by [`Opened::spool`]; dropping this
+/// stops the stream.
+pub struct Opened<S> {
+    pub heading: apb::Analysis,
+    pub counts: Counts,
+    parts: S,
+}
+
+impl<S> Opened<S>
+where
+    S: futures::Stream<Item = Result<ReadAnalysisResponse, Status>> + Unpin,
+{
+    /// Reads the first message of `parts`: the heading.
+    pub async fn open(mut parts: S) -> Result<Self, Status> {
+        let Some(Part::Heading(h)) = parts.next().await.transpose()?.and_then(|r| r.part) else {
+            return Err(out_of_order());
         };
+        let counts = Counts {
+            findings: h.findings,
+            errors: h.errors,
+            warnings: h.warnings,
+            notes: h.notes,
+            series: h.series,
+            buckets: h.buckets,
+        };
+        Ok(Self {
+            heading: h.analysis.unwrap_or_default(),
+            counts,
+            parts,
+        })
+    }
+
+    /// Reads the rest to its end into files in `scratch`; what arrives must
+    /// be what the heading counted.
+    pub async fn spool(self, scratch: &Path) -> Result<Spool, Status> {
+        let Self {
+            heading,
+            counts: told,
+            mut parts,
+        } = self;
         let (findings, series) = (
             NamedTempFile::new_in(scratch).map_err(scratch_failed)?,
             NamedTempFile::new_in(scratch).map_err(scratch_failed)?,
@@ -91,9 +123,12 @@ impl Spool {
                 _ => return Err(out_of_order()),
             }
         }
+        if counts != told {
+            return Err(ErrorCode::Internal.status("the analysis arrived incomplete"));
+        }
         to_findings.file.flush().await.map_err(scratch_failed)?;
         to_series.file.flush().await.map_err(scratch_failed)?;
-        Ok(Self {
+        Ok(Spool {
             heading,
             counts,
             findings,
@@ -180,10 +215,21 @@ mod tests {
     /// The stream analytics sends for `a`: heading, batches, series.
     fn parts(a: &apb::Analysis) -> Vec<Result<ReadAnalysisResponse, Status>> {
         let part = |p| Ok(ReadAnalysisResponse { part: Some(p) });
-        let heading = apb::Analysis {
-            findings: vec![],
-            series: vec![],
-            ..a.clone()
+        let mut counts = Counts::default();
+        a.findings.iter().for_each(|f| counts.finding(f));
+        a.series.iter().for_each(|c| counts.series(c));
+        let heading = apb::AnalysisHeading {
+            analysis: Some(apb::Analysis {
+                findings: vec![],
+                series: vec![],
+                ..a.clone()
+            }),
+            findings: counts.findings,
+            errors: counts.errors,
+            warnings: counts.warnings,
+            notes: counts.notes,
+            series: counts.series,
+            buckets: counts.buckets,
         };
         std::iter::once(part(Part::Heading(heading)))
             .chain(
@@ -196,7 +242,10 @@ mod tests {
     }
 
     async fn spool(parts: Vec<Result<ReadAnalysisResponse, Status>>) -> Result<Spool, Status> {
-        Spool::receive(futures::stream::iter(parts), &std::env::temp_dir()).await
+        Opened::open(futures::stream::iter(parts))
+            .await?
+            .spool(&std::env::temp_dir())
+            .await
     }
 
     #[tokio::test]
@@ -236,6 +285,11 @@ mod tests {
         broken.insert(5, Err(Status::unavailable("analytics went away")));
         assert_eq!(spool(broken).await.err().unwrap().code(), tonic::Code::Unavailable);
         assert_eq!(spool(vec![]).await.err().unwrap().code(), tonic::Code::Internal);
+        // A stream that ends early, without an error: what the heading
+        // counted did not all arrive.
+        let mut short = parts(&analysis);
+        let _last_series = short.pop();
+        assert_eq!(spool(short).await.err().unwrap().code(), tonic::Code::Internal);
     }
 
     #[tokio::test]

@@ -220,9 +220,10 @@ impl Analyses {
             .await
             .map_err(db::unavailable(STORE))?
             .ok_or_else(not_found)?;
+        let corrupt = |_| ErrorCode::Internal.status("the stored analysis does not decode");
+        let heading = parts.counted().map_err(corrupt)?;
         let (tx, rx) = mpsc::channel(4);
         tokio::spawn(async move {
-            let corrupt = |_| ErrorCode::Internal.status("the stored analysis does not decode");
             let findings = parts.findings.chunks(FINDING_BATCH).map(|batch| {
                 let findings = batch.iter().map(|f| pb::Finding::decode(f.clone()));
                 findings
@@ -230,7 +231,7 @@ impl Analyses {
                     .map(|findings| Part::Findings(pb::FindingBatch { findings }))
             });
             let series = (parts.series.iter()).map(|s| pb::ChartSeries::decode(s.clone()).map(Part::Series));
-            let all = std::iter::once(Ok(Part::Heading(parts.heading.clone())))
+            let all = std::iter::once(Ok(Part::Heading(heading)))
                 .chain(findings)
                 .chain(series);
             for part in all {

@@ -80,6 +80,68 @@ pub struct Parts {
     pub series: Vec<Bytes>,
 }
 
+impl Parts {
+    /// The heading with what follows it counted, from the encoded parts
+    /// (a finding's severity and a series' buckets are read without
+    /// decoding them).
+    pub fn counted(&self) -> Result<pb::AnalysisHeading, prost::DecodeError> {
+        let mut heading = pb::AnalysisHeading {
+            analysis: Some(self.heading.clone()),
+            findings: self.findings.len() as u64,
+            series: self.series.len() as u64,
+            ..Default::default()
+        };
+        for finding in &self.findings {
+            // `Finding.severity` is field 3; the last occurrence wins.
+            let mut severity = 0;
+            fields(finding.clone(), |tag, wire, value| {
+                if tag == 3 && wire == WireType::Varint {
+                    severity = decode_varint(value)?;
+                }
+                Ok(())
+            })?;
+            match pb::Severity::try_from(severity as i32).unwrap_or_default() {
+                pb::Severity::Error => heading.errors += 1,
+                pb::Severity::Warning => heading.warnings += 1,
+                pb::Severity::Note => heading.notes += 1,
+                pb::Severity::Unspecified => {}
+            }
+        }
+        for series in &self.series {
+            // `ChartSeries.series` (3) holds `Series.buckets` (2).
+            fields(series.clone(), |tag, wire, value| {
+                if tag == 3 && wire == WireType::LengthDelimited {
+                    let len = usize::try_from(decode_varint(value)?).unwrap_or(usize::MAX);
+                    // (A length past the end fails when the field is skipped.)
+                    let inner = value.split_to(len.min(value.remaining()));
+                    fields(inner, |tag, wire, _| {
+                        heading.buckets += u64::from(tag == 2 && wire == WireType::LengthDelimited);
+                        Ok(())
+                    })?;
+                }
+                Ok(())
+            })?;
+        }
+        Ok(heading)
+    }
+}
+
+/// Calls `each(tag, wire type, rest)` for every field of an encoded
+/// message, with `rest` at the field's value; whatever `each` leaves of the
+/// value is skipped.
+fn fields(
+    mut message: Bytes,
+    mut each: impl FnMut(u32, WireType, &mut Bytes) -> Result<(), prost::DecodeError>,
+) -> Result<(), prost::DecodeError> {
+    while message.has_remaining() {
+        let (tag, wire) = decode_key(&mut message)?;
+        let mut value = message.clone();
+        each(tag, wire, &mut value)?;
+        skip_field(wire, tag, &mut message, DecodeContext::default())?;
+    }
+    Ok(())
+}
+
 /// `pb::Analysis`' field numbers of its findings and series.
 const FINDINGS: u32 = 6;
 const SERIES: u32 = 7;
@@ -216,6 +278,26 @@ mod tests {
             ..parts.heading
         };
         assert_eq!(again, whole);
+    }
+
+    #[test]
+    fn the_heading_counts_findings_per_severity_and_buckets() {
+        let mut whole = report();
+        whole.series[1]
+            .series
+            .as_mut()
+            .unwrap()
+            .buckets
+            .push(pb::Bucket::default());
+        whole.series.push(pb::ChartSeries::default());
+        let heading = split(Bytes::from(whole.encode_to_vec())).unwrap().counted().unwrap();
+        // Severities 0 (unspecified), 1 (note), 2 (warning).
+        assert_eq!(
+            (heading.findings, heading.errors, heading.warnings, heading.notes),
+            (3, 0, 1, 1)
+        );
+        assert_eq!((heading.series, heading.buckets), (3, 3));
+        assert!(heading.analysis.unwrap().findings.is_empty());
     }
 
     #[test]

@@ -160,10 +160,10 @@ fn series_rows(c: pb::ChartSeries) -> impl Iterator<Item = std::io::Result<Row>>
     })
 }
 
-/// The rows `section` of `analysis` holds (headers not counted).
-pub fn rows(a: &dyn Source, section: Section) -> u64 {
-    let counts = a.counts();
-    let metrics = a.heading().summaries.len() as u64;
+/// The rows `section` of an analysis holds (headers not counted), from its
+/// heading and counts.
+pub fn rows(heading: &pb::Analysis, counts: Counts, section: Section) -> u64 {
+    let metrics = heading.summaries.len() as u64;
     match section {
         Section::Summary => SUMMARY_ROWS,
         Section::Metrics => metrics,

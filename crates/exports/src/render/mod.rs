@@ -179,8 +179,8 @@ pub fn quietly<T>(render: impl FnOnce(&mut Rows<'_>) -> T) -> T {
 
 /// The rows of an analysis: its summary fields, metrics, findings and
 /// series buckets, the unit of a render's progress.
-pub fn rows(a: &dyn Source) -> u64 {
-    csv::rows(a, csv::Section::Combined)
+pub fn rows(heading: &pb::Analysis, counts: Counts) -> u64 {
+    csv::rows(heading, counts, csv::Section::Combined)
 }
 
 /// A writer for JSON that escapes `<`, `>` and `&` as `\u003c`, `\u003e` and

@@ -277,8 +277,9 @@ pub fn write(a: &dyn Source, out: impl std::io::Write + Send, written: &mut Rows
     summary(&mut workbook, heading, counts, &f)?;
     metrics(&mut workbook, heading, &f)?;
     findings(&mut workbook, a, &f)?;
-    let [summary, metrics] = [super::csv::Section::Summary, super::csv::Section::Metrics];
-    written.add(counts.findings + super::csv::rows(a, summary) + super::csv::rows(a, metrics))?;
+    let [summary, metrics] =
+        [super::csv::Section::Summary, super::csv::Section::Metrics].map(|s| super::csv::rows(heading, counts, s));
+    written.add(counts.findings + summary + metrics)?;
     series(&mut workbook, a, &f, written)?;
     charts(&mut workbook, a, &f)?;
     workbook.save_to_writer(out)
