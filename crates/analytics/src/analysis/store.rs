@@ -62,12 +62,17 @@ pub async fn by_run(pool: &PgPool, tenant: &str, run_id: &str) -> Result<Option<
 }
 
 pub async fn get(pool: &PgPool, tenant: &str, id: Uuid) -> Result<Option<pb::Analysis>, sqlx::Error> {
-    let report: Option<Vec<u8>> = sqlx::query_scalar("SELECT report FROM analyses WHERE tenant = $1 AND id = $2")
+    let report = encoded(pool, tenant, id).await?;
+    Ok(report.and_then(|r| pb::Analysis::decode(r.as_slice()).ok()))
+}
+
+/// The stored report `id`, encoded.
+async fn encoded(pool: &PgPool, tenant: &str, id: Uuid) -> Result<Option<Vec<u8>>, sqlx::Error> {
+    sqlx::query_scalar("SELECT report FROM analyses WHERE tenant = $1 AND id = $2")
         .bind(tenant)
         .bind(id)
         .fetch_optional(pool)
-        .await?;
-    Ok(report.and_then(|r| pb::Analysis::decode(r.as_slice()).ok()))
+        .await
 }
 
 /// A stored report with its findings and series still encoded: the heading
@@ -181,11 +186,7 @@ pub fn split(report: Bytes) -> Result<Parts, prost::DecodeError> {
 /// The report `id` in [`Parts`]; `None` when there is none (or it no longer
 /// decodes, as [`get`] answers).
 pub async fn parts(pool: &PgPool, tenant: &str, id: Uuid) -> Result<Option<Parts>, sqlx::Error> {
-    let report: Option<Vec<u8>> = sqlx::query_scalar("SELECT report FROM analyses WHERE tenant = $1 AND id = $2")
-        .bind(tenant)
-        .bind(id)
-        .fetch_optional(pool)
-        .await?;
+    let report = encoded(pool, tenant, id).await?;
     Ok(report.and_then(|r| split(Bytes::from(r)).ok()))
 }
 

@@ -491,28 +491,10 @@ async fn merge_rollups(tx: &mut PgConnection, tenant: &str, events: &[(i64, &Eve
     for row in existing {
         let key = (row.series_id, crate::model::micros_of(row.bucket));
         if let Some(agg) = batch.get_mut(&key) {
-            let sketch = decode_sketch(&row.sketch)?;
-            agg.merge_parts(
-                u64::try_from(row.count).unwrap_or(0),
-                row.sum,
-                row.min,
-                row.max,
-                Some(&sketch),
-            );
+            merge_stored(agg, row.count, row.sum, row.min, row.max, &row.sketch)?;
         }
     }
-    let mut counts = Vec::with_capacity(batch.len());
-    let mut sums = Vec::with_capacity(batch.len());
-    let mut mins = Vec::with_capacity(batch.len());
-    let mut maxs = Vec::with_capacity(batch.len());
-    let mut sketches = Vec::with_capacity(batch.len());
-    for agg in batch.values() {
-        counts.push(i64::try_from(agg.count).unwrap_or(i64::MAX));
-        sums.push(agg.sum);
-        mins.push(agg.min);
-        maxs.push(agg.max);
-        sketches.push(encode_sketch(agg.sketch.as_ref().expect("rollups keep sketches")));
-    }
+    let f = Figures::of(batch.values());
     sqlx::query(
         "INSERT INTO rollups_1m (tenant, series_id, bucket, count, sum, min, max, sketch)
          SELECT $1, * FROM unnest($2::int8[], $3::timestamptz[], $4::int8[], $5::float8[], $6::float8[],
@@ -524,14 +506,51 @@ async fn merge_rollups(tx: &mut PgConnection, tenant: &str, events: &[(i64, &Eve
     .bind(tenant)
     .bind(&series)
     .bind(&buckets)
-    .bind(&counts)
-    .bind(&sums)
-    .bind(&mins)
-    .bind(&maxs)
-    .bind(&sketches)
+    .bind(&f.counts)
+    .bind(&f.sums)
+    .bind(&f.mins)
+    .bind(&f.maxs)
+    .bind(&f.sketches)
     .execute(&mut *tx)
     .await?;
     Ok(())
+}
+
+/// Merges a stored rollup row's figures into `agg`.
+fn merge_stored(agg: &mut Agg, count: i64, sum: f64, min: f64, max: f64, sketch: &[u8]) -> Result<(), IngestError> {
+    let sketch = decode_sketch(sketch)?;
+    agg.merge_parts(u64::try_from(count).unwrap_or(0), sum, min, max, Some(&sketch));
+    Ok(())
+}
+
+/// Rollup rows' figures as an upsert binds them: a column each.
+struct Figures {
+    counts: Vec<i64>,
+    sums: Vec<f64>,
+    mins: Vec<f64>,
+    maxs: Vec<f64>,
+    sketches: Vec<Vec<u8>>,
+}
+
+impl Figures {
+    fn of<'a>(aggs: impl Iterator<Item = &'a Agg>) -> Self {
+        let mut f = Self {
+            counts: Vec::new(),
+            sums: Vec::new(),
+            mins: Vec::new(),
+            maxs: Vec::new(),
+            sketches: Vec::new(),
+        };
+        for agg in aggs {
+            f.counts.push(i64::try_from(agg.count).unwrap_or(i64::MAX));
+            f.sums.push(agg.sum);
+            f.mins.push(agg.min);
+            f.maxs.push(agg.max);
+            f.sketches
+                .push(encode_sketch(agg.sketch.as_ref().expect("rollups keep sketches")));
+        }
+        f
+    }
 }
 
 #[derive(sqlx::FromRow)]
@@ -582,27 +601,12 @@ async fn merge_metric_rollups(
             continue;
         };
         if let Some(agg) = batch.get_mut(&(*name, crate::model::micros_of(bucket))) {
-            let sketch = decode_sketch(&sketch)?;
-            agg.merge_parts(u64::try_from(count).unwrap_or(0), sum, min, max, Some(&sketch));
+            merge_stored(agg, count, sum, min, max, &sketch)?;
         }
     }
-    let rows = batch.len();
-    let (mut names, mut buckets) = (Vec::with_capacity(rows), Vec::with_capacity(rows));
-    let (mut counts, mut sums) = (Vec::with_capacity(rows), Vec::with_capacity(rows));
-    let (mut mins, mut maxs, mut sketches) = (
-        Vec::with_capacity(rows),
-        Vec::with_capacity(rows),
-        Vec::with_capacity(rows),
-    );
-    for ((metric, bucket), agg) in &batch {
-        names.push(*metric);
-        buckets.push(datetime(*bucket));
-        counts.push(i64::try_from(agg.count).unwrap_or(i64::MAX));
-        sums.push(agg.sum);
-        mins.push(agg.min);
-        maxs.push(agg.max);
-        sketches.push(encode_sketch(agg.sketch.as_ref().expect("rollups keep sketches")));
-    }
+    let names: Vec<&str> = batch.keys().map(|(m, _)| *m).collect();
+    let buckets: Vec<time::OffsetDateTime> = batch.keys().map(|(_, b)| datetime(*b)).collect();
+    let f = Figures::of(batch.values());
     sqlx::query(
         "INSERT INTO metric_rollups_1m (tenant, metric, bucket, count, sum, min, max, sketch)
          SELECT $1, * FROM unnest($2::text[], $3::timestamptz[], $4::int8[], $5::float8[], $6::float8[],
@@ -614,11 +618,11 @@ async fn merge_metric_rollups(
     .bind(tenant)
     .bind(&names)
     .bind(&buckets)
-    .bind(&counts)
-    .bind(&sums)
-    .bind(&mins)
-    .bind(&maxs)
-    .bind(&sketches)
+    .bind(&f.counts)
+    .bind(&f.sums)
+    .bind(&f.mins)
+    .bind(&f.maxs)
+    .bind(&f.sketches)
     .execute(&mut *tx)
     .await?;
     Ok(())

@@ -224,14 +224,12 @@ async fn metric_rollups(scope: Scope<'_>, start: Micros, end: Micros, cells: &mu
         return Ok(());
     }
     let sketch = scope.query.needs_sketch();
-    let sql = if sketch {
-        "SELECT 0::int8 AS series_id, bucket, count, sum, min, max, sketch FROM metric_rollups_1m
-         WHERE tenant = $1 AND metric = $2 AND bucket >= $3 AND bucket < $4"
-    } else {
-        "SELECT 0::int8 AS series_id, bucket, count, sum, min, max, NULL::bytea AS sketch FROM metric_rollups_1m
-         WHERE tenant = $1 AND metric = $2 AND bucket >= $3 AND bucket < $4"
-    };
-    let rows = sqlx::query_as::<_, RollupRow>(sql)
+    let sql = format!(
+        "SELECT 0::int8 AS series_id, {} FROM metric_rollups_1m
+         WHERE tenant = $1 AND metric = $2 AND bucket >= $3 AND bucket < $4",
+        figures(sketch)
+    );
+    let rows = sqlx::query_as::<_, RollupRow>(&sql)
         .bind(scope.tenant)
         .bind(&scope.query.metric)
         .bind(datetime(start))
@@ -239,6 +237,16 @@ async fn metric_rollups(scope: Scope<'_>, start: Micros, end: Micros, cells: &mu
         .fetch(scope.pool);
     // Not grouped: every series is in the one group.
     merge_rows(rows, |_| 0, scope.query.bucket, sketch, cells).await
+}
+
+/// A rollup read's columns after the key: the sketch only when a
+/// percentile is asked for.
+fn figures(sketch: bool) -> &'static str {
+    if sketch {
+        "bucket, count, sum, min, max, sketch"
+    } else {
+        "bucket, count, sum, min, max, NULL::bytea AS sketch"
+    }
 }
 
 /// Rollup rows one statement reads (about) before a range is split.
@@ -259,14 +267,12 @@ struct SeriesRead {
 
 impl SeriesRead {
     async fn read(&self, start: Micros, end: Micros, cells: &mut Cells) -> Result<(), QueryError> {
-        let sql = if self.sketch {
-            "SELECT series_id, bucket, count, sum, min, max, sketch FROM rollups_1m
-             WHERE tenant = $1 AND series_id = ANY($2) AND bucket >= $3 AND bucket < $4"
-        } else {
-            "SELECT series_id, bucket, count, sum, min, max, NULL::bytea AS sketch FROM rollups_1m
-             WHERE tenant = $1 AND series_id = ANY($2) AND bucket >= $3 AND bucket < $4"
-        };
-        let rows = sqlx::query_as::<_, RollupRow>(sql)
+        let sql = format!(
+            "SELECT series_id, {} FROM rollups_1m
+             WHERE tenant = $1 AND series_id = ANY($2) AND bucket >= $3 AND bucket < $4",
+            figures(self.sketch)
+        );
+        let rows = sqlx::query_as::<_, RollupRow>(&sql)
             .bind(&self.tenant)
             .bind(&self.ids)
             .bind(datetime(start))
