@@ -137,18 +137,12 @@ pub fn event_type(name: &str) -> JobEventType {
 /// An event row as the message watchers receive. The job comes without its
 /// payload: events never repeat it (get the job for it).
 pub fn to_envelope(row: EventRow) -> Envelope {
-    let job = serde_json::from_value::<JobRow>(row.job)
-        .map_err(|error| tracing::error!(job_id = %row.job_id, %error, "unreadable job in an event"))
-        .ok()
-        .map(|job| {
-            let errors = row
-                .errors
-                .and_then(|e| serde_json::from_value::<Vec<AttemptRow>>(e).ok())
-                .unwrap_or_default();
-            let mut job = to_job(job, errors);
-            job.payload_json.clear();
-            job
-        });
+    let errors = row
+        .errors
+        .and_then(|e| serde_json::from_value::<Vec<AttemptRow>>(e).ok())
+        .unwrap_or_default();
+    let mut job = to_job(row.job, errors);
+    job.payload_json.clear();
     Envelope {
         seq: u64::try_from(row.seq).unwrap_or(0),
         event: Some(JobEvent {
@@ -156,7 +150,7 @@ pub fn to_envelope(row: EventRow) -> Envelope {
             version: u64::try_from(row.version).unwrap_or(0),
             r#type: event_type(&row.event_type) as i32,
             occurred_at: Some(ts(row.occurred_at)),
-            job,
+            job: Some(job),
             retry_at: row.retry_at.map(ts),
         }),
         tenant: row.tenant,

@@ -3,10 +3,13 @@
 
 use serde_json::Value;
 use sqlx::{FromRow, PgPool, Row};
+
+use super::JobRow;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-/// One recorded change of a job (see `0003_job_events.sql` and `0008_event_numbers_at_insert.sql`).
+/// One recorded change of a job (see `0003_job_events.sql`,
+/// `0008_event_numbers_at_insert.sql` and `0010_typed_events.sql`).
 #[derive(Debug, Clone, FromRow)]
 pub struct EventRow {
     /// Publication order (see `0008_event_numbers_at_insert.sql`).
@@ -18,11 +21,18 @@ pub struct EventRow {
     pub event_type: String,
     pub occurred_at: OffsetDateTime,
     pub retry_at: Option<OffsetDateTime>,
-    pub job: Value,
+    /// The job after the change, without its payload (events never repeat it).
+    #[sqlx(flatten)]
+    pub job: JobRow,
     pub errors: Option<Value>,
 }
 
-const EVENT_COLUMNS: &str = "seq, tenant, job_id, version, type, occurred_at, retry_at, job, errors";
+/// An event's columns, and the job's under the names a [`JobRow`] reads:
+/// its id, its `updated_at` (the event's time) and an empty payload.
+const EVENT_COLUMNS: &str = "seq, tenant, job_id, version, type, occurred_at, retry_at, errors, \
+    job_id AS id, kind, status, 'null'::jsonb AS payload, priority, attempt, max_attempts, timeout_ms, \
+    idempotency_key, parent_id, failure_policy, created_at, run_at, started_at, finished_at, \
+    occurred_at AS updated_at, progress, result, cancel_requested, children_total, children_done";
 
 /// How far publishing got: every event up to this number is on the broker.
 pub async fn published_through(conn: &mut sqlx::PgConnection) -> sqlx::Result<i64> {

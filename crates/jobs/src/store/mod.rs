@@ -26,16 +26,13 @@ use sqlx::FromRow;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-/// A job as stored. Also read back from an event's `job` document (which
-/// leaves out the tenant and payload), hence the serde attributes.
-#[derive(Debug, Clone, FromRow, Deserialize)]
+/// A job as stored; also a job as an event recorded it (`EventRow`).
+#[derive(Debug, Clone, FromRow)]
 pub struct JobRow {
     pub id: Uuid,
-    #[serde(default)]
     pub tenant: String,
     pub kind: String,
     pub status: String,
-    #[serde(default)]
     pub payload: Value,
     pub priority: i16,
     pub attempt: i32,
@@ -44,15 +41,10 @@ pub struct JobRow {
     pub idempotency_key: Option<String>,
     pub parent_id: Option<Uuid>,
     pub failure_policy: String,
-    #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
-    #[serde(with = "time::serde::rfc3339")]
     pub run_at: OffsetDateTime,
-    #[serde(with = "time::serde::rfc3339::option")]
     pub started_at: Option<OffsetDateTime>,
-    #[serde(with = "time::serde::rfc3339::option")]
     pub finished_at: Option<OffsetDateTime>,
-    #[serde(with = "time::serde::rfc3339")]
     pub updated_at: OffsetDateTime,
     pub progress: Option<Value>,
     pub result: Option<Value>,
