@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 source scripts/common.sh
 
 require_servers || exit 1
+# bench-console drives chromium; bench-prometheus runs prometheus beside Sextant.
+require_reference_tools
 export SEXTANT_TEST_DATABASE_URL="${SEXTANT_TEST_DATABASE_URL:-postgres://postgres@$PG_HOST:$PG_PORT/postgres}"
 export SEXTANT_TEST_AMQP_URL="${SEXTANT_TEST_AMQP_URL:-amqp://guest:guest@$AMQP_HOST:$AMQP_PORT/%2f}"
 cache="${SEXTANT_CACHE:-$HOME/.cache/sextant}"

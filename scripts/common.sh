@@ -32,3 +32,16 @@ MSG
   fi
   return $missing
 }
+
+# Debian's chromium (the console's browser test and benchmark) and
+# prometheus with promtool (the reference the Prometheus surface is tested
+# and benchmarked against), installed when missing.
+require_reference_tools() {
+  local packages=()
+  [ -x /usr/bin/chromium ] || packages+=(chromium)
+  { command -v prometheus && command -v promtool; } >/dev/null || packages+=(prometheus)
+  [ ${#packages[@]} -eq 0 ] && return 0
+  echo "installing ${packages[*]}"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${packages[@]}" >/dev/null \
+    || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${packages[@]}" >/dev/null; }
+}

@@ -5,6 +5,7 @@ mod execution;
 mod helpers;
 mod lifecycle;
 mod list;
+mod migrations;
 mod submit;
 mod watch;
 
