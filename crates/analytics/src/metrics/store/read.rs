@@ -605,23 +605,33 @@ pub async fn changes_after(
 ) -> Result<Option<Changes>, sqlx::Error> {
     let after = i64::try_from(after).unwrap_or(i64::MAX);
     type Row = (i64, Vec<i64>, Option<Vec<i64>>, Option<Vec<i64>>);
-    let rows: Vec<Row> = sqlx::query_as(
-        "SELECT version, minutes, firsts, lasts FROM metric_changes
-         WHERE tenant = $1 AND metric = $2 AND version > $3 ORDER BY version",
-    )
-    .bind(tenant)
-    .bind(metric)
-    .bind(after)
-    .fetch_all(pool)
-    .await?;
-    let Some(first) = rows.first() else {
-        // Nothing after `after`: fine if the metric is not ahead of it.
+    let read = || {
+        sqlx::query_as::<_, Row>(
+            "SELECT version, minutes, firsts, lasts FROM metric_changes
+             WHERE tenant = $1 AND metric = $2 AND version > $3 ORDER BY version",
+        )
+        .bind(tenant)
+        .bind(metric)
+        .bind(after)
+        .fetch_all(pool)
+    };
+    let mut rows = read().await?;
+    if rows.is_empty() {
+        // Nothing after `after`: fine if the metric is not ahead of it. A
+        // batch may have committed (its version and its change row, in one
+        // transaction) between the two reads: the version then says so, and
+        // its change is read again rather than taken for a pruned log.
         let current = metric_version(pool, tenant, metric).await?;
-        let after = u64::try_from(after).unwrap_or(0);
-        return Ok((current == after).then(|| Changes {
-            newest: after,
-            spans: Vec::new(),
-        }));
+        if current == u64::try_from(after).unwrap_or(0) {
+            return Ok(Some(Changes {
+                newest: current,
+                spans: Vec::new(),
+            }));
+        }
+        rows = read().await?;
+    }
+    let Some(first) = rows.first() else {
+        return Ok(None);
     };
     if first.0 != after + 1 {
         return Ok(None);
