@@ -12,6 +12,7 @@
 //! so tests run in parallel; everything is torn down on drop, even after a panic.
 
 pub mod bench;
+pub mod cluster;
 pub mod collector;
 pub mod infra;
 pub mod local;

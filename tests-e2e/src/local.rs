@@ -54,7 +54,9 @@ pub fn available() -> bool {
         .arg("-u")
         .output()
         .is_ok_and(|o| o.stdout.starts_with(b"0"));
-    root && postgres_bin().is_some() && Path::new("/usr/sbin/rabbitmq-server").exists()
+    root && postgres_bin().is_some()
+        && Path::new("/usr/sbin/rabbitmq-server").exists()
+        && Path::new("/usr/sbin/ip").exists()
 }
 
 fn postgres_bin() -> Option<PathBuf> {

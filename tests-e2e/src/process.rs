@@ -189,13 +189,12 @@ fn listening_addr(line: &str) -> Option<(&'static str, SocketAddr)> {
     Some((what, value.get("addr")?.as_str()?.parse().ok()?))
 }
 
+/// kill(2); whether the signal was sent.
 #[allow(unsafe_code)]
-fn send_signal(pid: u32, signal: i32) {
+pub(crate) fn send_signal(pid: u32, signal: i32) -> bool {
     let pid = libc::pid_t::try_from(pid).expect("pid fits pid_t");
     // SAFETY: kill(2) has no memory-safety preconditions.
-    unsafe {
-        libc::kill(pid, signal);
-    }
+    unsafe { libc::kill(pid, signal) == 0 }
 }
 
 /// Children die with the test process even when it is killed (no Drop runs then).

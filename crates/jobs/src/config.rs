@@ -38,6 +38,10 @@ event_retention = "7days"
 # e.g. { acme = "30days" }.
 job_retention = "7days"
 job_retention_per_tenant = {}
+# The RabbitMQ work queues' type: "quorum" (replicated over a cluster's nodes;
+# a node's loss loses nothing) or "classic" (one node; lower latency, but a
+# node's loss holds its messages back until it returns or redispatch_after).
+work_queues = "quorum"
 
 [jobs.worker]
 # api: serve the API and dispatch; worker: run jobs; both.
@@ -143,6 +147,7 @@ pub struct QueueConfig {
     #[serde(with = "humantime_serde")]
     pub job_retention: std::time::Duration,
     pub job_retention_per_tenant: std::collections::BTreeMap<String, humantime_serde::Serde<std::time::Duration>>,
+    pub work_queues: crate::topology::QueueType,
 }
 
 impl QueueConfig {

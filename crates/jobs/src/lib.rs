@@ -116,7 +116,7 @@ impl Application {
                 )?),
             ],
         ));
-        let names = Arc::new(Names::new(&config.jobs.amqp.prefix));
+        let names = Arc::new(Names::new(&config.jobs.amqp.prefix, queue.work_queues));
         let signals = Arc::new(Signals::default());
         let hub = Hub::default();
         let watch_stop = CancellationToken::new();

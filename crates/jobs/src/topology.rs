@@ -1,14 +1,21 @@
-//! RabbitMQ names and declarations. Work goes to three durable classic
-//! queues, one per priority band; workers take the highest priority among
-//! what they hold, and keep prefetch small, so a high-priority job overtakes a
-//! backlog. Messages are persistent and published with confirms; PostgreSQL
-//! stays the record (the outbox), so the broker only has to carry work.
+//! RabbitMQ names and declarations. Work goes to three durable queues, one
+//! per priority band; workers take the highest priority among what they
+//! hold, and keep prefetch small, so a high-priority job overtakes a backlog.
+//! Messages are persistent and published with confirms; PostgreSQL stays the
+//! record (the outbox), so the broker only has to carry work.
 //!
-//! Classic, not quorum, queues: a quorum queue delivers a message only after
-//! its log is fsynced, which on the shared 2-core machine put the p95 of a
-//! no-op job at ~200 ms even at 100 jobs/s (classic: 15 ms). The queues were
-//! quorum before; the names changed with the type (`…jobs.work.<band>` →
-//! `…jobs.queue.<band>`), since RabbitMQ cannot change a queue's type.
+//! The queues' type is `jobs.queue.work_queues`:
+//! - `quorum` (the default): replicated over a cluster's nodes by Raft, so a
+//!   node's loss loses no message and stops no consumer. A message is
+//!   delivered only once its log is fsynced on a majority, which costs
+//!   latency: on the shared 2-core machine, the p95 of a no-op job at
+//!   100 jobs/s was ~200 ms on one node (classic: 15 ms).
+//! - `classic`: on one node only. Faster, but a node's loss strands its
+//!   queue's messages until that node is back (the jobs are safe in
+//!   PostgreSQL and sent again after `jobs.queue.redispatch_after`).
+//!
+//! RabbitMQ cannot change a queue's type, so the names carry it: classic
+//! `…jobs.queue.<band>`, quorum `…jobs.quorum.<band>`.
 
 use lapin::options::{
     ConfirmSelectOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
@@ -61,24 +68,55 @@ pub fn band(priority: i16) -> &'static str {
     }
 }
 
+/// The type of the work queues (`jobs.queue.work_queues`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueType {
+    Quorum,
+    Classic,
+}
+
+impl QueueType {
+    fn argument(self) -> &'static str {
+        match self {
+            QueueType::Quorum => "quorum",
+            QueueType::Classic => "classic",
+        }
+    }
+
+    /// The name segment of its queues.
+    fn segment(self) -> &'static str {
+        match self {
+            QueueType::Quorum => "quorum",
+            QueueType::Classic => "queue",
+        }
+    }
+}
+
 pub struct Names {
     pub work_exchange: String,
     /// Fanout exchange of job events (see `events.rs`).
     pub events_exchange: String,
+    pub queue_type: QueueType,
     prefix: String,
 }
 
 impl Names {
-    pub fn new(prefix: &str) -> Self {
+    pub fn new(prefix: &str, queue_type: QueueType) -> Self {
         Self {
             work_exchange: format!("{prefix}.jobs.work"),
             events_exchange: format!("{prefix}.jobs.events"),
+            queue_type,
             prefix: prefix.to_owned(),
         }
     }
 
     pub fn work_queue(&self, band: &str) -> String {
-        format!("{}.jobs.queue.{band}", self.prefix)
+        self.work_queue_of(self.queue_type, band)
+    }
+
+    fn work_queue_of(&self, queue_type: QueueType, band: &str) -> String {
+        format!("{}.jobs.{}.{band}", self.prefix, queue_type.segment())
     }
 }
 
@@ -98,7 +136,10 @@ pub async fn declare(connection: &Connection, names: &Names) -> lapin::Result<Ch
         )
         .await?;
     let mut arguments = FieldTable::default();
-    arguments.insert("x-queue-type".into(), AMQPValue::LongString("classic".into()));
+    arguments.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString(names.queue_type.argument().into()),
+    );
     for band in BANDS {
         let queue = names.work_queue(band);
         channel
@@ -125,14 +166,20 @@ pub async fn declare(connection: &Connection, names: &Names) -> lapin::Result<Ch
     Ok(channel)
 }
 
-/// Deletes everything [`declare`] made under these names (tests and
-/// decommissioning; queued messages are lost, the jobs stay in PostgreSQL).
+/// Deletes everything [`declare`] made under these names, with the queues of
+/// either type (tests and decommissioning; queued messages are lost, the
+/// jobs stay in PostgreSQL).
 pub async fn delete(connection: &Connection, names: &Names) -> lapin::Result<()> {
     let channel = connection.create_channel().await?;
-    for band in BANDS {
-        channel
-            .queue_delete(names.work_queue(band).as_str().into(), QueueDeleteOptions::default())
-            .await?;
+    for queue_type in [QueueType::Quorum, QueueType::Classic] {
+        for band in BANDS {
+            channel
+                .queue_delete(
+                    names.work_queue_of(queue_type, band).as_str().into(),
+                    QueueDeleteOptions::default(),
+                )
+                .await?;
+        }
     }
     for exchange in [&names.work_exchange, &names.events_exchange] {
         channel
@@ -145,7 +192,7 @@ pub async fn delete(connection: &Connection, names: &Names) -> lapin::Result<()>
 /// Connects to `url` and deletes the topology of `prefix`; for test teardown.
 pub async fn delete_at(url: &str, prefix: &str) -> lapin::Result<()> {
     let connection = Connection::connect(url, lapin::ConnectionProperties::default()).await?;
-    let result = delete(&connection, &Names::new(prefix)).await;
+    let result = delete(&connection, &Names::new(prefix, QueueType::Quorum)).await;
     let _ = connection.close(200, "done".into()).await;
     result
 }

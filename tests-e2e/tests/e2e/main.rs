@@ -7,6 +7,7 @@ mod alerts_webhooks;
 mod analyses;
 mod auth;
 mod breaker;
+mod broker_cluster;
 mod config;
 mod console;
 mod contract;
