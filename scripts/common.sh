@@ -40,6 +40,8 @@ require_reference_tools() {
   local packages=()
   [ -x /usr/bin/chromium ] || packages+=(chromium)
   { command -v prometheus && command -v promtool; } >/dev/null || packages+=(prometheus)
+  # the load balancer in front of each service's replicas in the soak scenario
+  command -v haproxy >/dev/null || packages+=(haproxy)
   [ ${#packages[@]} -eq 0 ] && return 0
   echo "installing ${packages[*]}"
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${packages[@]}" >/dev/null \

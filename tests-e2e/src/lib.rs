@@ -14,10 +14,12 @@
 pub mod bench;
 pub mod cluster;
 pub mod collector;
+pub mod fleet;
 pub mod infra;
 pub mod local;
 pub mod process;
 pub mod prometheus;
+pub mod soak;
 pub mod system;
 pub mod tokens;
 pub mod ws;

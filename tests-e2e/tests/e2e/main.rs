@@ -33,6 +33,7 @@ mod prometheus_api;
 mod prometheus_diff;
 mod readiness;
 mod remote_write;
+mod soak;
 mod tracing;
 mod websocket;
 
