@@ -1,7 +1,7 @@
 # The two commands the README opens with are `make run` and `make test`.
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/sextant/target
 
-.PHONY: run test e2e lint fmt up down bench bench-jobs bench-fanout bench-analytics bench-analysis bench-exports bench-console bench-prometheus fuzz token
+.PHONY: run test e2e soak lint fmt up down bench bench-jobs bench-fanout bench-analytics bench-analysis bench-exports bench-console bench-prometheus fuzz token
 
 TENANT ?= acme
 DEV_USER ?= alice
@@ -14,6 +14,9 @@ test:  ## every test: unit, integration, end-to-end
 
 e2e:  ## only the end-to-end tests
 	@scripts/test.sh -p sextant-e2e
+
+soak:  ## every service twice on a 3-node RabbitMQ cluster under load, through restarts and broker faults; SOAK_SECONDS (600)
+	@scripts/soak.sh
 
 lint:  ## what CI checks besides the tests
 	cargo fmt --all --check

@@ -71,7 +71,9 @@ impl Api {
                 Err(error) => (0, error.to_string()),
             };
             let good = ok.contains(&status);
-            self.stats.record(good, began.elapsed());
+            self.stats.record(good, began.elapsed(), || {
+                format!("{method} {} → {status}", path.split('?').next().unwrap_or(path))
+            });
             if good {
                 return Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)));
             }
@@ -100,7 +102,7 @@ impl Api {
                 Ok(r) => Err(format!("{}", r.status())),
                 Err(e) => Err(e.to_string()),
             };
-            self.stats.record(body.is_ok(), began.elapsed());
+            self.stats.record(body.is_ok(), began.elapsed(), || format!("GET {path}"));
             match body {
                 Ok(bytes) => return Ok(bytes.to_vec()),
                 Err(error) => anyhow::ensure!(Instant::now() < deadline, "GET {path}: {error}"),
@@ -245,6 +247,7 @@ impl Load {
     /// Stops the writers, waits for the system to finish what it accepted,
     /// and counts.
     pub(crate) async fn finish(mut self, fleet: &Fleet, stats: Arc<Stats>, elapsed: Duration) -> Report {
+        let began = Instant::now();
         self.stop.set();
         while self.tasks.join_next().await.is_some() {}
         let accepted = std::mem::take(&mut *self.accepted.lock().unwrap());
@@ -258,6 +261,8 @@ impl Load {
             ..Default::default()
         };
 
+        let stage = |what: &str| eprintln!("soak: counting: {what} ({:.1} s)", began.elapsed().as_secs_f64());
+        stage("writers stopped");
         // Jobs: every accepted one reaches a terminal state.
         let finals = self.jobs_final(&accepted.jobs, &mut report).await;
         // Subscribers: every job's every version, then their own findings.
@@ -267,6 +272,7 @@ impl Load {
         self.subscribers
             .stop_and_check(&accepted.jobs, &finals, &mut report)
             .await;
+        stage("jobs and subscribers checked");
         // Events.
         let end = OffsetDateTime::now_utc();
         for tenant in 0..self.tenants {
@@ -290,8 +296,10 @@ impl Load {
                 Err(error) => report.losses.push(format!("export {id}: {error:#}")),
             }
         }
+        stage("events and exports counted");
         // Alerts.
         self.check_alerts(&mut report).await;
+        stage("alerts checked");
 
         report.seconds = elapsed.as_secs_f64();
         report.phases = stats.phases();
@@ -631,7 +639,9 @@ async fn toggle_alert(api: Api, token: String, stop: Stop, accepted: Arc<Mutex<A
                 accepted.lock().unwrap().alert_high_phases += 1;
             }
             let half_began = Instant::now();
-            while half_began.elapsed() < ALERT_HALF {
+            // Once stopping, a high half ends at once and the low half that
+            // follows runs whole, so the rule ends resolved.
+            while half_began.elapsed() < ALERT_HALF && !(high && stop.is_set()) {
                 n += 1;
                 let key = format!("soak-alert-{n}");
                 let body = json!({"events": [{"name": ALERT_METRIC, "ts": rfc3339(OffsetDateTime::now_utc()),

@@ -16,6 +16,8 @@ pub struct Phase {
     pub p50_ms: f64,
     pub p99_ms: f64,
     pub max_ms: f64,
+    /// The slowest request: method and path.
+    pub slowest: String,
     pub notes: Vec<String>,
 }
 
@@ -31,6 +33,7 @@ struct Open {
     requests: u64,
     errors: u64,
     latencies_us: Vec<u64>,
+    slowest: (Duration, String),
     notes: Vec<String>,
 }
 
@@ -48,6 +51,7 @@ impl Stats {
             requests: 0,
             errors: 0,
             latencies_us: Vec::new(),
+            slowest: (Duration::ZERO, String::new()),
             notes: Vec::new(),
         });
     }
@@ -59,7 +63,7 @@ impl Stats {
     }
 
     /// One request's outcome, in the phase running when it was answered.
-    pub(crate) fn record(&self, ok: bool, latency: Duration) {
+    pub(crate) fn record(&self, ok: bool, latency: Duration, what: impl FnOnce() -> String) {
         let mut phases = self.phases.lock().unwrap();
         if let Some(last) = phases.last_mut() {
             last.requests += 1;
@@ -67,6 +71,9 @@ impl Stats {
                 last.errors += 1;
             }
             last.latencies_us.push(latency.as_micros() as u64);
+            if latency > last.slowest.0 {
+                last.slowest = (latency, what());
+            }
         }
     }
 
@@ -96,6 +103,7 @@ impl Stats {
                     p50_ms: at(0.5),
                     p99_ms: at(0.99),
                     max_ms: at(1.0),
+                    slowest: p.slowest.1.clone(),
                     notes: p.notes.clone(),
                 }
             })
@@ -140,13 +148,13 @@ impl fmt::Display for Report {
         writeln!(f, "soak: {:.0} s", self.seconds)?;
         writeln!(
             f,
-            "{:<40} {:>7} {:>8} {:>7} {:>8} {:>8} {:>9}",
+            "{:<40} {:>7} {:>8} {:>7} {:>8} {:>8} {:>9}  slowest",
             "phase", "seconds", "requests", "errors", "p50 ms", "p99 ms", "max ms"
         )?;
         for p in &self.phases {
             writeln!(
                 f,
-                "{:<40} {:>7.1} {:>8} {:>7} {:>8.1} {:>8.1} {:>9.1}{}",
+                "{:<40} {:>7.1} {:>8} {:>7} {:>8.1} {:>8.1} {:>9.1}  {}{}",
                 p.name,
                 p.seconds,
                 p.requests,
@@ -154,6 +162,7 @@ impl fmt::Display for Report {
                 p.p50_ms,
                 p.p99_ms,
                 p.max_ms,
+                p.slowest,
                 if p.notes.is_empty() {
                     String::new()
                 } else {

@@ -20,7 +20,7 @@ async fn every_service_twice_loses_nothing_through_restarts_and_broker_faults() 
     }
     let admin_url = std::env::var(sextant_e2e::infra::DATABASE_URL_ENV)
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let report = soak::run(SoakOptions::new(Duration::from_secs(120), admin_url))
+    let report = soak::run(SoakOptions::new(Duration::from_secs(90), admin_url))
         .await
         .expect("running the soak scenario");
     println!("{report}");
@@ -28,4 +28,5 @@ async fn every_service_twice_loses_nothing_through_restarts_and_broker_faults() 
     assert!(report.jobs_accepted > 500, "{report}");
     assert!(report.exports_accepted > 10, "{report}");
     assert!(report.alert_high_phases >= 3, "{report}");
+    assert!(report.subscriber_reconnects >= 1000, "the gateway restarts moved every subscriber: {report}");
 }
