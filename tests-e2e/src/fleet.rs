@@ -30,12 +30,63 @@ pub struct Replica {
     pub port: u16,
     env: Vec<(String, String)>,
     pub process: ServiceProcess,
+    /// What its earlier processes (before restarts) used.
+    used: Usage,
 }
 
 impl Replica {
     pub fn name(&self) -> String {
         format!("{}-{}", self.service, self.index)
     }
+
+    /// What this replica's processes used so far: the largest peak RSS,
+    /// and the CPU time summed over restarts.
+    pub fn usage(&self) -> Usage {
+        let now = Usage::of(self.process.pid());
+        Usage {
+            peak_rss_kib: self.used.peak_rss_kib.max(now.peak_rss_kib),
+            cpu_seconds: self.used.cpu_seconds + now.cpu_seconds,
+        }
+    }
+}
+
+/// A process's peak resident memory and CPU time, from /proc.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Usage {
+    pub peak_rss_kib: u64,
+    pub cpu_seconds: f64,
+}
+
+impl Usage {
+    fn of(pid: u32) -> Self {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let peak_rss_kib = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0);
+        // utime and stime, fields 14 and 15, after the parenthesised name.
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.split_whitespace().collect())
+            .unwrap_or_default();
+        let ticks: u64 = fields
+            .get(11..13)
+            .map_or(0, |f| f.iter().filter_map(|v| v.parse::<u64>().ok()).sum());
+        let per_second = clock_ticks();
+        Self {
+            peak_rss_kib,
+            cpu_seconds: ticks as f64 / per_second,
+        }
+    }
+}
+
+#[allow(unsafe_code)]
+fn clock_ticks() -> f64 {
+    // SAFETY: sysconf(3) has no memory-safety preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if ticks > 0 { ticks as f64 } else { 100.0 }
 }
 
 pub struct Fleet {
@@ -145,6 +196,7 @@ impl Fleet {
                     port,
                     env,
                     process,
+                    used: Usage::default(),
                 });
             }
         }
@@ -195,6 +247,8 @@ impl Fleet {
     pub async fn restart(&mut self, service: &str, index: usize, signal: i32) -> anyhow::Result<Duration> {
         let replica = self.replica_mut(service, index);
         let name = replica.name();
+        // What it used until now (read while it still runs).
+        replica.used = replica.usage();
         replica.process.signal(signal);
         let started = Instant::now();
         let process = &mut replica.process;

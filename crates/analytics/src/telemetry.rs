@@ -5,6 +5,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use sextant_common::metrics::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -14,7 +15,7 @@ pub struct RejectLabels {
 }
 
 /// Handles to the metrics; clones update the same series.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Metrics {
     pub events_accepted: Counter,
     pub events_rejected: Family<RejectLabels, Counter>,
@@ -29,6 +30,27 @@ pub struct Metrics {
     pub alert_transitions: Counter,
     /// Alert rules this replica holds a claim on.
     pub alert_rules_claimed: Gauge,
+    /// How long after its time T each evaluation was recorded: the interval's
+    /// own wait at most, unless evaluations fall behind (or catch up after
+    /// every replica was down).
+    pub alert_evaluation_lag: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            events_accepted: Counter::default(),
+            events_rejected: Family::default(),
+            batches_replayed: Counter::default(),
+            watches: Gauge::default(),
+            updates: Counter::default(),
+            alert_evaluations: Counter::default(),
+            alert_transitions: Counter::default(),
+            alert_rules_claimed: Gauge::default(),
+            // 10 ms to about 3 min.
+            alert_evaluation_lag: Histogram::new(exponential_buckets(0.01, 2.0, 15)),
+        }
+    }
 }
 
 impl Metrics {
@@ -69,6 +91,11 @@ impl Metrics {
             "alert_rules_claimed",
             "Alert rules this replica evaluates",
             self.alert_rules_claimed.clone(),
+        );
+        registry.register(
+            "alert_evaluation_lag_seconds",
+            "Seconds from an evaluation's time T to its commit",
+            self.alert_evaluation_lag.clone(),
         );
         registry
     }

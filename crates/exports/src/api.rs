@@ -60,6 +60,7 @@ pub struct ExportsApi {
     pub store: Arc<dyn ObjectStore>,
     pub analytics: AnalyticsClient,
     pub jobs: JobsClient,
+    pub metrics: crate::metrics::Metrics,
     pub settings: Arc<Settings>,
 }
 
@@ -281,9 +282,24 @@ impl ExportsApi {
         gone: impl Fn() -> bool,
     ) -> Result<Record, Status> {
         let scratch = self.settings.scratch.clone();
+        let format = match &contents {
+            Contents::One(format) => format.name(),
+            Contents::Batch(_) => "zip".to_owned(),
+        };
+        let started = std::time::Instant::now();
         let published = publish::publish(&self.store, scratch, &record.object_key, analysis, contents, report).await;
+        let outcome = match &published {
+            Ok(_) if !gone() => "ready",
+            Ok(_) | Err(publish::Error::Stopped) => "stopped",
+            Err(_) => "failed",
+        };
+        self.metrics
+            .render_duration
+            .get_or_create(&crate::metrics::RenderLabels { format, outcome })
+            .observe(started.elapsed().as_secs_f64());
         let failure = match published {
             Ok(Published { size, sha256, .. }) if !gone() => {
+                self.metrics.bytes_published.inc_by(size);
                 let size = i64::try_from(size).unwrap_or(i64::MAX);
                 return store::ready(&self.pool, tenant, record.id, size, &sha256)
                     .await

@@ -10,6 +10,7 @@ pub mod formats;
 #[cfg(test)]
 mod golden;
 pub mod limits;
+pub mod metrics;
 pub mod publish;
 pub mod render;
 pub mod retention;
@@ -22,7 +23,6 @@ use anyhow::Context as _;
 
 use sextant_common::db;
 use sextant_common::grpc::{BackendServer, Dependency};
-use sextant_common::metrics::Registry;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
@@ -73,6 +73,7 @@ impl Application {
             store: store.clone(),
             analytics,
             jobs,
+            metrics: metrics::Metrics::default(),
             settings: std::sync::Arc::new(api::Settings {
                 job_threshold_rows: e.job_threshold_rows,
                 limits: e.limits.clone(),
@@ -101,13 +102,14 @@ impl Application {
 
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let dependencies = vec![Dependency::postgres(self.pool.clone())];
+        let registry = self.api.metrics.registry();
         let sweeper = tokio::spawn(self.sweeper.run(shutdown.clone()));
         let result = self
             .server
             .serve(
                 Routes::new(sextant_proto::exports::v1::export_service_server::ExportServiceServer::new(self.api)),
                 dependencies,
-                Registry::with_prefix("sextant_exports"),
+                registry,
                 shutdown,
             )
             .await;

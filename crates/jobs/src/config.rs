@@ -242,3 +242,48 @@ impl CommonSections for Config {
         &self.telemetry
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use sextant_common::config::{COMMON_DEFAULTS, ConfigSource, load};
+
+    use super::*;
+
+    #[test]
+    fn the_example_config_file_loads_and_matches_the_defaults() {
+        let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/sextant.example.toml");
+        let defaults = format!("{COMMON_DEFAULTS}\n{DEFAULTS}");
+        let source = ConfigSource {
+            file: Some(example.into()),
+            env: Vec::new(),
+        };
+        let from_file: Config = load(&defaults, &source).unwrap();
+        let built_in: Config = load(&defaults, &ConfigSource::default()).unwrap();
+        // Every key is spelled as the binary reads it, with the default value.
+        assert_eq!(format!("{:?}", from_file.jobs), format!("{:?}", built_in.jobs));
+    }
+
+    #[test]
+    fn a_cluster_is_a_list_of_broker_urls_and_the_work_queues_type_is_checked() {
+        let cluster = [(
+            "SEXTANT_JOBS__AMQP__URL",
+            r#"["amqp://a:5672/%2f", "amqp://b:5672/%2f", "amqp://c:5672/%2f"]"#,
+        )];
+        let config: Config = load(
+            &format!("{COMMON_DEFAULTS}\n{DEFAULTS}"),
+            &ConfigSource::from_env(cluster),
+        )
+        .unwrap();
+        assert_eq!(config.jobs.amqp.url.len(), 3);
+        assert_eq!(config.jobs.queue.work_queues, crate::topology::QueueType::Quorum);
+
+        let error = load::<Config>(
+            &format!("{COMMON_DEFAULTS}\n{DEFAULTS}"),
+            &ConfigSource::from_env([("SEXTANT_JOBS__QUEUE__WORK_QUEUES", "mirrored")]),
+        )
+        .unwrap_err();
+        assert_eq!(error.problems.len(), 1, "{error}");
+        assert_eq!(error.problems[0].key, "jobs.queue.work_queues");
+        assert!(error.problems[0].message.contains("quorum"), "{error}");
+    }
+}

@@ -165,6 +165,7 @@ impl Application {
                 &uuid::Uuid::new_v4().simple().to_string()[..8]
             ),
             signals,
+            metrics: metrics.clone(),
         });
         Ok(Self {
             server,
@@ -193,6 +194,10 @@ impl Application {
             Dependency::rabbitmq(self.amqp.clone()),
         ];
         let dispatcher = tokio::spawn(self.dispatcher.run(shutdown.clone()));
+        let backlog = {
+            let (metrics, pool, shutdown) = (self.metrics.clone(), self.pool.clone(), shutdown.clone());
+            tokio::spawn(async move { metrics.sample_backlog(pool, shutdown).await })
+        };
         let worker = self.worker.map(|w| tokio::spawn(w.run(shutdown.clone(), self.grace)));
         // Events flow until the work has stopped, so its last changes go out.
         let events_stop = CancellationToken::new();
@@ -214,6 +219,7 @@ impl Application {
             let _ = worker.await;
         }
         let _ = dispatcher.await;
+        let _ = backlog.await;
         events_stop.cancel();
         let _ = relay.await;
         let _ = hub.await;

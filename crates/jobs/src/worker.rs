@@ -42,6 +42,7 @@ pub struct Worker {
     pub config: WorkerConfig,
     pub id: String,
     pub signals: Arc<Signals>,
+    pub metrics: crate::metrics::Metrics,
 }
 
 /// A delivered job waiting for a free slot; the highest priority goes first.
@@ -355,6 +356,13 @@ impl Worker {
             }
         };
         let retrying = matches!(finish, Finish::Failed { retry_at: Some(_), .. });
+        let outcome = match &finish {
+            Finish::Succeeded(_) => "succeeded",
+            Finish::Cancelled => "cancelled",
+            Finish::Failed { retry_at: Some(_), .. } => "retried",
+            Finish::Failed { retry_at: None, .. } => "failed",
+        };
+        self.metrics.attempt_finished(&row.kind, outcome, ctx.started.elapsed());
         match batchers.finishes.call((row.id, attempt, finish)).await.flatten() {
             Some(row) => {
                 tracing::info!(status = %row.status, "attempt finished");

@@ -102,7 +102,8 @@ impl Api {
                 Ok(r) => Err(format!("{}", r.status())),
                 Err(e) => Err(e.to_string()),
             };
-            self.stats.record(body.is_ok(), began.elapsed(), || format!("GET {path}"));
+            self.stats
+                .record(body.is_ok(), began.elapsed(), || format!("GET {path}"));
             match body {
                 Ok(bytes) => return Ok(bytes.to_vec()),
                 Err(error) => anyhow::ensure!(Instant::now() < deadline, "GET {path}: {error}"),

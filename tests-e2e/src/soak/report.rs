@@ -134,6 +134,8 @@ pub struct Report {
     pub alert_firing: usize,
     pub alert_resolved: usize,
     pub webhook_deliveries: usize,
+    /// Per replica: peak RSS (KiB) and CPU seconds over the run.
+    pub usage: Vec<(String, crate::fleet::Usage)>,
     pub losses: Vec<String>,
 }
 
@@ -217,6 +219,15 @@ impl fmt::Display for Report {
             self.alert_resolved,
             self.webhook_deliveries
         )?;
+        for (replica, usage) in &self.usage {
+            writeln!(
+                f,
+                "{replica:<12} peak RSS {:>7.1} MiB, CPU {:>6.1} s ({:.1} % of one core)",
+                usage.peak_rss_kib as f64 / 1024.0,
+                usage.cpu_seconds,
+                usage.cpu_seconds * 100.0 / self.seconds.max(1.0)
+            )?;
+        }
         if self.losses.is_empty() {
             writeln!(f, "no loss")
         } else {

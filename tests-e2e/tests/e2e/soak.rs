@@ -28,5 +28,8 @@ async fn every_service_twice_loses_nothing_through_restarts_and_broker_faults() 
     assert!(report.jobs_accepted > 500, "{report}");
     assert!(report.exports_accepted > 10, "{report}");
     assert!(report.alert_high_phases >= 3, "{report}");
-    assert!(report.subscriber_reconnects >= 1000, "the gateway restarts moved every subscriber: {report}");
+    assert!(
+        report.subscriber_reconnects >= 1000,
+        "the gateway restarts moved every subscriber: {report}"
+    );
 }

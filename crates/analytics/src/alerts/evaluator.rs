@@ -160,6 +160,9 @@ impl Evaluator {
         let metrics = &self.live.metrics;
         metrics.alert_evaluations.inc();
         metrics.alert_transitions.inc_by(versions.len() as u64);
+        metrics
+            .alert_evaluation_lag
+            .observe((now_micros() - at).max(0) as f64 / 1e6);
         if !notifications.is_empty() {
             self.notify.notify_one();
         }

@@ -246,6 +246,21 @@ pub async fn finish_many(pool: &PgPool, outcomes: &[(Uuid, i32, Finish)]) -> sql
     Ok(rows)
 }
 
+/// How many jobs are queued, scheduled and running, each counted through
+/// the partial index that covers it (never a scan of the finished ones).
+pub async fn backlog(pool: &PgPool) -> sqlx::Result<[(&'static str, i64); 3]> {
+    let (queued, scheduled, running): (i64, i64, i64) = sqlx::query_as(
+        "SELECT \
+           (SELECT count(*) FROM jobs WHERE status = 'queued' AND dispatched) \
+             + (SELECT count(*) FROM jobs WHERE NOT dispatched AND status IN ('queued', 'scheduled') AND status = 'queued'), \
+           (SELECT count(*) FROM jobs WHERE NOT dispatched AND status IN ('queued', 'scheduled') AND status = 'scheduled'), \
+           (SELECT count(*) FROM jobs WHERE status = 'running')",
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok([("queued", queued), ("scheduled", scheduled), ("running", running)])
+}
+
 /// Running jobs whose lease expired (their worker died) go back to the queue,
 /// or fail if that was their last attempt.
 pub async fn reap_expired(pool: &PgPool) -> sqlx::Result<Vec<JobRow>> {
