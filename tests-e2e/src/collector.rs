@@ -1,6 +1,7 @@
-//! A minimal OTLP/gRPC trace collector for tests: records which service sent
-//! which span of which trace. We do not run a real collector, so this stands in
-//! for one; everything it receives comes from the real binaries' exporters.
+//! An OTLP/gRPC trace receiver for tests: the OpenTelemetry protocol's own
+//! `TraceService` (opentelemetry-proto's generated server), recording what
+//! the real binaries' exporters send: each span's service, name, kind,
+//! trace, parent, links and attributes.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -15,8 +16,31 @@ use tonic::{Request, Response, Status};
 pub struct CollectedSpan {
     pub service: String,
     pub name: String,
+    /// `server`, `client`, `producer`, `consumer` or `internal`.
+    pub kind: &'static str,
     pub trace_id: String,
+    pub span_id: String,
     pub parent_span_id: String,
+    /// `(trace id, span id)` of each linked span.
+    pub links: Vec<(String, String)>,
+    pub attributes: Vec<(String, String)>,
+}
+
+impl CollectedSpan {
+    /// An attribute's value as text.
+    pub fn attribute(&self, key: &str) -> Option<&str> {
+        self.attributes.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+}
+
+fn text(value: Option<&opentelemetry_proto::tonic::common::v1::AnyValue>) -> String {
+    match value.and_then(|v| v.value.as_ref()) {
+        Some(Value::StringValue(s)) => s.clone(),
+        Some(Value::IntValue(i)) => i.to_string(),
+        Some(Value::BoolValue(b)) => b.to_string(),
+        Some(Value::DoubleValue(d)) => d.to_string(),
+        _ => String::new(),
+    }
 }
 
 #[derive(Clone, Default)]
@@ -44,9 +68,23 @@ impl TraceService for Sink {
                 for span in scope.spans {
                     spans.push(CollectedSpan {
                         service: service.clone(),
-                        name: span.name,
+                        kind: match span.kind {
+                            2 => "server",
+                            3 => "client",
+                            4 => "producer",
+                            5 => "consumer",
+                            _ => "internal",
+                        },
                         trace_id: hex(&span.trace_id),
+                        span_id: hex(&span.span_id),
                         parent_span_id: hex(&span.parent_span_id),
+                        links: span.links.iter().map(|l| (hex(&l.trace_id), hex(&l.span_id))).collect(),
+                        attributes: span
+                            .attributes
+                            .iter()
+                            .map(|kv| (kv.key.clone(), text(kv.value.as_ref())))
+                            .collect(),
+                        name: span.name,
                     });
                 }
             }

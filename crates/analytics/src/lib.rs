@@ -315,7 +315,7 @@ fn jobs_client(url: &str, secret: &secrecy::SecretString) -> anyhow::Result<Jobs
         .connect_lazy();
     Ok(
         sextant_proto::jobs::v1::job_service_client::JobServiceClient::with_interceptor(
-            channel,
+            sextant_common::telemetry::TracedChannel::new(channel, url),
             sextant_common::internal_auth::ClientAuth::new(secret)?,
         ),
     )

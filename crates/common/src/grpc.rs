@@ -127,7 +127,16 @@ impl BackendServer {
 
         let server = Server::builder()
             .trace_fn(|request| {
-                let span = tracing::info_span!("grpc", path = %request.uri().path());
+                let path = request.uri().path().trim_start_matches('/');
+                let (service, method) = path.split_once('/').unwrap_or((path, ""));
+                let span = tracing::info_span!(
+                    "grpc",
+                    otel.name = %format!("{service}/{method}"),
+                    otel.kind = "server",
+                    rpc.system = "grpc",
+                    rpc.service = %service,
+                    rpc.method = %method,
+                );
                 crate::telemetry::set_parent(&span, crate::telemetry::extract_headers(request.headers()));
                 span
             })

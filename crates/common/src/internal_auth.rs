@@ -44,7 +44,8 @@ impl ClientAuth {
 impl Interceptor for ClientAuth {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
         request.metadata_mut().insert(SECRET_HEADER, self.secret.clone());
-        crate::telemetry::inject_metadata(request.metadata_mut());
+        // The trace context goes in below, from the call's own client span
+        // (`telemetry::TracedChannel`).
         Ok(request)
     }
 }

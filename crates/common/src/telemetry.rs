@@ -1,8 +1,15 @@
 //! Logs and traces. Logs are JSON lines on stdout (one event per line, ready for
 //! any collector). Traces go to an OTLP/gRPC endpoint only when one is
-//! configured. W3C trace context crosses every hop: gRPC metadata (see
-//! [`inject_metadata`], [`extract_headers`]) and AMQP message headers (see
-//! [`inject_amqp`], [`extract_amqp`]).
+//! configured. W3C trace context crosses every hop: gRPC calls (each in a
+//! client span of its own, [`TracedChannel`]; servers read it with
+//! [`extract_headers`]), AMQP message headers ([`inject_amqp`],
+//! [`extract_amqp`]), and rows that wait in PostgreSQL (a job, a
+//! notification: [`current_traceparent`], [`from_traceparent`]).
+//!
+//! Spans are named and attributed as OpenTelemetry's semantic conventions
+//! say: `otel.name` (`POST /api/v1/jobs`, `sextant.jobs.v1.JobService/
+//! SubmitJob`, `publish sextant.jobs.work`), `otel.kind`, and `http.*`,
+//! `rpc.*`, `messaging.*` attributes.
 
 use opentelemetry::propagation::{Extractor, Injector};
 use opentelemetry::trace::TracerProvider as _;
@@ -104,6 +111,136 @@ pub fn extract_amqp(headers: &lapin::types::FieldTable) -> Context {
 /// Makes `span` a child of the remote `parent` context.
 pub fn set_parent(span: &tracing::Span, parent: Context) {
     let _ = span.set_parent(parent);
+}
+
+/// Links `span` to the span of `context`, if it has one: the way to point
+/// at a trace that is not the span's parent (a message's publisher).
+pub fn add_link(span: &tracing::Span, context: &Context) {
+    use opentelemetry::trace::TraceContextExt as _;
+    let linked = context.span().span_context().clone();
+    if linked.is_valid() {
+        span.add_link(linked);
+    }
+}
+
+/// The current span's W3C `traceparent`, to store with work that waits (a
+/// job, a notification) and continue its trace when it runs; `None` when
+/// nothing is traced.
+pub fn current_traceparent() -> Option<String> {
+    let context = tracing::Span::current().context();
+    let mut carrier = std::collections::HashMap::new();
+    global::get_text_map_propagator(|p| p.inject_context(&context, &mut carrier));
+    carrier.remove("traceparent")
+}
+
+/// The context a stored `traceparent` names (empty if it is malformed).
+pub fn from_traceparent(traceparent: &str) -> Context {
+    let carrier = std::collections::HashMap::from([("traceparent".to_owned(), traceparent.to_owned())]);
+    global::get_text_map_propagator(|p| p.extract(&carrier))
+}
+
+/// A gRPC client transport whose every call runs in a client span of its
+/// own (`{rpc.service}/{rpc.method}`, kind client, `rpc.*` and `server.*`
+/// attributes), which the call's `traceparent` names as its parent.
+pub type TracedChannel = Traced<tonic::transport::Channel>;
+
+/// See [`TracedChannel`].
+#[derive(Clone, Debug)]
+pub struct Traced<S> {
+    inner: S,
+    /// `server.address` and `server.port`.
+    server: (String, u16),
+}
+
+impl<S> Traced<S> {
+    /// `url` names the server in the spans.
+    pub fn new(inner: S, url: &str) -> Self {
+        let server = url::Url::parse(url)
+            .ok()
+            .map(|u| {
+                (
+                    u.host_str().unwrap_or_default().to_owned(),
+                    u.port_or_known_default().unwrap_or(0),
+                )
+            })
+            .unwrap_or_default();
+        Self { inner, server }
+    }
+}
+
+impl<S, B, R> tower::Service<http::Request<B>> for Traced<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<R>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        use tracing::Instrument as _;
+        let path = request.uri().path().trim_start_matches('/');
+        let (service, method) = path.split_once('/').unwrap_or((path, ""));
+        let span = tracing::info_span!(
+            "grpc client",
+            otel.name = %format!("{service}/{method}"),
+            otel.kind = "client",
+            rpc.system = "grpc",
+            rpc.service = %service,
+            rpc.method = %method,
+            server.address = %self.server.0,
+            server.port = self.server.1,
+            rpc.grpc.status_code = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+        );
+        let context = span.context();
+        global::get_text_map_propagator(|p| p.inject_context(&context, &mut HeaderInjector(request.headers_mut())));
+        let call = self.inner.call(request);
+        Box::pin(
+            async move {
+                let result = call.await;
+                let span = tracing::Span::current();
+                match &result {
+                    // A trailers-only answer (an error before any message)
+                    // carries its status here; a streamed one, in trailers.
+                    Ok(response) => {
+                        let code = response
+                            .headers()
+                            .get("grpc-status")
+                            .and_then(|v| v.to_str().ok()?.parse::<i64>().ok())
+                            .unwrap_or(0);
+                        span.record("rpc.grpc.status_code", code);
+                        if code != 0 {
+                            span.record("otel.status_code", "ERROR");
+                        }
+                    }
+                    Err(_) => {
+                        span.record("rpc.grpc.status_code", 14);
+                        span.record("otel.status_code", "ERROR");
+                    }
+                }
+                result
+            }
+            .instrument(span),
+        )
+    }
+}
+
+struct HeaderInjector<'a>(&'a mut http::HeaderMap);
+
+impl Injector for HeaderInjector<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        if let (Ok(name), Ok(value)) = (
+            http::HeaderName::from_bytes(key.as_bytes()),
+            http::HeaderValue::from_str(&value),
+        ) {
+            self.0.insert(name, value);
+        }
+    }
 }
 
 struct MetadataInjector<'a>(&'a mut tonic::metadata::MetadataMap);

@@ -14,12 +14,14 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
+use tracing::Instrument as _;
 
 use futures::{Stream, StreamExt};
 use object_store::path::Path;
 use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt};
 use sextant_common::db;
 use sextant_common::internal_auth::{Caller, ClientAuth, SERVICE_HEADER};
+use sextant_common::telemetry::TracedChannel;
 use sextant_common::{ErrorCode, idempotency};
 use sextant_proto::analytics::v1 as apb;
 use sextant_proto::analytics::v1::analytics_service_client::AnalyticsServiceClient;
@@ -30,7 +32,6 @@ use sextant_proto::jobs::v1::SubmitJobRequest;
 use sextant_proto::jobs::v1::job_service_client::JobServiceClient;
 use sqlx::PgPool;
 use tonic::codegen::InterceptedService;
-use tonic::transport::Channel;
 use tonic::{Request, Response, Status, Streaming};
 use uuid::Uuid;
 
@@ -45,8 +46,8 @@ use crate::store::{self, Record};
 /// What a database failure names, for the caller.
 const STORE: &str = "the export store";
 
-pub type AnalyticsClient = AnalyticsServiceClient<InterceptedService<Channel, ClientAuth>>;
-pub type JobsClient = JobServiceClient<InterceptedService<Channel, ClientAuth>>;
+pub type AnalyticsClient = AnalyticsServiceClient<InterceptedService<TracedChannel, ClientAuth>>;
+pub type JobsClient = JobServiceClient<InterceptedService<TracedChannel, ClientAuth>>;
 
 /// Formats one batch may hold.
 const MAX_BATCH: usize = 16;
@@ -287,7 +288,25 @@ impl ExportsApi {
             Contents::Batch(_) => "zip".to_owned(),
         };
         let started = std::time::Instant::now();
-        let published = publish::publish(&self.store, scratch, &record.object_key, analysis, contents, report).await;
+        let span = tracing::info_span!(
+            "render",
+            otel.name = %format!("render {format}"),
+            export.id = %record.id,
+            export.format = %format,
+            export.bytes = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+        );
+        let published = publish::publish(&self.store, scratch, &record.object_key, analysis, contents, report)
+            .instrument(span.clone())
+            .await;
+        match &published {
+            Ok(p) => {
+                span.record("export.bytes", p.size);
+            }
+            Err(_) => {
+                span.record("otel.status_code", "ERROR");
+            }
+        }
         let outcome = match &published {
             Ok(_) if !gone() => "ready",
             Ok(_) | Err(publish::Error::Stopped) => "stopped",
@@ -479,7 +498,12 @@ impl ExportService for ExportsApi {
         // it (its job cancelled, or itself gone) stops the render at once,
         // in whatever phase, and the export fails.
         let (tx, rx) = tokio::sync::mpsc::channel(8);
-        tokio::spawn(self.clone().render(caller, record, contents, tx));
+        // The render goes on in the RenderExport call's trace.
+        tokio::spawn(
+            self.clone()
+                .render(caller, record, contents, tx)
+                .instrument(tracing::Span::current()),
+        );
         Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
     }
 }

@@ -59,7 +59,7 @@ impl Application {
                 .connect_timeout(std::time::Duration::from_secs(5))
                 .connect_lazy();
             Ok(tonic::service::interceptor::InterceptedService::new(
-                channel,
+                sextant_common::telemetry::TracedChannel::new(channel, url),
                 sextant_common::internal_auth::ClientAuth::new(&config.internal.secret)?,
             ))
         };

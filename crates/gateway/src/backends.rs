@@ -8,11 +8,12 @@ use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
 use sextant_common::internal_auth::{Caller, ClientAuth};
+use sextant_common::telemetry::TracedChannel;
 use sextant_proto::analytics::v1::analytics_service_client::AnalyticsServiceClient;
 use sextant_proto::exports::v1::export_service_client::ExportServiceClient;
 use sextant_proto::jobs::v1::job_service_client::JobServiceClient;
 use tonic::codegen::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
 use tonic::{Code, Request, Status};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -24,10 +25,10 @@ use crate::error::ApiError;
 use crate::metrics::Metrics;
 
 /// A client's transport for unary calls: the breaker, then the channel.
-pub type Authed = InterceptedService<Guarded<Channel>, ClientAuth>;
+pub type Authed = InterceptedService<Guarded<TracedChannel>, ClientAuth>;
 /// A client's transport for long-lived streams (no deadline, no breaker:
 /// their owners resume them with backoff).
-pub type Streams = InterceptedService<Channel, ClientAuth>;
+pub type Streams = InterceptedService<TracedChannel, ClientAuth>;
 
 /// The largest message to or from the analytics service.
 const ANALYTICS_MAX_MESSAGE: usize = 64 << 20;
@@ -38,23 +39,23 @@ const DEPENDENCIES: &[&str] = &["postgres", "rabbitmq"];
 pub struct Backend {
     pub name: &'static str,
     /// For health checks, which must see the backend even while its breaker is open.
-    channel: Channel,
-    guarded: Guarded<Channel>,
+    channel: TracedChannel,
+    guarded: Guarded<TracedChannel>,
     pub breaker: Breaker,
 }
 
 pub struct Backends {
     pub analytics: Backend,
     /// The analytics channel without a request deadline, for `WatchMetric`.
-    analytics_streams: Channel,
+    analytics_streams: TracedChannel,
     pub jobs: Backend,
     /// The jobs channel without a request deadline, for watch streams that
     /// live as long as a WebSocket subscription.
-    jobs_streams: Channel,
+    jobs_streams: TracedChannel,
     pub exports: Backend,
     /// The exports channel without a request deadline, for downloads (a big
     /// file to a slow client takes as long as it takes).
-    exports_streams: Channel,
+    exports_streams: TracedChannel,
     auth: ClientAuth,
     readiness_timeout: Duration,
     retry: ExponentialBuilder,
@@ -69,8 +70,10 @@ impl Backends {
                 .http2_keep_alive_interval(Duration::from_secs(20))
                 .keep_alive_while_idle(true))
         };
+        let streams =
+            |url: &str| -> anyhow::Result<TracedChannel> { Ok(TracedChannel::new(endpoint(url)?.connect_lazy(), url)) };
         let backend = |name: &'static str, url: &str| -> anyhow::Result<Backend> {
-            let channel = endpoint(url)?.timeout(config.request_timeout).connect_lazy();
+            let channel = TracedChannel::new(endpoint(url)?.timeout(config.request_timeout).connect_lazy(), url);
             let breaker = Breaker::new(name, config.breaker_failures, config.breaker_open_for, metrics);
             Ok(Backend {
                 name,
@@ -81,11 +84,11 @@ impl Backends {
         };
         Ok(Self {
             analytics: backend("analytics", &config.analytics_url)?,
-            analytics_streams: endpoint(&config.analytics_url)?.connect_lazy(),
+            analytics_streams: streams(&config.analytics_url)?,
             jobs: backend("jobs", &config.jobs_url)?,
-            jobs_streams: endpoint(&config.jobs_url)?.connect_lazy(),
+            jobs_streams: streams(&config.jobs_url)?,
             exports: backend("exports", &config.exports_url)?,
-            exports_streams: endpoint(&config.exports_url)?.connect_lazy(),
+            exports_streams: streams(&config.exports_url)?,
             auth,
             readiness_timeout: config.readiness_timeout,
             retry: ExponentialBuilder::default()

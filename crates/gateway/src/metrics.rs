@@ -160,7 +160,16 @@ pub async fn middleware(
     let started = Instant::now();
     let method = req.method().to_string();
     let route = req.match_pattern().unwrap_or_else(|| "unmatched".to_owned());
-    let span = tracing::info_span!("http", %method, %route, status = tracing::field::Empty);
+    let span = tracing::info_span!(
+        "http",
+        otel.name = %format!("{method} {route}"),
+        otel.kind = "server",
+        http.request.method = %method,
+        http.route = %route,
+        url.path = %req.path(),
+        http.response.status_code = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+    );
     let parent = opentelemetry_context(req.headers());
     sextant_common::telemetry::set_parent(&span, parent);
     let metrics = req.app_data::<web::Data<Metrics>>().cloned();
@@ -168,7 +177,10 @@ pub async fn middleware(
     let response = next.call(req).instrument(span.clone()).await?;
 
     let status = response.status().as_u16();
-    span.record("status", status);
+    span.record("http.response.status_code", status);
+    if status >= 500 {
+        span.record("otel.status_code", "ERROR");
+    }
     if let Some(metrics) = metrics {
         let labels = HttpLabels { method, route, status };
         metrics.http_requests.get_or_create(&labels).inc();

@@ -237,6 +237,7 @@ impl JobsApi {
             failure_policy,
             parent_id: None,
             requested,
+            trace_context: sextant_common::telemetry::current_traceparent(),
         })
     }
 

@@ -19,6 +19,7 @@ use sextant_common::amqp::Amqp;
 use sqlx::PgPool;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use crate::topology::{self, Names, WorkItem, WorkMessage};
 use crate::{Signals, store};
@@ -240,12 +241,27 @@ impl Dispatcher {
         Ok(confirms)
     }
 
-    /// Publishes one message for `jobs` (all of one band).
+    /// Publishes one message for `jobs` (all of one band), in a producer
+    /// span whose context the message carries: each job's `process` span
+    /// links to it (the jobs' own traces are their submitters').
     async fn publish(&self, channel: &lapin::Channel, jobs: &[WorkItem]) -> anyhow::Result<PublisherConfirm> {
         let message = WorkMessage::Batch { jobs: jobs.to_vec() };
         let body = serde_json::to_vec(&message)?;
+        let exchange = &self.names.work_exchange;
+        let span = tracing::info_span!(
+            "publish",
+            otel.name = %format!("publish {exchange}"),
+            otel.kind = "producer",
+            messaging.system = "rabbitmq",
+            messaging.operation.type = "send",
+            messaging.operation.name = "publish",
+            messaging.destination.name = %exchange,
+            messaging.rabbitmq.destination.routing_key = topology::band(jobs[0].priority),
+            messaging.batch.message_count = jobs.len(),
+            messaging.message.body.size = body.len(),
+        );
         let mut headers = FieldTable::default();
-        sextant_common::telemetry::inject_amqp(&mut headers);
+        span.in_scope(|| sextant_common::telemetry::inject_amqp(&mut headers));
         let confirm = channel
             .basic_publish(
                 self.names.work_exchange.as_str().into(),
@@ -257,6 +273,7 @@ impl Dispatcher {
                     .with_content_type("application/json".into())
                     .with_headers(headers),
             )
+            .instrument(span)
             .await?;
         Ok(confirm)
     }

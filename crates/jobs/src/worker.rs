@@ -17,6 +17,7 @@ use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use sextant_common::amqp::Amqp;
+use sextant_common::telemetry;
 use sqlx::PgPool;
 use time::OffsetDateTime;
 use tokio::sync::{Mutex, Notify};
@@ -108,7 +109,7 @@ const PARALLEL_BATCHES: usize = 1;
 
 #[derive(Clone)]
 struct Batchers {
-    claims: Batcher<(Uuid, i32), Result<Option<store::JobRow>, String>>,
+    claims: Batcher<(Uuid, i32), Result<Option<store::Claimed>, String>>,
     finishes: Batcher<(Uuid, i32, Finish), Option<store::JobRow>>,
 }
 
@@ -243,10 +244,10 @@ impl Worker {
                 messages.sort();
                 match store::claim_many(&pool, &messages, &worker, lease).await {
                     Ok(rows) => {
-                        let mut rows: HashMap<Uuid, store::JobRow> = rows.into_iter().map(|r| (r.id, r)).collect();
+                        let mut rows: HashMap<Uuid, store::Claimed> = rows.into_iter().map(|r| (r.job.id, r)).collect();
                         order
                             .iter()
-                            .map(|(id, attempt)| Ok(rows.remove(id).filter(|r| r.attempt == attempt + 1)))
+                            .map(|(id, attempt)| Ok(rows.remove(id).filter(|r| r.job.attempt == attempt + 1)))
                             .collect()
                     }
                     Err(error) => order.iter().map(|_| Err(error.to_string())).collect(),
@@ -283,11 +284,11 @@ impl Worker {
             .call((item.id, item.attempt))
             .await
             .unwrap_or_else(|| Err("the worker is stopping".into()));
-        let row = match claimed {
-            Ok(Some(row)) => {
+        let claimed = match claimed {
+            Ok(Some(claimed)) => {
                 self.signals.changed();
                 message.settle(false).await;
-                row
+                claimed
             }
             Ok(None) => {
                 tracing::debug!(job_id = %item.id, attempt = item.attempt, "stale or duplicate delivery dropped");
@@ -301,8 +302,43 @@ impl Worker {
             }
         };
 
-        let span = tracing::info_span!("job", job_id = %row.id, kind = %row.kind, attempt = row.attempt);
-        self.execute(row, batchers).instrument(span).await;
+        let row = claimed.job;
+        // The attempt continues the submitter's trace: `process <queue>` (a
+        // consumer span, as OpenTelemetry's messaging conventions name it),
+        // linked to the span that published the message, and in it the
+        // job's own span.
+        let queue = self.names.work_queue(topology::band(row.priority));
+        let process = tracing::info_span!(
+            "process",
+            otel.name = %format!("process {queue}"),
+            otel.kind = "consumer",
+            messaging.system = "rabbitmq",
+            messaging.operation.type = "process",
+            messaging.operation.name = "process",
+            messaging.destination.name = %queue,
+            messaging.consumer.group.name = %queue,
+            messaging.message.body.size = message.delivery.data.len(),
+        );
+        if let Some(parent) = &claimed.trace_context {
+            telemetry::set_parent(&process, telemetry::from_traceparent(parent));
+        }
+        if let Some(headers) = message.delivery.properties.headers() {
+            telemetry::add_link(&process, &telemetry::extract_amqp(headers));
+        }
+        let span = tracing::info_span!(
+            parent: &process,
+            "job",
+            otel.name = %format!("job {}", row.kind),
+            job_id = %row.id,
+            kind = %row.kind,
+            attempt = row.attempt,
+            job.id = %row.id,
+            job.kind = %row.kind,
+            job.attempt = row.attempt,
+            sextant.tenant = %row.tenant,
+            otel.status_code = tracing::field::Empty,
+        );
+        self.execute(row, batchers).instrument(span).instrument(process).await;
     }
 
     async fn execute(&self, row: store::JobRow, batchers: &Batchers) {
@@ -355,6 +391,9 @@ impl Worker {
                 }
             }
         };
+        if !matches!(finish, Finish::Succeeded(_)) {
+            tracing::Span::current().record("otel.status_code", "ERROR");
+        }
         let retrying = matches!(finish, Finish::Failed { retry_at: Some(_), .. });
         let outcome = match &finish {
             Finish::Succeeded(_) => "succeeded",

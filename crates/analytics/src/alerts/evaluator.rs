@@ -19,6 +19,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument as _;
 
 use anyhow::Context as _;
 use serde_json::json;
@@ -118,7 +119,18 @@ impl Evaluator {
 
     /// Evaluates the rule at every due T up to `t`, oldest first.
     async fn evaluate_rule(&self, tenant: &str, id: Uuid, t: Micros) -> anyhow::Result<()> {
-        while self.evaluate_once(tenant, id, t).await? {}
+        loop {
+            // One trace per evaluation: its notifications continue it.
+            let span = tracing::info_span!(
+                "alert evaluation",
+                otel.name = "evaluate alert rule",
+                alert.rule_id = %id,
+                sextant.tenant = %tenant,
+            );
+            if !self.evaluate_once(tenant, id, t).instrument(span).await? {
+                break;
+            }
+        }
         Ok(())
     }
 

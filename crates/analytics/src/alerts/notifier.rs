@@ -10,11 +10,13 @@
 
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument as _;
 
 use anyhow::Context as _;
 use hmac::{Hmac, Mac};
 use serde_json::json;
 use sextant_common::internal_auth::{Caller, ClientAuth};
+use sextant_common::telemetry::TracedChannel;
 use sextant_proto::jobs::v1::SubmitJobRequest;
 use sextant_proto::jobs::v1::job_service_client::JobServiceClient;
 use sha2::Sha256;
@@ -22,7 +24,6 @@ use sqlx::PgPool;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tonic::codegen::InterceptedService;
-use tonic::transport::Channel;
 use uuid::Uuid;
 
 use super::store;
@@ -32,7 +33,7 @@ const BATCH: i64 = 50;
 /// How often the outbox is checked without a cue.
 const POLL: Duration = Duration::from_secs(1);
 
-pub type JobsClient = JobServiceClient<InterceptedService<Channel, ClientAuth>>;
+pub type JobsClient = JobServiceClient<InterceptedService<TracedChannel, ClientAuth>>;
 
 /// The signature of a notification body: hex HMAC-SHA256 under `secret`.
 pub fn sign(secret: &str, body: &str) -> String {
@@ -112,10 +113,22 @@ impl Notifier {
             sextant_common::internal_auth::SERVICE_HEADER,
             tonic::metadata::AsciiMetadataValue::from_static("sextant-analytics"),
         );
+        // In the trace of the evaluation that queued it.
+        let span = tracing::info_span!(
+            "alert notification",
+            otel.name = "submit alert notification",
+            alert.rule_id = %n.rule_id,
+            alert.version = n.version,
+            sextant.tenant = %n.tenant,
+        );
+        if let Some(parent) = &n.trace_context {
+            sextant_common::telemetry::set_parent(&span, sextant_common::telemetry::from_traceparent(parent));
+        }
         let response = self
             .jobs
             .clone()
             .submit_job(request)
+            .instrument(span)
             .await
             .with_context(|| format!("submitting the notification of version {}", n.version))?
             .into_inner();

@@ -363,8 +363,8 @@ pub async fn enqueue(
         return Ok(());
     }
     sqlx::query(
-        "INSERT INTO alert_notifications (tenant, version, rule_id, url, body, signature)
-         SELECT $1, v, $2, u, b, s FROM unnest($3::int8[], $4::text[], $5::text[], $6::text[]) AS x(v, u, b, s)",
+        "INSERT INTO alert_notifications (tenant, version, rule_id, url, body, signature, trace_context)
+         SELECT $1, v, $2, u, b, s, $7 FROM unnest($3::int8[], $4::text[], $5::text[], $6::text[]) AS x(v, u, b, s)",
     )
     .bind(tenant)
     .bind(rule)
@@ -372,6 +372,8 @@ pub async fn enqueue(
     .bind(notifications.iter().map(|n| n.url.as_str()).collect::<Vec<_>>())
     .bind(notifications.iter().map(|n| n.body.as_str()).collect::<Vec<_>>())
     .bind(notifications.iter().map(|n| n.signature.as_str()).collect::<Vec<_>>())
+    // The evaluation's trace, continued by the submit and the delivery.
+    .bind(sextant_common::telemetry::current_traceparent())
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -386,12 +388,13 @@ pub struct Pending {
     pub url: String,
     pub body: String,
     pub signature: String,
+    pub trace_context: Option<String>,
 }
 
 /// Locks up to `limit` unsubmitted notifications, oldest first.
 pub async fn pending(tx: &mut PgConnection, limit: i64) -> Result<Vec<Pending>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT tenant, version, rule_id, url, body, signature FROM alert_notifications
+        "SELECT tenant, version, rule_id, url, body, signature, trace_context FROM alert_notifications
          WHERE job_id IS NULL ORDER BY created_at LIMIT $1 FOR UPDATE SKIP LOCKED",
     )
     .bind(limit)

@@ -14,6 +14,7 @@ pub mod anomaly;
 pub mod store;
 
 use std::collections::HashMap;
+use tracing::Instrument as _;
 
 use sextant_common::ErrorCode;
 use sextant_common::db;
@@ -151,13 +152,23 @@ impl Analyses {
         }
         let (tx, rx) = mpsc::channel(16);
         let this = self.clone();
-        tokio::spawn(async move {
-            let result = this.run_inner(&tenant, run_id.as_deref(), request, &tx).await;
-            let message = result.map(|report| pb::RunAnalysisResponse {
-                message: Some(pb::run_analysis_response::Message::Analysis(heading(report))),
-            });
-            let _ = tx.send(message).await;
-        });
+        // In the RunAnalysis call's trace.
+        let span = tracing::info_span!(
+            "analysis",
+            otel.name = "run analysis",
+            sextant.tenant = %tenant,
+            analysis.metrics = request.metrics.len(),
+        );
+        tokio::spawn(
+            async move {
+                let result = this.run_inner(&tenant, run_id.as_deref(), request, &tx).await;
+                let message = result.map(|report| pb::RunAnalysisResponse {
+                    message: Some(pb::run_analysis_response::Message::Analysis(heading(report))),
+                });
+                let _ = tx.send(message).await;
+            }
+            .instrument(span),
+        );
         Ok(rx)
     }
 

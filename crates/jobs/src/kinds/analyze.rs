@@ -15,11 +15,11 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sextant_common::ErrorCode;
 use sextant_common::internal_auth::{Caller, ClientAuth};
+use sextant_common::telemetry::TracedChannel;
 use sextant_proto::analytics::v1 as pb;
 use sextant_proto::analytics::v1::analytics_service_client::AnalyticsServiceClient;
 use time::OffsetDateTime;
 use tonic::codegen::InterceptedService;
-use tonic::transport::Channel;
 
 use super::{Failure, Kind, Kinds, Outcome, parse};
 use crate::context::JobContext;
@@ -97,7 +97,7 @@ fn timestamp(t: OffsetDateTime) -> prost_types::Timestamp {
 }
 
 pub struct Analyze {
-    client: AnalyticsServiceClient<InterceptedService<Channel, ClientAuth>>,
+    client: AnalyticsServiceClient<InterceptedService<TracedChannel, ClientAuth>>,
 }
 
 impl Analyze {
@@ -105,6 +105,7 @@ impl Analyze {
         let channel = tonic::transport::Endpoint::from_shared(url.to_owned())?
             .connect_timeout(std::time::Duration::from_secs(5))
             .connect_lazy();
+        let channel = TracedChannel::new(channel, url);
         Ok(Self {
             client: AnalyticsServiceClient::with_interceptor(channel, ClientAuth::new(secret)?)
                 .max_decoding_message_size(64 << 20),

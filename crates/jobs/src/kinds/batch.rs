@@ -95,6 +95,8 @@ impl Kind for Batch {
                     failure_policy: "fail_fast",
                     parent_id: Some(ctx.job_id),
                     requested: store::Requested::Now,
+                    // The batch's attempt span: each child's trace goes on from it.
+                    trace_context: sextant_common::telemetry::current_traceparent(),
                 })
                 .collect();
             store::insert_many(&ctx.pool, &children, false)

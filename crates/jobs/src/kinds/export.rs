@@ -16,10 +16,10 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sextant_common::ErrorCode;
 use sextant_common::internal_auth::{Caller, ClientAuth, SERVICE_HEADER};
+use sextant_common::telemetry::TracedChannel;
 use sextant_proto::exports::v1 as pb;
 use sextant_proto::exports::v1::export_service_client::ExportServiceClient;
 use tonic::codegen::InterceptedService;
-use tonic::transport::Channel;
 
 use super::{Failure, Kind, Kinds, Outcome, parse};
 use crate::context::JobContext;
@@ -34,7 +34,7 @@ pub struct ExportPayload {
 }
 
 pub struct Export {
-    client: ExportServiceClient<InterceptedService<Channel, ClientAuth>>,
+    client: ExportServiceClient<InterceptedService<TracedChannel, ClientAuth>>,
 }
 
 impl Export {
@@ -42,6 +42,7 @@ impl Export {
         let channel = tonic::transport::Endpoint::from_shared(url.to_owned())?
             .connect_timeout(Duration::from_secs(5))
             .connect_lazy();
+        let channel = TracedChannel::new(channel, url);
         Ok(Self {
             client: ExportServiceClient::with_interceptor(channel, ClientAuth::new(secret)?),
         })

@@ -17,6 +17,7 @@ use futures::future::BoxFuture;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sextant_common::outbound::AllowList;
+use tracing::Instrument as _;
 
 use super::{Failure, Kind, Kinds, Outcome, parse};
 use crate::context::JobContext;
@@ -78,18 +79,43 @@ impl Kind for Notify {
             let p: Payload = parse(&payload).map_err(|m| Failure::new("invalid_payload", m))?;
             // The allow-list may have shrunk since the job was submitted.
             let url = self.check(&p).map_err(|m| Failure::new("target_not_allowed", m))?;
-            let response = self
+            // An HTTP client span (OpenTelemetry's conventions), whose
+            // context the receiver gets as `traceparent`.
+            let span = tracing::info_span!(
+                "webhook",
+                otel.name = "POST",
+                otel.kind = "client",
+                http.request.method = "POST",
+                url.full = %url,
+                server.address = url.host_str().unwrap_or_default(),
+                server.port = url.port_or_known_default().unwrap_or(0),
+                http.response.status_code = tracing::field::Empty,
+                otel.status_code = tracing::field::Empty,
+            );
+            let mut request = self
                 .http
-                .post(url)
+                .post(url.clone())
                 .header("content-type", "application/json")
                 .header("x-sextant-signature", format!("sha256={}", p.signature))
                 .header("x-sextant-delivery", ctx.job_id.to_string())
-                .header("x-sextant-attempt", ctx.attempt.to_string())
+                .header("x-sextant-attempt", ctx.attempt.to_string());
+            if let Some(traceparent) = span.in_scope(sextant_common::telemetry::current_traceparent) {
+                request = request.header("traceparent", traceparent);
+            }
+            let response = request
                 .body(p.body)
                 .send()
+                .instrument(span.clone())
                 .await
-                .map_err(|e| Failure::new("webhook_unreachable", format!("{}: {e}", p.url)))?;
+                .map_err(|e| {
+                    span.record("otel.status_code", "ERROR");
+                    Failure::new("webhook_unreachable", format!("{}: {e}", p.url))
+                })?;
             let status = response.status();
+            span.record("http.response.status_code", status.as_u16());
+            if status.as_u16() >= 400 {
+                span.record("otel.status_code", "ERROR");
+            }
             if !status.is_success() {
                 return Err(Failure::new(
                     "webhook_failed",

@@ -26,6 +26,8 @@ pub struct NewJob {
     pub parent_id: Option<Uuid>,
     /// The schedule as the request asked for it.
     pub requested: Requested,
+    /// The submitter's `traceparent`, continued by the attempts.
+    pub trace_context: Option<String>,
 }
 
 /// How a request asked to schedule its job, as sent: a delay stays a delay,
@@ -97,12 +99,13 @@ pub async fn insert_many(pool: &PgPool, jobs: &[NewJob], direct: bool) -> sqlx::
         .collect();
     let created: Vec<JobRow> = sqlx::query_as(&format!(
         "INSERT INTO jobs (id, tenant, kind, status, payload, priority, max_attempts, timeout_ms, \
-             idempotency_key, run_at, failure_policy, parent_id, request_fingerprint, dispatched) \
+             idempotency_key, run_at, failure_policy, parent_id, request_fingerprint, trace_context, dispatched) \
          SELECT *, $14::boolean AND j.status = 'queued' \
          FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::jsonb[], $6::smallint[], \
-             $7::integer[], $8::bigint[], $9::text[], $10::timestamptz[], $11::text[], $12::uuid[], $13::bytea[]) \
+             $7::integer[], $8::bigint[], $9::text[], $10::timestamptz[], $11::text[], $12::uuid[], $13::bytea[], \
+             $15::text[]) \
              AS j (id, tenant, kind, status, payload, priority, max_attempts, timeout_ms, idempotency_key, run_at, \
-                   failure_policy, parent_id, request_fingerprint) \
+                   failure_policy, parent_id, request_fingerprint, trace_context) \
          ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING \
          RETURNING {COLUMNS}"
     ))
@@ -120,6 +123,7 @@ pub async fn insert_many(pool: &PgPool, jobs: &[NewJob], direct: bool) -> sqlx::
     .bind(jobs.iter().map(|j| j.parent_id).collect::<Vec<_>>())
     .bind(&fingerprints)
     .bind(direct)
+    .bind(jobs.iter().map(|j| j.trace_context.clone()).collect::<Vec<_>>())
     .fetch_all(pool)
     .await?;
     let mut created: HashMap<Uuid, JobRow> = created.into_iter().map(|row| (row.id, row)).collect();

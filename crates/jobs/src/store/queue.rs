@@ -78,12 +78,20 @@ pub async fn mark_dispatched(tx: &mut sqlx::PgConnection, ids: &[Uuid]) -> sqlx:
 /// match that version too, so this waits on the dispatcher's row lock (and
 /// re-checks after its commit) instead of skipping the row and dropping the
 /// message; `attempt` alone keeps a duplicate or stale message from running.
+/// A claimed job, with the trace its attempt continues.
+#[derive(Debug, Clone, FromRow)]
+pub struct Claimed {
+    #[sqlx(flatten)]
+    pub job: JobRow,
+    pub trace_context: Option<String>,
+}
+
 pub async fn claim_many(
     pool: &PgPool,
     messages: &[(Uuid, i32)],
     worker: &str,
     lease: std::time::Duration,
-) -> sqlx::Result<Vec<JobRow>> {
+) -> sqlx::Result<Vec<Claimed>> {
     // One statement: the attempts are recorded with the claims, atomically.
     // The plan must stay on the primary key whatever the statistics say (a
     // queue table's are always stale: the last analyze saw it small, or saw
@@ -99,7 +107,7 @@ pub async fn claim_many(
              FROM UNNEST($1::uuid[], $2::integer[]) AS m(job, delivered_attempt) \
              WHERE id = ANY($1) AND id = m.job AND attempt = m.delivered_attempt AND status IN ('queued', 'scheduled') \
                AND run_at <= now() AND NOT cancel_requested \
-             RETURNING {COLUMNS}), \
+             RETURNING {COLUMNS}, trace_context), \
          attempts AS ( \
              INSERT INTO job_attempts (job_id, attempt, worker) SELECT id, attempt, $3 FROM claimed) \
          SELECT * FROM claimed"
