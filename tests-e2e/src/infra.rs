@@ -81,6 +81,31 @@ async fn docker_available() -> bool {
     )
 }
 
+/// Drops `databases` (and their connections) on `admin_url`'s server, from a
+/// thread of its own: callers are `Drop`s, maybe inside a runtime.
+pub fn drop_databases(admin_url: String, databases: Vec<String>) {
+    let _ = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            use sqlx::Connection;
+            let Ok(Ok(mut conn)) =
+                tokio::time::timeout(Duration::from_secs(5), sqlx::PgConnection::connect(&admin_url)).await
+            else {
+                return;
+            };
+            for database in databases {
+                let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS \"{database}\" WITH (FORCE)"))
+                    .execute(&mut conn)
+                    .await;
+            }
+        });
+    })
+    .join();
+}
+
 /// Same server as `admin_url`, database `name`.
 pub fn database_url(admin_url: &str, name: &str) -> String {
     let mut url = url::Url::parse(admin_url).expect("a valid database URL");

@@ -470,35 +470,20 @@ impl Drop for TestSystem {
             }
         }
         let _ = std::fs::remove_dir_all(&self.exports_root);
-        let admin_url = self.admin_url.clone();
-        let databases = std::mem::take(&mut self.databases);
         let (amqp_url, prefix) = (self.amqp_url.clone(), format!("e2e-{}", self.id));
         let _ = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .unwrap();
-            runtime.block_on(async {
-                // A throwaway broker may already be gone; that is fine.
-                let _ = tokio::time::timeout(
-                    Duration::from_secs(10),
-                    sextant_jobs::topology::delete_at(&amqp_url, &prefix),
-                )
-                .await;
-                use sqlx::Connection;
-                let Ok(Ok(mut conn)) =
-                    tokio::time::timeout(Duration::from_secs(5), sqlx::PgConnection::connect(&admin_url)).await
-                else {
-                    return;
-                };
-                for database in databases {
-                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS \"{database}\" WITH (FORCE)"))
-                        .execute(&mut conn)
-                        .await;
-                }
-            });
+            // A throwaway broker may already be gone; that is fine.
+            runtime.block_on(tokio::time::timeout(
+                Duration::from_secs(10),
+                sextant_jobs::topology::delete_at(&amqp_url, &prefix),
+            ))
         })
         .join();
+        infra::drop_databases(self.admin_url.clone(), std::mem::take(&mut self.databases));
     }
 }
 

@@ -127,8 +127,7 @@ impl BackendServer {
 
         let server = Server::builder()
             .trace_fn(|request| {
-                let path = request.uri().path().trim_start_matches('/');
-                let (service, method) = path.split_once('/').unwrap_or((path, ""));
+                let (service, method) = crate::telemetry::rpc_names(request.uri().path());
                 let span = tracing::info_span!(
                     "grpc",
                     otel.name = %format!("{service}/{method}"),

@@ -139,6 +139,13 @@ pub fn from_traceparent(traceparent: &str) -> Context {
     global::get_text_map_propagator(|p| p.extract(&carrier))
 }
 
+/// `(rpc.service, rpc.method)` of a gRPC request path
+/// (`/sextant.jobs.v1.JobService/SubmitJob`).
+pub fn rpc_names(path: &str) -> (&str, &str) {
+    let path = path.trim_start_matches('/');
+    path.split_once('/').unwrap_or((path, ""))
+}
+
 /// A gRPC client transport whose every call runs in a client span of its
 /// own (`{rpc.service}/{rpc.method}`, kind client, `rpc.*` and `server.*`
 /// attributes), which the call's `traceparent` names as its parent.
@@ -183,8 +190,7 @@ where
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
         use tracing::Instrument as _;
-        let path = request.uri().path().trim_start_matches('/');
-        let (service, method) = path.split_once('/').unwrap_or((path, ""));
+        let (service, method) = rpc_names(request.uri().path());
         let span = tracing::info_span!(
             "grpc client",
             otel.name = %format!("{service}/{method}"),

@@ -430,8 +430,10 @@ impl Load {
                     return;
                 }
             };
-            let settled = transitions.last().is_some_and(|t| t["to"] == "resolved")
-                && transitions.iter().filter(|t| t["to"] == "firing").count() >= report.alert_high_phases;
+            // Every high phase fired and resolved (a quiet rule may go on to
+            // no_data once the events stop).
+            let count = |to: &str| transitions.iter().filter(|t| t["to"] == to).count();
+            let settled = count("firing") >= report.alert_high_phases && count("resolved") >= report.alert_high_phases;
             if settled || Instant::now() > deadline {
                 break transitions;
             }
@@ -547,19 +549,39 @@ async fn subscribers_per_gateway(fleet: &Fleet) -> Vec<f64> {
     counts
 }
 
-/// No-op jobs at `rate` per second, round the tenants.
-async fn submit_jobs(api: Api, tokens: Vec<String>, rate: f64, stop: Stop, accepted: Arc<Mutex<Accepted>>) {
-    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+/// Calls `write(n)` for n = 1, 2, … every `every` until `stop`, each on a
+/// task of its own (a slow answer does not slow the pace); then waits for
+/// them all.
+async fn paced<F, Fut>(every: Duration, stop: Stop, mut write: F)
+where
+    F: FnMut(usize) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let mut tick = tokio::time::interval(every);
     let mut inflight = JoinSet::new();
     let mut n = 0usize;
     while !stop.is_set() {
         tick.tick().await;
         n += 1;
-        let (api, token, accepted) = (api.clone(), tokens[n % tokens.len()].clone(), accepted.clone());
+        inflight.spawn(write(n));
+    }
+    while inflight.join_next().await.is_some() {}
+}
+
+/// Jobs at `rate` per second, round the tenants: no-ops, and 5-second sleeps.
+async fn submit_jobs(api: Api, tokens: Vec<String>, rate: f64, stop: Stop, accepted: Arc<Mutex<Accepted>>) {
+    paced(Duration::from_secs_f64(1.0 / rate), stop, |n| {
         let tenant = n % tokens.len();
-        inflight.spawn(async move {
+        let (api, token, accepted) = (api.clone(), tokens[tenant].clone(), accepted.clone());
+        async move {
             let key = format!("soak-job-{n}");
-            let body = json!({"kind": "noop", "payload": {}});
+            // Three in ten sleep 5 s: a replica killed mid-job has some
+            // running, which its lease hands to another as attempt 2.
+            let body = if n % 10 < 3 {
+                json!({"kind": "sleep", "payload": {"duration_ms": 5000, "steps": 2}})
+            } else {
+                json!({"kind": "noop", "payload": {}})
+            };
             match api
                 .call(
                     &token,
@@ -577,36 +599,25 @@ async fn submit_jobs(api: Api, tokens: Vec<String>, rate: f64, stop: Stop, accep
                 }
                 Err(error) => accepted.lock().unwrap().failures.push(format!("job {key}: {error:#}")),
             }
-        });
-    }
-    while inflight.join_next().await.is_some() {}
+        }
+    })
+    .await;
 }
 
 /// Batches of events at `rate` per second, round the tenants.
 async fn ingest(api: Api, tokens: Vec<String>, rate: f64, size: usize, stop: Stop, accepted: Arc<Mutex<Accepted>>) {
-    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
-    let mut inflight = JoinSet::new();
-    let mut n = 0usize;
-    while !stop.is_set() {
-        tick.tick().await;
-        n += 1;
+    paced(Duration::from_secs_f64(1.0 / rate), stop, |n| {
         let tenant = n % tokens.len();
         let (api, token, accepted) = (api.clone(), tokens[tenant].clone(), accepted.clone());
-        inflight.spawn(async move {
+        async move {
             let ts = rfc3339(OffsetDateTime::now_utc());
             let events: Vec<Value> = (0..size)
                 .map(|i| json!({"name": EVENTS_METRIC, "ts": ts, "value": i as f64, "labels": {"source": "soak"}}))
                 .collect();
             let key = format!("soak-ingest-{n}");
+            let body = json!({ "events": events });
             match api
-                .call(
-                    &token,
-                    Method::POST,
-                    "/api/v1/events",
-                    Some(&json!({ "events": events })),
-                    Some(&key),
-                    &[200],
-                )
+                .call(&token, Method::POST, "/api/v1/events", Some(&body), Some(&key), &[200])
                 .await
             {
                 Ok((_, answer)) => {
@@ -625,9 +636,9 @@ async fn ingest(api: Api, tokens: Vec<String>, rate: f64, size: usize, stop: Sto
                     .failures
                     .push(format!("batch {key}: {error:#}")),
             }
-        });
-    }
-    while inflight.join_next().await.is_some() {}
+        }
+    })
+    .await;
 }
 
 /// The alert metric: 95 for `ALERT_HALF`, then 5 for as long, a value every
@@ -670,21 +681,16 @@ async fn toggle_alert(api: Api, token: String, stop: Stop, accepted: Arc<Mutex<A
 /// `every`, round the tenants; the export's id is kept once answered
 /// 201/202 (200 is the replay of one of those).
 async fn export(api: Api, tokens: Vec<String>, every: Duration, stop: Stop, accepted: Arc<Mutex<Accepted>>) {
-    let mut tick = tokio::time::interval(every);
-    let mut inflight = JoinSet::new();
-    let mut n = 0usize;
-    while !stop.is_set() {
-        tick.tick().await;
-        n += 1;
+    paced(every, stop, |n| {
         let tenant = n % tokens.len();
         let (api, token, accepted) = (api.clone(), tokens[tenant].clone(), accepted.clone());
-        inflight.spawn(async move {
+        async move {
             if let Err(error) = analysis_and_export(&api, &token, tenant, n, &accepted).await {
                 accepted.lock().unwrap().failures.push(format!("export {n}: {error:#}"));
             }
-        });
-    }
-    while inflight.join_next().await.is_some() {}
+        }
+    })
+    .await;
 }
 
 async fn analysis_and_export(

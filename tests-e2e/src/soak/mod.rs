@@ -6,7 +6,8 @@
 //! network (and healed).
 //!
 //! The load, all through the gateways' load balancer as a frontend would:
-//! no-op jobs, metric events, 1,000 WebSocket subscribers of their tenant's
+//! jobs (no-ops, and 5-second sleeps a killed worker leaves to another as
+//! attempt 2), metric events, 1,000 WebSocket subscribers of their tenant's
 //! `jobs` topic (resuming with `after_version` through every reconnect), an
 //! analysis and its export every few seconds, and an alert rule whose metric
 //! goes above and below its threshold, notifying a webhook receiver here.

@@ -29,6 +29,10 @@ async fn every_service_twice_loses_nothing_through_restarts_and_broker_faults() 
     assert!(report.exports_accepted > 10, "{report}");
     assert!(report.alert_high_phases >= 3, "{report}");
     assert!(
+        report.jobs_retried >= 1,
+        "the SIGKILLed jobs replica had jobs running: {report}"
+    );
+    assert!(
         report.subscriber_reconnects >= 1000,
         "the gateway restarts moved every subscriber: {report}"
     );

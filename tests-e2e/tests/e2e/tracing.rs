@@ -101,6 +101,19 @@ fn child_of<'a>(child: &'a CollectedSpan, parent: &CollectedSpan) -> &'a Collect
     child
 }
 
+/// `from`'s client span of the gRPC call `rpc`, a child of `parent`, and
+/// `to`'s server span of it under that; returns the server span.
+fn call<'a>(spans: &'a [CollectedSpan], parent: &CollectedSpan, from: &str, rpc: &str, to: &str) -> &'a CollectedSpan {
+    let trace = parent.trace_id.as_str();
+    let client = child_of(span(spans, trace, from, rpc), parent);
+    assert_eq!(client.kind, "client");
+    assert_eq!(client.attribute("rpc.system"), Some("grpc"));
+    let server = child_of(span(spans, trace, to, rpc), client);
+    assert_eq!(server.kind, "server");
+    assert_eq!(server.attribute("rpc.method"), rpc.rsplit('/').next());
+    server
+}
+
 /// gateway HTTP server → gateway gRPC client → `service`'s gRPC server.
 fn request_hops<'a>(
     spans: &'a [CollectedSpan],
@@ -118,13 +131,7 @@ fn request_hops<'a>(
         route.split_once(' ').map(|(m, _)| m)
     );
     assert!(http.attribute("http.response.status_code").is_some(), "{http:#?}");
-    let client = child_of(span(spans, trace, "sextant-gateway", rpc), http);
-    assert_eq!(client.kind, "client");
-    assert_eq!(client.attribute("rpc.system"), Some("grpc"));
-    let server = child_of(span(spans, trace, service, rpc), client);
-    assert_eq!(server.kind, "server");
-    assert_eq!(server.attribute("rpc.method"), rpc.rsplit('/').next());
-    server
+    call(spans, http, "sextant-gateway", rpc, service)
 }
 
 /// The queue's hops after `submit` (the jobs service's SubmitJob server
@@ -304,37 +311,15 @@ async fn a_job_an_export_and_an_alert_notification_each_trace_from_the_request_t
         "sextant.exports.v1.ExportService/CreateExport",
         "sextant-exports",
     );
-    let submit_client = child_of(
-        span(
-            &spans,
-            EXPORT,
-            "sextant-exports",
-            "sextant.jobs.v1.JobService/SubmitJob",
-        ),
-        create,
-    );
-    let submit = child_of(
-        span(&spans, EXPORT, "sextant-jobs", "sextant.jobs.v1.JobService/SubmitJob"),
-        submit_client,
-    );
+    const SUBMIT: &str = "sextant.jobs.v1.JobService/SubmitJob";
+    let submit = call(&spans, create, "sextant-exports", SUBMIT, "sextant-jobs");
     let job = queue_hops(&spans, submit, &prefix, "export");
-    let render_client = child_of(
-        span(
-            &spans,
-            EXPORT,
-            "sextant-jobs",
-            "sextant.exports.v1.ExportService/RenderExport",
-        ),
+    let render_server = call(
+        &spans,
         job,
-    );
-    let render_server = child_of(
-        span(
-            &spans,
-            EXPORT,
-            "sextant-exports",
-            "sextant.exports.v1.ExportService/RenderExport",
-        ),
-        render_client,
+        "sextant-jobs",
+        "sextant.exports.v1.ExportService/RenderExport",
+        "sextant-exports",
     );
     let render = child_of(
         span(&spans, EXPORT, "sextant-exports", "render csv:series"),
@@ -351,19 +336,7 @@ async fn a_job_an_export_and_an_alert_notification_each_trace_from_the_request_t
         span(&spans, &alert, "sextant-analytics", "submit alert notification"),
         evaluation,
     );
-    let submit_client = child_of(
-        span(
-            &spans,
-            &alert,
-            "sextant-analytics",
-            "sextant.jobs.v1.JobService/SubmitJob",
-        ),
-        notification,
-    );
-    let submit = child_of(
-        span(&spans, &alert, "sextant-jobs", "sextant.jobs.v1.JobService/SubmitJob"),
-        submit_client,
-    );
+    let submit = call(&spans, notification, "sextant-analytics", SUBMIT, "sextant-jobs");
     let job = queue_hops(&spans, submit, &prefix, "notify");
     let post = child_of(span(&spans, &alert, "sextant-jobs", "POST"), job);
     assert_eq!(post.kind, "client");
