@@ -98,7 +98,8 @@ pub struct Fleet {
     haproxy: std::process::Child,
     admin_url: String,
     databases: Vec<String>,
-    dir: TempDir,
+    /// Held for its lifetime: HAProxy's config and the exports store.
+    _dir: TempDir,
 }
 
 pub struct FleetOptions {
@@ -208,7 +209,7 @@ impl Fleet {
             haproxy,
             admin_url: options.admin_url,
             databases,
-            dir,
+            _dir: dir,
         };
         fleet.wait_ready(Duration::from_secs(60)).await?;
         Ok(fleet)
@@ -307,7 +308,6 @@ impl Drop for Fleet {
             }
         }
         infra::drop_databases(self.admin_url.clone(), std::mem::take(&mut self.databases));
-        let _ = &self.dir;
     }
 }
 

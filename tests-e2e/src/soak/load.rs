@@ -247,7 +247,7 @@ impl Load {
 
     /// Stops the writers, waits for the system to finish what it accepted,
     /// and counts.
-    pub(crate) async fn finish(mut self, fleet: &Fleet, stats: Arc<Stats>, elapsed: Duration) -> Report {
+    pub(crate) async fn finish(mut self, stats: Arc<Stats>, elapsed: Duration) -> Report {
         let began = Instant::now();
         self.stop.set();
         while self.tasks.join_next().await.is_some() {}
@@ -304,7 +304,6 @@ impl Load {
 
         report.seconds = elapsed.as_secs_f64();
         report.phases = stats.phases();
-        let _ = fleet;
         report
     }
 
@@ -737,7 +736,7 @@ async fn analysis_and_export(
             }
         }
     };
-    let (status, export) = api
+    let (_, export) = api
         .call(
             token,
             Method::POST,
@@ -748,7 +747,6 @@ async fn analysis_and_export(
         )
         .await?;
     let id = export["id"].as_str().unwrap_or_default().to_owned();
-    let _ = status;
     accepted.lock().unwrap().exports.push((tenant, id));
     Ok(())
 }

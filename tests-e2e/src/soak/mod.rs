@@ -187,7 +187,7 @@ pub async fn run(options: SoakOptions) -> anyhow::Result<Report> {
         "soak: {:>5.0} s  load stopped; counting",
         started.elapsed().as_secs_f64()
     );
-    let mut report = load.finish(&fleet, stats.clone(), started.elapsed()).await;
+    let mut report = load.finish(stats.clone(), started.elapsed()).await;
     report.usage = fleet.replicas.iter().map(|r| (r.name(), r.usage())).collect();
     drop(fleet);
     drop(cluster);
