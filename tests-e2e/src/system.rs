@@ -81,7 +81,19 @@ impl TestSystemBuilder {
             .clone()
             .or_else(|| infra.as_ref().map(|i| i.amqp_url.clone()))
             .expect("a broker");
-        Some(TestSystem::start(self, infra, database_url, amqp_url).await)
+        let mut builder = self;
+        if builder.amqp_url.is_none() {
+            // On the broker every test shares, classic work queues: a run
+            // declares and deletes hundreds of queues, and that churn of
+            // quorum queues (a Raft group each) wedged RabbitMQ 3.10's single
+            // node (no handshake answered, even after a restart). Tests on a
+            // broker of their own (fault tests, the cluster) keep the default,
+            // quorum.
+            builder
+                .jobs_env
+                .insert(0, ("SEXTANT_JOBS__QUEUE__WORK_QUEUES".to_owned(), "classic".to_owned()));
+        }
+        Some(TestSystem::start(builder, infra, database_url, amqp_url).await)
     }
 }
 

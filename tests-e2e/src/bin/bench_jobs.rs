@@ -15,7 +15,9 @@
 //!   left; the large run's rate against the small one's, and its rate per
 //!   tenth (does it slow down as the tables grow?).
 //!
-//! `BENCH_PHASES` (default `latency,throughput,flatness`) picks the phases.
+//! `BENCH_PHASES` (default `latency,throughput,flatness`) picks the phases;
+//! `BENCH_WORK_QUEUES` (`quorum`, the default, or `classic`) the type of the
+//! work queues, to compare the two in one sitting.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -387,10 +389,13 @@ async fn main() -> anyhow::Result<()> {
     let rate = env_or("BENCH_RATE", 500);
     let phases = std::env::var("BENCH_PHASES").unwrap_or_else(|_| "latency,throughput,flatness".into());
     let phases: Vec<&str> = phases.split(',').map(str::trim).collect();
+    let work_queues = std::env::var("BENCH_WORK_QUEUES").unwrap_or_else(|_| "quorum".into());
+    println!("work queues: {work_queues}");
     let system = TestSystem::builder()
         .env("SEXTANT_TELEMETRY__LOG_FILTER", "info,sextant_jobs=warn")
         .jobs_env("SEXTANT_JOBS__WORKER__CONCURRENCY", "64")
         .jobs_env("SEXTANT_JOBS__DATABASE__MAX_CONNECTIONS", "32")
+        .jobs_env("SEXTANT_JOBS__QUEUE__WORK_QUEUES", &work_queues)
         .gateway_env("SEXTANT_GATEWAY__WS__OUTBOUND_BUFFER", "4096")
         .start()
         .await

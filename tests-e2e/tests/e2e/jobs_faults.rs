@@ -268,7 +268,7 @@ async fn a_job_whose_message_the_broker_lost_is_sent_again_and_runs() {
         .await
         .unwrap();
     let channel = connection.create_channel().await.unwrap();
-    let queue = format!("e2e-{}.jobs.quorum.normal", system.id);
+    let queue = format!("e2e-{}.jobs.queue.normal", system.id);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         let purged = channel

@@ -144,7 +144,7 @@ fn queue_hops<'a>(spans: &'a [CollectedSpan], submit: &CollectedSpan, prefix: &s
             spans,
             trace,
             "sextant-jobs",
-            &format!("process {prefix}.jobs.quorum.normal"),
+            &format!("process {prefix}.jobs.queue.normal"),
         ),
         submit,
     );

@@ -70,6 +70,10 @@ pub async fn spawn_app_with(extra: &[(&str, &str)]) -> Option<TestApp> {
         ("SEXTANT_JOBS__AMQP__PREFIX", prefix.clone()),
         ("SEXTANT_JOBS__QUEUE__DIAGNOSTIC_KINDS", "true".to_owned()),
         ("SEXTANT_JOBS__WORKER__RETRY_BASE", "200ms".to_owned()),
+        // Classic on the broker every test shares: the churn of quorum queues
+        // across a run wedged RabbitMQ 3.10's single node (see the e2e
+        // harness, `system.rs`).
+        ("SEXTANT_JOBS__QUEUE__WORK_QUEUES", "classic".to_owned()),
     ];
     env.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
     if std::env::var_os("TEST_LOG").is_some() {
