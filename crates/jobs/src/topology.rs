@@ -7,9 +7,12 @@
 //! The queues' type is `jobs.queue.work_queues`:
 //! - `quorum` (the default): replicated over a cluster's nodes by Raft, so a
 //!   node's loss loses no message and stops no consumer. A message is
-//!   delivered only once its log is fsynced on a majority, which costs
-//!   latency: on the shared 2-core machine, the p95 of a no-op job at
-//!   100 jobs/s was ~200 ms on one node (classic: 15 ms).
+//!   delivered only once its log is fsynced on a majority. With up to 16
+//!   jobs a message that costs little: `make bench-jobs` with
+//!   `BENCH_WORK_QUEUES`, alternated twice on one node (2026-12-04), gave a
+//!   no-op job's p50 at 500 jobs/s of 13.5–14.1 ms over gRPC (classic
+//!   10.3–15.6) and 4,870–5,132 jobs/s (classic 4,037–5,095). (One job a
+//!   message, in an earlier release, it was a p95 of ~200 ms.)
 //! - `classic`: on one node only. Faster, but a node's loss strands its
 //!   queue's messages until that node is back (the jobs are safe in
 //!   PostgreSQL and sent again after `jobs.queue.redispatch_after`).
