@@ -290,11 +290,6 @@ impl Fleet {
             .collect::<Vec<_>>()
             .join("\n")
     }
-
-    /// The databases of the backends: `(service, admin-reachable URL)`.
-    pub fn database_url(&self, service: &str) -> String {
-        infra::database_url(&self.admin_url, &format!("e2e_{}_{service}", self.id))
-    }
 }
 
 impl Drop for Fleet {

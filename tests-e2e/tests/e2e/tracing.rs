@@ -20,6 +20,19 @@ use crate::exports::plain_analysis;
 use crate::metrics::Client;
 use crate::system;
 
+/// Stops every service with SIGTERM, which flushes its trace exporter.
+fn stop_to_flush(system: &mut TestSystem) {
+    for process in [
+        &mut system.gateway,
+        &mut system.analytics,
+        &mut system.jobs,
+        &mut system.exports,
+    ] {
+        process.terminate();
+        assert!(process.wait_exit(Duration::from_secs(10)).is_some_and(|s| s.success()));
+    }
+}
+
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 
 #[tokio::test]
@@ -36,16 +49,7 @@ async fn a_request_trace_spans_the_gateway_and_every_backend() {
         .unwrap();
     assert_eq!(response.status(), 200);
 
-    // Stopping flushes each exporter.
-    for process in [
-        &mut system.gateway,
-        &mut system.analytics,
-        &mut system.jobs,
-        &mut system.exports,
-    ] {
-        process.terminate();
-        assert!(process.wait_exit(Duration::from_secs(10)).is_some_and(|s| s.success()));
-    }
+    stop_to_flush(&mut system);
 
     let spans: Vec<_> = collector
         .spans()
@@ -280,16 +284,7 @@ async fn a_job_an_export_and_an_alert_notification_each_trace_from_the_request_t
     assert_eq!(parts.len(), 4, "the webhook came with a traceparent: {delivered:?}");
     let (alert, webhook_span) = (parts[1].to_owned(), parts[2].to_owned());
 
-    // Stopping flushes each exporter.
-    for process in [
-        &mut system.gateway,
-        &mut system.analytics,
-        &mut system.jobs,
-        &mut system.exports,
-    ] {
-        process.terminate();
-        assert!(process.wait_exit(Duration::from_secs(10)).is_some_and(|s| s.success()));
-    }
+    stop_to_flush(&mut system);
     let spans = collector.spans();
     let prefix = format!("e2e-{}", system.id);
 

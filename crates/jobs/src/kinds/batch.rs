@@ -76,6 +76,8 @@ impl Kind for Batch {
         Box::pin(async move {
             let batch: BatchPayload = parse(&payload).map_err(|m| Failure::new("invalid_payload", m))?;
             let unavailable = |e: sqlx::Error| Failure::new("unavailable", format!("job store: {e}"));
+            // The batch's attempt span: each child's trace goes on from it.
+            let trace_context = sextant_common::telemetry::current_traceparent();
             let children: Vec<NewJob> = batch
                 .children
                 .into_iter()
@@ -95,8 +97,7 @@ impl Kind for Batch {
                     failure_policy: "fail_fast",
                     parent_id: Some(ctx.job_id),
                     requested: store::Requested::Now,
-                    // The batch's attempt span: each child's trace goes on from it.
-                    trace_context: sextant_common::telemetry::current_traceparent(),
+                    trace_context: trace_context.clone(),
                 })
                 .collect();
             store::insert_many(&ctx.pool, &children, false)
